@@ -1,0 +1,433 @@
+//! The HTTP client: one GET with auth, retries, a shared pause per host, timeouts and a body
+//! size limit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::retry::{RetryConfig, is_retryable_status, parse_retry_after};
+use crate::secret::{Secret, redact_text, redact_url};
+use crate::{FetchError, Result};
+
+/// The `client` section of a pipeline file, as written (secrets still as references).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The API's base URL; resource paths are appended to it. Credentials are sent only to
+    /// its origin (scheme, host, port) and to `trusted_hosts`.
+    pub base_url: String,
+    /// Headers sent with every request (for Bugsnag: `X-Version = "2"`). Default: none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// How to authenticate. Default: no authentication.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Retries and backoff.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The longest a whole request (connect, send, read the body) may take, in seconds.
+    /// Default: 120.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+    /// The longest connecting may take, in seconds. Default: 10.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: f64,
+    /// The largest response body accepted, in bytes; real full events exceed 1 MB.
+    /// Default: 64 MiB.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Hosts besides the base URL's that may receive the credentials. Default: none.
+    #[serde(default)]
+    pub trusted_hosts: Vec<String>,
+}
+
+fn default_timeout_secs() -> f64 {
+    120.0
+}
+fn default_connect_timeout_secs() -> f64 {
+    10.0
+}
+fn default_max_response_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+/// The `client.auth` section, as written: credential fields may hold secret references that
+/// the caller resolves into an [`Auth`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// An API key in a header or a query parameter.
+    ApiKey {
+        /// The header or parameter name. Default: `Authorization`.
+        #[serde(default = "default_api_key_name")]
+        name: String,
+        /// The key (a secret reference such as `{{ secrets.auth_token }}`).
+        api_key: String,
+        /// `header` (default) or `query`.
+        #[serde(default)]
+        location: ApiKeyLocation,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token (a secret reference).
+        token: String,
+    },
+    /// HTTP basic authentication.
+    HttpBasic {
+        /// The user name.
+        username: String,
+        /// The password (a secret reference).
+        password: String,
+    },
+}
+
+fn default_api_key_name() -> String {
+    "Authorization".to_owned()
+}
+
+/// Where an API key goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyLocation {
+    /// In a request header.
+    #[default]
+    Header,
+    /// In a query parameter.
+    Query,
+}
+
+/// Resolved credentials.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// An API key in a header or a query parameter.
+    ApiKey {
+        /// The header or parameter name.
+        name: String,
+        /// The key.
+        value: Secret,
+        /// Where it goes.
+        location: ApiKeyLocation,
+    },
+    /// A bearer token.
+    Bearer(Secret),
+    /// HTTP basic authentication.
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: Secret,
+    },
+}
+
+impl Auth {
+    fn secret(&self) -> &Secret {
+        match self {
+            Auth::ApiKey { value, .. } => value,
+            Auth::Bearer(s) => s,
+            Auth::Basic { password, .. } => password,
+        }
+    }
+}
+
+/// Everything a [`Client`] needs, checked.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// The base URL; its origin receives the credentials.
+    pub base_url: Url,
+    /// Headers for every request.
+    pub headers: HeaderMap,
+    /// Credentials.
+    pub auth: Option<Auth>,
+    /// Retries and backoff.
+    pub retry: RetryConfig,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// The largest body accepted, in bytes.
+    pub max_response_bytes: u64,
+    /// Further hosts that may receive credentials.
+    pub trusted_hosts: Vec<String>,
+}
+
+impl ClientSettings {
+    /// Checks a [`ClientConfig`] whose secrets the caller has resolved into `auth`.
+    /// Errors are messages naming the offending field.
+    pub fn from_config(config: &ClientConfig, auth: Option<Auth>) -> std::result::Result<Self, String> {
+        let base_url =
+            Url::parse(&config.base_url).map_err(|e| format!("base_url: `{}` is not a URL: {e}", config.base_url))?;
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(format!("base_url: `{}` is not an http or https URL", config.base_url));
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in &config.headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("headers.{k}: not a header name"))?;
+            let value = HeaderValue::from_str(v).map_err(|_| format!("headers.{k}: not a header value"))?;
+            headers.insert(name, value);
+        }
+        for (field, secs) in [("timeout_secs", config.timeout_secs), ("connect_timeout_secs", config.connect_timeout_secs)] {
+            if !(secs.is_finite() && secs > 0.0) {
+                return Err(format!("{field}: expected a positive number of seconds, got {secs}"));
+            }
+        }
+        Ok(ClientSettings {
+            base_url,
+            headers,
+            auth,
+            retry: config.retry.clone(),
+            timeout: Duration::from_secs_f64(config.timeout_secs),
+            connect_timeout: Duration::from_secs_f64(config.connect_timeout_secs),
+            max_response_bytes: config.max_response_bytes,
+            trusted_hosts: config.trusted_hosts.clone(),
+        })
+    }
+}
+
+/// A response whose body was read in full.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The URL fetched (as requested; credentials are never in it).
+    pub url: Url,
+    /// The status code (2xx: other statuses are errors).
+    pub status: u16,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The body, decompressed.
+    pub body: Vec<u8>,
+    /// How many retries this response took.
+    pub n_retries: u32,
+}
+
+/// Counters of a client's traffic, for the run report.
+#[derive(Debug, Default)]
+pub(crate) struct ClientStats {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    bytes: AtomicU64,
+    by_status: Mutex<BTreeMap<u16, u64>>,
+}
+
+/// A copy of the counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Requests sent, retries included.
+    pub requests: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Responses per status code.
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+impl ClientStats {
+    fn record_status(&self, status: u16) {
+        let mut map = self.by_status.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(status).or_default() += 1;
+    }
+}
+
+/// An HTTP client for one API. Cheap to clone: clones share the connection pool, the
+/// counters and the per-host pause.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    settings: Arc<ClientSettings>,
+    stats: Arc<ClientStats>,
+    /// Per host: no request starts before this instant (set by 429 and `Retry-After`).
+    paused_until: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// Why one attempt failed, with what the retry loop needs.
+struct AttemptError {
+    error: FetchError,
+    retry_after: Option<Duration>,
+}
+
+impl Client {
+    /// A client with these settings.
+    pub fn new(settings: ClientSettings) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
+            .user_agent(concat!("errlake/", env!("CARGO_PKG_VERSION")))
+            // Redirects are not followed: a redirect to another host must not carry the
+            // credentials, and the caller sees the status instead.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|source| FetchError::Client { source: source.without_url() })?;
+        Ok(Client {
+            http,
+            settings: Arc::new(settings),
+            stats: Arc::default(),
+            paused_until: Arc::default(),
+        })
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.settings.base_url
+    }
+
+    /// A copy of the traffic counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.stats.requests.load(Ordering::Relaxed),
+            retries: self.stats.retries.load(Ordering::Relaxed),
+            bytes: self.stats.bytes.load(Ordering::Relaxed),
+            by_status: self.stats.by_status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    /// `url` as it may be printed: credentials redacted.
+    pub fn redact(&self, url: &Url) -> String {
+        let extra = match &self.settings.auth {
+            Some(Auth::ApiKey { name, location: ApiKeyLocation::Query, .. }) => Some(name.as_str()),
+            _ => None,
+        };
+        redact_url(url, extra)
+    }
+
+    /// Whether `url` may receive the credentials: same origin as the base URL, or a trusted host.
+    pub fn is_trusted(&self, url: &Url) -> bool {
+        let base = &self.settings.base_url;
+        let same_origin = url.scheme() == base.scheme()
+            && url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default();
+        same_origin || url.host_str().is_some_and(|h| self.settings.trusted_hosts.iter().any(|t| t == h))
+    }
+
+    /// GETs `url`, retrying 429, 500, 502, 503, 504 and timeouts with exponential backoff and
+    /// jitter, honoring `Retry-After` (capped). Other statuses are errors at once.
+    pub async fn get(&self, url: &Url) -> Result<Response> {
+        let retry = &self.settings.retry;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs_f64(retry.backoff_base_secs.max(0.0)))
+            .with_max_delay(Duration::from_secs_f64(retry.backoff_max_secs.max(0.0)))
+            .with_factor(2.0)
+            .with_max_times(retry.max_retries)
+            .with_jitter();
+        let cap = Duration::from_secs_f64(retry.retry_after_max_secs.max(0.0));
+        let n_retries = AtomicU64::new(0);
+        let result = (|| async {
+            let n = n_retries.load(Ordering::Relaxed) as u32;
+            self.attempt(url, n).await
+        })
+        .retry(backoff)
+        .when(|e: &AttemptError| e.error.is_retryable())
+        .adjust(|e: &AttemptError, delay| match (e.retry_after, delay) {
+            // The backoff is exhausted: no more retries, whatever the server says.
+            (_, None) => None,
+            (Some(wait), Some(_)) => Some(wait.min(cap)),
+            (None, Some(d)) => Some(d),
+        })
+        .notify(|e: &AttemptError, delay| {
+            n_retries.fetch_add(1, Ordering::Relaxed);
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(url = %self.redact(url), error = %e.error, delay_ms = delay.as_millis() as u64, "retrying request");
+        })
+        .await;
+        result.map_err(|e| e.error)
+    }
+
+    async fn attempt(&self, url: &Url, n_retries: u32) -> std::result::Result<Response, AttemptError> {
+        self.wait_for_host(url).await;
+        let redacted = self.redact(url);
+        let mut request_url = url.clone();
+        let mut request = self.http.get(url.clone()).headers(self.settings.headers.clone());
+        if let Some(auth) = self.settings.auth.as_ref().filter(|_| self.is_trusted(url)) {
+            request = match auth {
+                Auth::ApiKey { name, value, location: ApiKeyLocation::Header } => request.header(name, value.expose()),
+                Auth::ApiKey { name, value, location: ApiKeyLocation::Query } => {
+                    request_url.query_pairs_mut().append_pair(name, value.expose());
+                    self.http.get(request_url).headers(self.settings.headers.clone())
+                }
+                Auth::Bearer(token) => request.bearer_auth(token.expose()),
+                Auth::Basic { username, password } => request.basic_auth(username, Some(password.expose())),
+            };
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let response = request.send().await.map_err(|source| AttemptError {
+            error: FetchError::Transport { url: redacted.clone(), source: source.without_url() },
+            retry_after: None,
+        })?;
+        let status = response.status().as_u16();
+        self.stats.record_status(status);
+        let headers = response.headers().clone();
+        let body = self.read_body(response, &redacted).await?;
+        self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+
+        if (200..300).contains(&status) {
+            return Ok(Response { url: url.clone(), status, headers, body, n_retries });
+        }
+        let retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        if status == 429 || (retry_after.is_some() && is_retryable_status(status)) {
+            let wait = retry_after.unwrap_or_default().min(Duration::from_secs_f64(self.settings.retry.retry_after_max_secs.max(0.0)));
+            self.pause_host(url, wait);
+        }
+        let secrets: Vec<&Secret> = self.settings.auth.iter().map(Auth::secret).collect();
+        let snippet: String = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        Err(AttemptError {
+            error: FetchError::Status { url: redacted, status, body_snippet: redact_text(&snippet, &secrets) },
+            retry_after,
+        })
+    }
+
+    async fn read_body(&self, mut response: reqwest::Response, redacted: &str) -> std::result::Result<Vec<u8>, AttemptError> {
+        let limit = self.settings.max_response_bytes;
+        let mut body = Vec::with_capacity(response.content_length().unwrap_or(0).min(limit) as usize);
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() as u64 + chunk.len() as u64 > limit {
+                        return Err(AttemptError {
+                            error: FetchError::TooLarge { url: redacted.to_owned(), limit },
+                            retry_after: None,
+                        });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(source) => {
+                    return Err(AttemptError {
+                        error: FetchError::Transport { url: redacted.to_owned(), source: source.without_url() },
+                        retry_after: None,
+                    });
+                }
+            }
+        }
+    }
+
+    fn host_key(url: &Url) -> String {
+        format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
+    }
+
+    fn pause_host(&self, url: &Url, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut map = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(Self::host_key(url)).or_insert(until);
+        if *entry < until {
+            *entry = until;
+        }
+    }
+
+    async fn wait_for_host(&self, url: &Url) {
+        let until = {
+            let map = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&Self::host_key(url)).copied()
+        };
+        if let Some(until) = until.filter(|u| *u > Instant::now()) {
+            tracing::debug!(host = url.host_str().unwrap_or(""), "waiting for the host's rate-limit pause");
+            tokio::time::sleep_until(until).await;
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The HTTP client of errlake: auth, retries with backoff and `Retry-After`, a shared pause per
+//! host after a 429, timeouts, a body size limit, and secrets that never print.
+//!
+//! Role in the pipeline: the leaf of the fetch side. `paginate` drives it page by page; any
+//! program that needs a polite, retrying GET against a rate-limited JSON API can use it alone.
+//! Input: a URL; output: a [`Response`] with the whole body, or a [`FetchError`] that says
+//! what to check.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), http_core::FetchError> {
+//! use http_core::{Auth, ApiKeyLocation, Client, ClientConfig, ClientSettings, Secret};
+//! let config: ClientConfig = serde_json::from_value(serde_json::json!({"base_url": "https://api.bugsnag.com"})).unwrap();
+//! let auth = Auth::ApiKey { name: "Authorization".into(), value: Secret::new("token abc"), location: ApiKeyLocation::Header };
+//! let client = Client::new(ClientSettings::from_config(&config, Some(auth)).unwrap())?;
+//! let page = client.get(&"https://api.bugsnag.com/user/organizations".parse().unwrap()).await?;
+//! println!("{} bytes", page.body.len());
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod client;
+mod retry;
+mod secret;
+
+pub use client::{ApiKeyLocation, Auth, AuthConfig, Client, ClientConfig, ClientSettings, Response, StatsSnapshot};
+pub use retry::{RetryConfig, is_retryable_status, parse_retry_after};
+pub use secret::{Secret, redact_text, redact_url};
+
+/// Why a request failed. URLs in it are redacted; bodies are cut to a snippet.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The server answered with a status that is not 2xx.
+    #[error("http: GET {url} answered {status}{hint}: {body_snippet}", hint = status_hint(*status))]
+    Status {
+        /// The URL, redacted.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The start of the body.
+        body_snippet: String,
+    },
+    /// Connecting, sending or reading failed (timeouts included).
+    #[error("http: GET {url} failed")]
+    Transport {
+        /// The URL, redacted.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The body was larger than the configured limit.
+    #[error("http: GET {url}: the body is larger than max_response_bytes = {limit}")]
+    TooLarge {
+        /// The URL, redacted.
+        url: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The HTTP client could not be built.
+    #[error("http: building the client")]
+    Client {
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+fn status_hint(status: u16) -> &'static str {
+    match status {
+        401 => " (check the auth token)",
+        403 => " (the token lacks a role or the plan a feature)",
+        404 => " (check the id in the path, and that the token may see it)",
+        429 => " (rate limited; retries exhausted)",
+        _ => "",
+    }
+}
+
+impl FetchError {
+    /// Whether the request may succeed if sent again: 429, 500, 502, 503, 504 and transport
+    /// failures (connect errors, timeouts). The only place that decides to retry.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FetchError::Status { status, .. } => is_retryable_status(*status),
+            FetchError::Transport { source, .. } => {
+                source.is_timeout() || source.is_connect() || source.is_request() || source.is_body()
+            }
+            FetchError::TooLarge { .. } | FetchError::Client { .. } => false,
+        }
+    }
+
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = FetchError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

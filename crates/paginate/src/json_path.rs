@@ -1,0 +1,72 @@
+//! Dotted JSON paths (`data`, `meta.next`, `items.0.id`) used by data selectors and paginators.
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// A path into a JSON document: keys (and list indexes) separated by dots; `$` or the empty
+/// string is the document itself. A leading `$.` is accepted, as in JSONPath.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPath {
+    raw: String,
+    parts: Vec<String>,
+}
+
+impl JsonPath {
+    /// Parses a dotted path; an empty segment (`a..b`) is an error.
+    pub fn parse(raw: &str) -> Result<JsonPath, String> {
+        let trimmed = raw.trim();
+        let body = trimmed.strip_prefix("$.").unwrap_or(if trimmed == "$" { "" } else { trimmed });
+        let parts: Vec<String> = if body.is_empty() { Vec::new() } else { body.split('.').map(str::to_owned).collect() };
+        if parts.iter().any(String::is_empty) {
+            return Err(format!("`{raw}` has an empty segment"));
+        }
+        Ok(JsonPath { raw: raw.to_owned(), parts })
+    }
+
+    /// The value at the path, if present.
+    pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
+        self.parts.iter().try_fold(value, |v, part| match v {
+            Value::Object(map) => map.get(part),
+            Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+    }
+
+    /// Takes the value at the path out of `value`, leaving null behind.
+    pub fn take(&self, value: &mut Value) -> Option<Value> {
+        let mut v = value;
+        for part in &self.parts {
+            v = match v {
+                Value::Object(map) => map.get_mut(part)?,
+                Value::Array(items) => items.get_mut(part.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(v.take())
+    }
+}
+
+impl fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::JsonPath;
+
+    #[test]
+    fn paths_find_and_take_values() {
+        let mut doc = json!({"data": [1, 2], "meta": {"next": "u"}, "items": [{"id": 7}]});
+        assert_eq!(JsonPath::parse("meta.next").unwrap().get(&doc), Some(&json!("u")));
+        assert_eq!(JsonPath::parse("$.items.0.id").unwrap().get(&doc), Some(&json!(7)));
+        assert_eq!(JsonPath::parse("$").unwrap().get(&doc), Some(&doc.clone()));
+        assert_eq!(JsonPath::parse("data").unwrap().take(&mut doc), Some(json!([1, 2])));
+        assert_eq!(doc["data"], json!(null));
+        assert!(JsonPath::parse("a..b").is_err());
+    }
+}

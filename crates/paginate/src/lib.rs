@@ -1,0 +1,105 @@
+//! Paginators and the loop that drives one resource's pages through `http-core`.
+//!
+//! Role in the pipeline: between the HTTP client and the source. A [`Paginator`] is a pure
+//! state machine (the request made and its response in, the next URL or the end out), so it
+//! is tested without a server; a [`PageLoop`] fetches page after page with a
+//! [`http_core::Client`], parses each body once, selects the records and asks the paginator
+//! for the next URL. Next URLs are used exactly as the API gave them.
+//!
+//! Guards: a next URL seen before in the same paging is an error (it would loop), an empty
+//! page where more were announced ends the paging with a warning, and `max_pages` caps it.
+//!
+//! ```
+//! use paginate::{Next, Paginator, PaginatorConfig};
+//! let config: PaginatorConfig = serde_json::from_value(serde_json::json!({
+//!     "type": "cursor", "cursor_param": "Link", "limit": 50,
+//!     "stop_condition": "not headers.get('Link') or 'rel=\"next\"' not in headers.get('Link')",
+//! })).unwrap();
+//! let (strategy, first_params) = config.compile().unwrap();
+//! assert_eq!(first_params, vec![("per_page".to_string(), "50".to_string())]);
+//! let mut paginator = Paginator::new(strategy);
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("link", "<https://api.example.com/x?offset=50>; rel=\"next\"".parse().unwrap());
+//! let url = "https://api.example.com/x".parse().unwrap();
+//! let next = paginator.next(&url, &headers, &serde_json::json!([]), &serde_json::json!([1])).unwrap();
+//! assert_eq!(next, Next::Url("https://api.example.com/x?offset=50".parse().unwrap()));
+//! ```
+
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod json_path;
+mod page_loop;
+mod paginator;
+mod stop_condition;
+
+pub use json_path::JsonPath;
+pub use page_loop::{FetchedPage, PageLoop};
+pub use paginator::{FirstRequestParams, Next, Paginator, PaginatorConfig, PagingProblem, Strategy, next_link};
+pub use stop_condition::StopCondition;
+
+/// Why a paging stopped with an error. `paging` names the resource and partition.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PaginateError {
+    /// The request for a page failed (after retries, where retryable).
+    #[error("paginate: page {page_idx} of `{paging}`")]
+    Fetch {
+        /// The resource and partition.
+        paging: String,
+        /// The page's position.
+        page_idx: usize,
+        /// The HTTP failure.
+        #[source]
+        source: http_core::FetchError,
+    },
+    /// The body is not JSON.
+    #[error("paginate: page {page_idx} of `{paging}` ({url}) is not valid JSON")]
+    Body {
+        /// The resource and partition.
+        paging: String,
+        /// The page's position.
+        page_idx: usize,
+        /// The URL, redacted.
+        url: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The data selector found nothing usable.
+    #[error("paginate: data selector `{selector}` found no list in page {page_idx} of `{paging}`")]
+    DataSelector {
+        /// The resource and partition.
+        paging: String,
+        /// The page's position.
+        page_idx: usize,
+        /// The selector.
+        selector: String,
+    },
+    /// The next URL was already fetched in this paging.
+    #[error("paginate: page {page_idx} of `{paging}` points back to {url}, which was fetched already; stopping to avoid a loop")]
+    Loop {
+        /// The resource and partition.
+        paging: String,
+        /// The page's position.
+        page_idx: usize,
+        /// The repeated URL, redacted.
+        url: String,
+    },
+    /// The paginator could not read the response.
+    #[error("paginate: page {page_idx} of `{paging}`: {message}")]
+    Paginator {
+        /// The resource and partition.
+        paging: String,
+        /// The page's position.
+        page_idx: usize,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = PaginateError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

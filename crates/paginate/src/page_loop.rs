@@ -1,0 +1,153 @@
+//! The loop that drives one (resource, partition)'s pages through the HTTP client.
+
+use http::HeaderMap;
+use serde_json::Value;
+use url::Url;
+
+use http_core::Client;
+
+use crate::json_path::JsonPath;
+use crate::paginator::{Next, Paginator, PagingProblem, Strategy};
+use crate::{PaginateError, Result};
+
+/// One fetched page: its records, selected from the body, and what came with them.
+#[derive(Debug, Clone)]
+pub struct FetchedPage {
+    /// The URL fetched.
+    pub url: Url,
+    /// The page's position in its paging, from 0.
+    pub page_idx: usize,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The records (the data selector's list; a lone object becomes a list of one).
+    pub records: Vec<Value>,
+    /// The body's size in bytes.
+    pub n_bytes: usize,
+    /// Retries this page took.
+    pub n_retries: u32,
+}
+
+/// The pages of one paging, fetched one after another.
+#[derive(Debug)]
+pub struct PageLoop {
+    client: Client,
+    paginator: Paginator,
+    data_selector: Option<JsonPath>,
+    /// Where the paging is, for errors: `resource` or `resource[partition]`.
+    label: String,
+    next: Option<Url>,
+    page_idx: usize,
+    max_pages: Option<usize>,
+}
+
+impl PageLoop {
+    /// A paging that starts at `first_url`. `label` names the resource and partition in errors.
+    pub fn new(
+        client: Client,
+        first_url: Url,
+        strategy: Strategy,
+        data_selector: Option<JsonPath>,
+        label: String,
+        max_pages: Option<usize>,
+    ) -> Self {
+        PageLoop {
+            client,
+            paginator: Paginator::new(strategy),
+            data_selector,
+            label,
+            next: Some(first_url),
+            page_idx: 0,
+            max_pages,
+        }
+    }
+
+    /// The next page, or `None` when the paging is done.
+    pub async fn next_page(&mut self) -> Result<Option<FetchedPage>> {
+        let Some(url) = self.next.take() else { return Ok(None) };
+        if self.max_pages.is_some_and(|m| self.page_idx >= m) {
+            tracing::warn!(paging = %self.label, max_pages = self.page_idx, "stopping at max_pages");
+            return Ok(None);
+        }
+        let page_idx = self.page_idx;
+        let response = self.client.get(&url).await.map_err(|source| PaginateError::Fetch {
+            paging: self.label.clone(),
+            page_idx,
+            source,
+        })?;
+        let mut body: Value = if response.body.iter().all(u8::is_ascii_whitespace) {
+            Value::Array(Vec::new())
+        } else {
+            serde_json::from_slice(&response.body).map_err(|source| PaginateError::Body {
+                paging: self.label.clone(),
+                page_idx,
+                url: self.client.redact(&url),
+                source,
+            })?
+        };
+        let selected = match &self.data_selector {
+            Some(path) => path.get(&body).ok_or_else(|| PaginateError::DataSelector {
+                paging: self.label.clone(),
+                page_idx,
+                selector: path.to_string(),
+            })?,
+            None => &body,
+        };
+        let next = self.paginator.next(&url, &response.headers, &body, selected).map_err(|problem| match problem {
+            PagingProblem::Repeated(u) => PaginateError::Loop {
+                paging: self.label.clone(),
+                page_idx,
+                url: self.client.redact(&Url::parse(&u).unwrap_or_else(|_| url.clone())),
+            },
+            PagingProblem::Malformed(m) | PagingProblem::StopCondition(m) => {
+                PaginateError::Paginator { paging: self.label.clone(), page_idx, message: m }
+            }
+        })?;
+        let records = match &self.data_selector {
+            Some(path) => path.take(&mut body).unwrap_or(Value::Null),
+            None => body,
+        };
+        let records = match records {
+            Value::Array(items) => items,
+            Value::Null => Vec::new(),
+            single @ Value::Object(_) => vec![single],
+            other => {
+                return Err(PaginateError::DataSelector {
+                    paging: self.label.clone(),
+                    page_idx,
+                    selector: format!(
+                        "{} (found {})",
+                        self.data_selector.as_ref().map_or("$".to_owned(), ToString::to_string),
+                        kind(&other)
+                    ),
+                });
+            }
+        };
+        if let Next::Url(u) = next {
+            if records.is_empty() {
+                tracing::warn!(paging = %self.label, page_idx, "empty page although a next page was announced; stopping");
+            } else {
+                self.next = Some(u);
+            }
+        }
+        self.page_idx += 1;
+        Ok(Some(FetchedPage {
+            url,
+            page_idx,
+            headers: response.headers,
+            records,
+            n_bytes: response.body.len(),
+            n_retries: response.n_retries,
+        }))
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}

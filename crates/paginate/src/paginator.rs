@@ -1,0 +1,390 @@
+//! Paginators as pure state machines: given the request just made and its response, the next
+//! URL or the end.
+
+use std::collections::HashSet;
+
+use http::HeaderMap;
+use serde_json::Value;
+use url::Url;
+
+use crate::json_path::JsonPath;
+use crate::stop_condition::StopCondition;
+
+/// A paginator as written in a pipeline file (`endpoint.paginator`), with dlt's names.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PaginatorConfig {
+    /// A cursor. With `cursor_param = "Link"` (the seed's form) the next URL is the `Link`
+    /// header's `rel="next"` target; otherwise the cursor is read from the body at
+    /// `cursor_path` and sent as the query parameter `cursor_param`.
+    Cursor {
+        /// `Link` for the Link header, or the query parameter that carries the cursor.
+        /// Default: `cursor`.
+        #[serde(default = "default_cursor_param")]
+        cursor_param: String,
+        /// Where the next cursor is in the body (body cursors only). Default: `cursors.next`.
+        #[serde(default = "default_cursor_path")]
+        cursor_path: String,
+        /// The page size, sent as `page_size_param` unless the endpoint's params set it.
+        #[serde(default)]
+        limit: Option<u64>,
+        /// The query parameter of the page size. Default: `per_page`.
+        #[serde(default = "default_page_size_param")]
+        page_size_param: String,
+        /// A Jinja expression over `headers`, `response` and `last_page`: true ends the paging.
+        #[serde(default)]
+        stop_condition: Option<String>,
+    },
+    /// The next URL from the `Link` header (RFC 8288).
+    HeaderLink {
+        /// The relation of the next page. Default: `next`.
+        #[serde(default = "default_links_next_key")]
+        links_next_key: String,
+        /// The page size, sent as `page_size_param` unless the endpoint's params set it.
+        #[serde(default)]
+        limit: Option<u64>,
+        /// The query parameter of the page size. Default: `per_page`.
+        #[serde(default = "default_page_size_param")]
+        page_size_param: String,
+    },
+    /// The next URL from the body at `next_url_path`; paging ends when it is missing or null.
+    JsonLink {
+        /// Where the next URL is.
+        next_url_path: String,
+    },
+    /// `offset` and `limit` query parameters.
+    Offset {
+        /// The page size.
+        limit: u64,
+        /// The first offset. Default: 0.
+        #[serde(default)]
+        offset: u64,
+        /// Default: `offset`.
+        #[serde(default = "default_offset_param")]
+        offset_param: String,
+        /// Default: `limit`.
+        #[serde(default = "default_limit_param")]
+        limit_param: String,
+        /// Where the total count is in the body, if the API gives it. Default: none.
+        #[serde(default)]
+        total_path: Option<String>,
+        /// Stop before this offset. Default: none.
+        #[serde(default)]
+        maximum_offset: Option<u64>,
+    },
+    /// A page number query parameter.
+    PageNumber {
+        /// The first page's number. Default: 1.
+        #[serde(default = "default_base_page")]
+        base_page: u64,
+        /// Default: `page`.
+        #[serde(default = "default_page_param")]
+        page_param: String,
+        /// Where the total number of pages is in the body, if the API gives it.
+        #[serde(default)]
+        total_path: Option<String>,
+        /// Stop after this page. Default: none.
+        #[serde(default)]
+        maximum_page: Option<u64>,
+    },
+    /// One request, no paging.
+    SinglePage,
+}
+
+fn default_cursor_param() -> String {
+    "cursor".into()
+}
+fn default_cursor_path() -> String {
+    "cursors.next".into()
+}
+fn default_page_size_param() -> String {
+    "per_page".into()
+}
+fn default_links_next_key() -> String {
+    "next".into()
+}
+fn default_offset_param() -> String {
+    "offset".into()
+}
+fn default_limit_param() -> String {
+    "limit".into()
+}
+fn default_base_page() -> u64 {
+    1
+}
+fn default_page_param() -> String {
+    "page".into()
+}
+
+/// How the next page is found: the checked form of a [`PaginatorConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// The `Link` header's target with this relation (RFC 8288), optionally ended early by a
+    /// stop condition. Sentry's `results="false"` on the next link ends the paging too.
+    Link {
+        /// The relation of the next page (`next`).
+        rel: String,
+        /// True ends the paging.
+        stop_condition: Option<StopCondition>,
+    },
+    /// A cursor from the body sent back as a query parameter.
+    BodyCursor {
+        /// Where the cursor is.
+        cursor_path: JsonPath,
+        /// The query parameter.
+        cursor_param: String,
+        /// True ends the paging.
+        stop_condition: Option<StopCondition>,
+    },
+    /// The next URL from the body.
+    JsonLink {
+        /// Where the next URL is.
+        next_url_path: JsonPath,
+    },
+    /// Offset and limit parameters.
+    Offset {
+        /// The page size.
+        limit: u64,
+        /// The first offset.
+        offset: u64,
+        /// The offset parameter.
+        offset_param: String,
+        /// The limit parameter.
+        limit_param: String,
+        /// Where the total is.
+        total_path: Option<JsonPath>,
+        /// Stop before this offset.
+        maximum_offset: Option<u64>,
+    },
+    /// A page number parameter.
+    PageNumber {
+        /// The first page.
+        base_page: u64,
+        /// The page parameter.
+        page_param: String,
+        /// Where the number of pages is.
+        total_path: Option<JsonPath>,
+        /// Stop after this page.
+        maximum_page: Option<u64>,
+    },
+    /// One request.
+    SinglePage,
+}
+
+/// The query parameters a paginator adds to the first request.
+pub type FirstRequestParams = Vec<(String, String)>;
+
+impl PaginatorConfig {
+    /// Checks the config; errors are messages naming the field.
+    pub fn compile(&self) -> Result<(Strategy, FirstRequestParams), String> {
+        let stop = |s: &Option<String>| -> Result<Option<StopCondition>, String> {
+            s.as_deref().map(StopCondition::compile).transpose().map_err(|e| format!("stop_condition: {e}"))
+        };
+        let path = |field: &str, p: &str| JsonPath::parse(p).map_err(|e| format!("{field}: {e}"));
+        Ok(match self {
+            PaginatorConfig::Cursor { cursor_param, cursor_path, limit, page_size_param, stop_condition } => {
+                let params = limit.map(|l| vec![(page_size_param.clone(), l.to_string())]).unwrap_or_default();
+                let strategy = if cursor_param.eq_ignore_ascii_case("link") {
+                    Strategy::Link { rel: "next".into(), stop_condition: stop(stop_condition)? }
+                } else {
+                    Strategy::BodyCursor {
+                        cursor_path: path("cursor_path", cursor_path)?,
+                        cursor_param: cursor_param.clone(),
+                        stop_condition: stop(stop_condition)?,
+                    }
+                };
+                (strategy, params)
+            }
+            PaginatorConfig::HeaderLink { links_next_key, limit, page_size_param } => (
+                Strategy::Link { rel: links_next_key.clone(), stop_condition: None },
+                limit.map(|l| vec![(page_size_param.clone(), l.to_string())]).unwrap_or_default(),
+            ),
+            PaginatorConfig::JsonLink { next_url_path } => {
+                (Strategy::JsonLink { next_url_path: path("next_url_path", next_url_path)? }, Vec::new())
+            }
+            PaginatorConfig::Offset { limit, offset, offset_param, limit_param, total_path, maximum_offset } => {
+                if *limit == 0 {
+                    return Err("limit: must be at least 1".into());
+                }
+                (
+                    Strategy::Offset {
+                        limit: *limit,
+                        offset: *offset,
+                        offset_param: offset_param.clone(),
+                        limit_param: limit_param.clone(),
+                        total_path: total_path.as_deref().map(|p| path("total_path", p)).transpose()?,
+                        maximum_offset: *maximum_offset,
+                    },
+                    vec![(offset_param.clone(), offset.to_string()), (limit_param.clone(), limit.to_string())],
+                )
+            }
+            PaginatorConfig::PageNumber { base_page, page_param, total_path, maximum_page } => (
+                Strategy::PageNumber {
+                    base_page: *base_page,
+                    page_param: page_param.clone(),
+                    total_path: total_path.as_deref().map(|p| path("total_path", p)).transpose()?,
+                    maximum_page: *maximum_page,
+                },
+                vec![(page_param.clone(), base_page.to_string())],
+            ),
+            PaginatorConfig::SinglePage => (Strategy::SinglePage, Vec::new()),
+        })
+    }
+}
+
+/// What comes after a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Fetch this URL, exactly as given.
+    Url(Url),
+    /// The paging is done.
+    Stop,
+}
+
+/// The paging state of one (resource, partition): feed it each response, get the next URL.
+#[derive(Debug)]
+pub struct Paginator {
+    strategy: Strategy,
+    /// Offsets and page numbers advance here.
+    position: u64,
+    seen: HashSet<String>,
+}
+
+/// A reason the paging cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PagingProblem {
+    /// The next URL was fetched before in this paging: following it would loop.
+    Repeated(String),
+    /// The Link header or the next URL could not be read.
+    Malformed(String),
+    /// The stop condition failed.
+    StopCondition(String),
+}
+
+impl Paginator {
+    /// A paginator at the start of a paging.
+    pub fn new(strategy: Strategy) -> Self {
+        let position = match &strategy {
+            Strategy::Offset { offset, .. } => *offset,
+            Strategy::PageNumber { base_page, .. } => *base_page,
+            _ => 0,
+        };
+        Paginator { strategy, position, seen: HashSet::new() }
+    }
+
+    /// The next step after `url` answered `headers` and `body`, whose records are `records`.
+    pub fn next(&mut self, url: &Url, headers: &HeaderMap, body: &Value, records: &Value) -> Result<Next, PagingProblem> {
+        self.seen.insert(url.as_str().to_owned());
+        let n_records = records.as_array().map_or(0, Vec::len) as u64;
+        let next = match &self.strategy {
+            Strategy::SinglePage => Next::Stop,
+            Strategy::Link { rel, stop_condition } => {
+                if let Some(c) = stop_condition {
+                    if c.evaluate(headers, body, records).map_err(PagingProblem::StopCondition)? {
+                        return Ok(Next::Stop);
+                    }
+                }
+                match next_link(headers, url, rel)? {
+                    Some(u) => Next::Url(u),
+                    None => Next::Stop,
+                }
+            }
+            Strategy::BodyCursor { cursor_path, cursor_param, stop_condition } => {
+                if let Some(c) = stop_condition {
+                    if c.evaluate(headers, body, records).map_err(PagingProblem::StopCondition)? {
+                        return Ok(Next::Stop);
+                    }
+                }
+                match cursor_path.get(body) {
+                    None | Some(Value::Null) => Next::Stop,
+                    Some(Value::String(s)) if s.is_empty() => Next::Stop,
+                    Some(cursor) => {
+                        let text = match cursor {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        Next::Url(with_param(url, cursor_param, &text))
+                    }
+                }
+            }
+            Strategy::JsonLink { next_url_path } => match next_url_path.get(body) {
+                None | Some(Value::Null) => Next::Stop,
+                Some(Value::String(s)) if s.is_empty() => Next::Stop,
+                Some(Value::String(s)) => Next::Url(
+                    url.join(s).map_err(|e| PagingProblem::Malformed(format!("next URL `{s}`: {e}")))?,
+                ),
+                Some(other) => return Err(PagingProblem::Malformed(format!("next URL is {other}, not a string"))),
+            },
+            Strategy::Offset { limit, offset_param, total_path, maximum_offset, .. } => {
+                let total = total_path.as_ref().and_then(|p| p.get(body)).and_then(as_u64);
+                self.position += limit;
+                let past_total = total.is_some_and(|t| self.position >= t);
+                let past_max = maximum_offset.is_some_and(|m| self.position >= m);
+                if n_records == 0 || past_total || past_max {
+                    Next::Stop
+                } else {
+                    Next::Url(with_param(url, offset_param, &self.position.to_string()))
+                }
+            }
+            Strategy::PageNumber { page_param, total_path, maximum_page, base_page } => {
+                let total_pages = total_path.as_ref().and_then(|p| p.get(body)).and_then(as_u64);
+                self.position += 1;
+                let pages_done = self.position - base_page;
+                let past_total = total_pages.is_some_and(|t| pages_done >= t);
+                let past_max = maximum_page.is_some_and(|m| self.position > m);
+                if n_records == 0 || past_total || past_max {
+                    Next::Stop
+                } else {
+                    Next::Url(with_param(url, page_param, &self.position.to_string()))
+                }
+            }
+        };
+        if let Next::Url(u) = &next {
+            if self.seen.contains(u.as_str()) {
+                return Err(PagingProblem::Repeated(u.as_str().to_owned()));
+            }
+        }
+        Ok(next)
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `url` with the query parameter `name` set to `value` (replaced if present).
+fn with_param(url: &Url, name: &str, value: &str) -> Url {
+    let mut next = url.clone();
+    let kept: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    next.query_pairs_mut().clear().extend_pairs(kept).append_pair(name, value);
+    next
+}
+
+/// The target of the first link with relation `rel` in the `Link` headers, resolved against
+/// the request URL; `None` when there is none, or when it says `results="false"` (Sentry).
+pub fn next_link(headers: &HeaderMap, request_url: &Url, rel: &str) -> Result<Option<Url>, PagingProblem> {
+    for value in headers.get_all(http::header::LINK) {
+        let text = value.to_str().map_err(|_| PagingProblem::Malformed("Link header is not text".into()))?;
+        let links = http_link::parse_link_header(text, request_url)
+            .map_err(|e| PagingProblem::Malformed(format!("Link header `{text}`: {e}")))?;
+        for link in links {
+            if !link.rel.eq_ignore_ascii_case(rel) {
+                continue;
+            }
+            let no_results = link
+                .attributes
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case("results") && p.value.eq_ignore_ascii_case("false"));
+            if no_results {
+                return Ok(None);
+            }
+            return Ok(Some(link.target));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,395 @@
+//! The commit of a load: copy-on-write merge, replace and append, as one Delta commit per
+//! table.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{BooleanArray, RecordBatch};
+use arrow_schema::{Field, Schema, SchemaRef};
+use bytes::Bytes;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, MetadataExt, Remove};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::DeltaTable;
+use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use transform::{TableMeta, WriteDisposition};
+
+use crate::lake::{Lake, delta_schema};
+use crate::writer::{LoadWriter, StagedFile, TableWriter, empty_schema, encode, root_key_column};
+use crate::{Result, SinkError};
+
+/// What a load did to one table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TableCommit {
+    /// The table.
+    pub table: String,
+    /// The root table it belongs to.
+    pub root: String,
+    /// The Delta version committed.
+    pub version: u64,
+    /// Rows this load added.
+    pub rows_added: u64,
+    /// Rows of earlier loads this load replaced or removed.
+    pub rows_removed: u64,
+    /// Data files added.
+    pub files_added: usize,
+    /// Data files removed (and deleted from storage).
+    pub files_removed: usize,
+}
+
+/// Ids of a load's root rows, and which of them came more than once.
+struct RootIds {
+    /// Every root row id of the load, with the last page it came in.
+    last_page: HashMap<String, u64>,
+    /// Ids that came in more than one page.
+    repeated: HashSet<String>,
+}
+
+impl LoadWriter {
+    /// Commits the load: per root table, the root and each of its child tables move to a new
+    /// Delta version in one commit each. A table with nothing to change gets no new version.
+    pub async fn commit(mut self) -> Result<Vec<TableCommit>> {
+        self.flush_all().await?;
+        let existing = self.lake.table_names().await?;
+        let mut commits = Vec::new();
+        let roots = self.roots.clone();
+        for root in &roots {
+            let root_ids = self.tables.get_mut(&root.name).map(|w| RootIds {
+                last_page: std::mem::take(&mut w.last_page_of_id),
+                repeated: std::mem::take(&mut w.repeated_ids),
+            });
+            // The root first, then its child tables: written this load or already in the lake.
+            let prefix = format!("{}__", root.name);
+            let mut group: Vec<String> = vec![root.name.clone()];
+            let mut children: Vec<String> = self
+                .tables
+                .keys()
+                .filter(|t| t.starts_with(&prefix))
+                .chain(existing.iter().filter(|t| t.starts_with(&prefix)))
+                .cloned()
+                .collect();
+            children.sort();
+            children.dedup();
+            group.extend(children);
+            for table in group {
+                let writer = self.tables.remove(&table);
+                let meta = match &writer {
+                    Some(w) => w.meta.clone(),
+                    None if table == root.name => root.clone(),
+                    None => Arc::new(TableMeta {
+                        name: table.clone(),
+                        parent: Some(root.name.clone()),
+                        root: root.name.clone(),
+                        primary_key: None,
+                        write_disposition: root.write_disposition,
+                    }),
+                };
+                let committed = commit_table(&self.lake, &self.config, &self.load_id, &meta, writer, root_ids.as_ref()).await?;
+                commits.extend(committed);
+            }
+        }
+        Ok(commits)
+    }
+}
+
+async fn commit_table(
+    lake: &Lake,
+    config: &crate::ParquetSinkConfig,
+    load_id: &str,
+    meta: &Arc<TableMeta>,
+    writer: Option<TableWriter>,
+    root_ids: Option<&RootIds>,
+) -> Result<Option<TableCommit>> {
+    let table_name = meta.name.as_str();
+    let delta_err = |source| SinkError::Delta { table: table_name.to_owned(), source };
+    let (mut staged, schema) = match writer {
+        Some(w) => (w.staged, w.schema),
+        None => (Vec::new(), empty_schema()),
+    };
+    let key_column = root_key_column(meta);
+    let merge = meta.write_disposition == WriteDisposition::Merge;
+
+    // Within the load, the last page of a root id wins: drop older copies from staged files.
+    if let (true, Some(ids)) = (merge, root_ids) {
+        if !ids.repeated.is_empty() {
+            let mut kept = Vec::new();
+            for file in staged {
+                kept.extend(drop_superseded(lake, config, table_name, key_column, file, ids).await?);
+            }
+            staged = kept;
+        }
+    }
+
+    let table = lake.load_table(table_name).await?;
+    let mut actions: Vec<Action> = Vec::new();
+    let mut removed_paths = Vec::new();
+    let mut rows_removed = 0u64;
+    let mut rewritten: Vec<StagedFile> = Vec::new();
+    let existing_schema: Option<SchemaRef> = match &table {
+        Some(t) => Some(t.snapshot().map_err(delta_err)?.snapshot().arrow_schema()),
+        None => None,
+    };
+
+    if let Some(t) = &table {
+        let files: Vec<_> = t.snapshot().map_err(delta_err)?.log_data().iter().collect();
+        let incoming: Option<&HashMap<String, u64>> = root_ids.map(|r| &r.last_page).filter(|m| merge && !m.is_empty());
+        for f in files {
+            let path = f.path().into_owned();
+            let remove = |f: &deltalake::kernel::LogicalFileView| Action::Remove(Remove { ..f.remove_action(true) });
+            match (meta.write_disposition, incoming) {
+                (WriteDisposition::Replace, _) => {
+                    rows_removed += f.num_records().unwrap_or(0) as u64;
+                    actions.push(remove(&f));
+                    removed_paths.push(path);
+                }
+                (WriteDisposition::Merge, Some(ids)) => {
+                    let store_path = lake.file_path(table_name, &path);
+                    let bytes = read_all(lake, &store_path).await?;
+                    let keys = read_column(&bytes, key_column, table_name, &path)?;
+                    let hit = keys.iter().any(|k| k.as_deref().is_some_and(|k| ids.contains_key(k)));
+                    if !hit {
+                        continue;
+                    }
+                    let batches = read_batches(&bytes, table_name, &path)?;
+                    let mut remaining = Vec::new();
+                    let mut n_kept = 0u64;
+                    let mut n_total = 0u64;
+                    for b in batches {
+                        n_total += b.num_rows() as u64;
+                        let keys = b.column_by_name(key_column).ok_or_else(|| missing_column(table_name, &path, key_column))?;
+                        let mask: BooleanArray = keys
+                            .as_string::<i32>()
+                            .iter()
+                            .map(|k| Some(!k.is_some_and(|k| ids.contains_key(k))))
+                            .collect();
+                        let kept = arrow_select::filter::filter_record_batch(&b, &mask)
+                            .map_err(|e| SinkError::Internal { message: format!("filtering {path}: {e}") })?;
+                        n_kept += kept.num_rows() as u64;
+                        if kept.num_rows() > 0 {
+                            remaining.push(kept);
+                        }
+                    }
+                    rows_removed += n_total - n_kept;
+                    actions.push(remove(&f));
+                    removed_paths.push(path.clone());
+                    if !remaining.is_empty() {
+                        let file_schema = remaining[0].schema();
+                        let name = format!("part-{load_id}-rw-{:05}.zstd.parquet", rewritten.len() + 1);
+                        let encoded = encode(config, &file_schema, &remaining, table_name)?;
+                        let size = encoded.len() as u64;
+                        put(lake, &lake.file_path(table_name, &name), encoded).await?;
+                        rewritten.push(StagedFile { name, size, n_rows: n_kept, runs: Vec::new() });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let rows_added: u64 = staged.iter().map(|f| f.n_rows).sum();
+    let files_added = staged.len();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for f in staged.iter().chain(rewritten.iter()) {
+        actions.push(Action::Add(Add {
+            path: f.name.clone(),
+            partition_values: HashMap::new(),
+            size: f.size as i64,
+            modification_time: now_ms,
+            data_change: true,
+            stats: Some(serde_json::json!({"numRecords": f.n_rows}).to_string()),
+            ..Default::default()
+        }));
+    }
+    if actions.is_empty() {
+        return Ok(None);
+    }
+
+    let merged_schema = merge_schemas(table_name, existing_schema.as_ref(), &schema)?;
+    let properties = CommitProperties::default().with_metadata([
+        ("errlake.load_id".to_owned(), serde_json::json!(load_id)),
+        ("errlake.rows_added".to_owned(), serde_json::json!(rows_added)),
+        ("errlake.rows_removed".to_owned(), serde_json::json!(rows_removed)),
+    ]);
+    let version = match table {
+        None => {
+            if staged.is_empty() {
+                return Ok(None);
+            }
+            let delta = delta_schema(table_name, &merged_schema)?;
+            let blank = lake_table_handle(lake, table_name)?;
+            let created = blank
+                .create()
+                .with_columns(delta.fields().cloned())
+                .with_table_name(table_name)
+                .with_actions(actions)
+                .with_commit_properties(properties)
+                .await
+                .map_err(delta_err)?;
+            created.version().and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+        }
+        Some(t) => {
+            let snapshot = t.snapshot().map_err(delta_err)?;
+            if existing_schema.as_ref().is_some_and(|s| s.fields().len() != merged_schema.fields().len()) {
+                let delta = delta_schema(table_name, &merged_schema)?;
+                let metadata = snapshot.metadata().clone().with_schema(&delta).map_err(|e| SinkError::Schema { table: table_name.to_owned(), message: e.to_string() })?;
+                actions.push(Action::Metadata(metadata));
+            }
+            let mode = if meta.write_disposition == WriteDisposition::Replace { SaveMode::Overwrite } else { SaveMode::Append };
+            let operation = DeltaOperation::Write { mode, partition_by: None, predicate: None };
+            let finalized = CommitBuilder::from(properties)
+                .with_actions(actions)
+                .build(Some(snapshot), t.log_store(), operation)
+                .await
+                .map_err(delta_err)?;
+            finalized.version()
+        }
+    };
+
+    // The files no version references any more are deleted, so that a plain `*.parquet`
+    // glob of the table sees exactly its rows.
+    for path in &removed_paths {
+        let p = lake.file_path(table_name, path);
+        if let Err(error) = lake.store().delete(&p).await {
+            tracing::warn!(table = table_name, file = %path, %error, "could not delete a replaced file");
+        }
+    }
+    Ok(Some(TableCommit {
+        table: table_name.to_owned(),
+        root: meta.root.clone(),
+        version,
+        rows_added,
+        rows_removed,
+        files_added,
+        files_removed: removed_paths.len(),
+    }))
+}
+
+/// A handle on a table folder that holds no table yet.
+fn lake_table_handle(lake: &Lake, table: &str) -> Result<DeltaTable> {
+    let url = lake.table_url(table);
+    deltalake::DeltaTableBuilder::from_url(url.clone())
+        .and_then(|b| b.with_storage_backend(lake.store().clone(), url).build())
+        .map_err(|source| SinkError::Delta { table: table.to_owned(), source })
+}
+
+/// The table's columns followed by the load's new ones; a changed type is an error.
+fn merge_schemas(table: &str, existing: Option<&SchemaRef>, incoming: &SchemaRef) -> Result<SchemaRef> {
+    let Some(existing) = existing else { return Ok(incoming.clone()) };
+    let mut fields: Vec<Arc<Field>> = existing.fields().iter().cloned().collect();
+    for f in incoming.fields() {
+        match existing.field_with_name(f.name()) {
+            Ok(old) if old.data_type() != f.data_type() => {
+                return Err(SinkError::Schema {
+                    table: table.to_owned(),
+                    message: format!("column `{}` is {} in the table but {} in this load", f.name(), old.data_type(), f.data_type()),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => fields.push(f.clone()),
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Drops, from a staged file, the rows whose root id came again in a later page.
+async fn drop_superseded(
+    lake: &Lake,
+    config: &crate::ParquetSinkConfig,
+    table: &str,
+    key_column: &str,
+    file: StagedFile,
+    ids: &RootIds,
+) -> Result<Option<StagedFile>> {
+    let path = lake.file_path(table, &file.name);
+    let bytes = read_all(lake, &path).await?;
+    let keys = read_column(&bytes, key_column, table, &file.name)?;
+    // The page of each row, from the file's runs.
+    let mut pages = Vec::with_capacity(keys.len());
+    for (seq, n) in &file.runs {
+        pages.extend(std::iter::repeat_n(*seq, *n as usize));
+    }
+    let keep: Vec<bool> = keys
+        .iter()
+        .zip(&pages)
+        .map(|(k, seq)| match k {
+            Some(k) if ids.repeated.contains(k) => ids.last_page.get(k) == Some(seq),
+            _ => true,
+        })
+        .collect();
+    if keep.iter().all(|k| *k) {
+        return Ok(Some(file));
+    }
+    let batches = read_batches(&bytes, table, &file.name)?;
+    let mut offset = 0;
+    let mut remaining = Vec::new();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for b in batches {
+        let n = b.num_rows();
+        let mask = BooleanArray::from(keep[offset..offset + n].to_vec());
+        for (i, k) in keep[offset..offset + n].iter().enumerate() {
+            if *k {
+                let seq = pages[offset + i];
+                match runs.last_mut() {
+                    Some((s, c)) if *s == seq => *c += 1,
+                    _ => runs.push((seq, 1)),
+                }
+            }
+        }
+        offset += n;
+        let kept = arrow_select::filter::filter_record_batch(&b, &mask)
+            .map_err(|e| SinkError::Internal { message: format!("filtering {}: {e}", file.name) })?;
+        if kept.num_rows() > 0 {
+            remaining.push(kept);
+        }
+    }
+    lake.store().delete(&path).await.map_err(|source| SinkError::Store { path: path.to_string(), source })?;
+    if remaining.is_empty() {
+        return Ok(None);
+    }
+    let schema = remaining[0].schema();
+    let encoded = encode(config, &schema, &remaining, table)?;
+    let name = file.name.replace(".zstd.parquet", "-dedup.zstd.parquet");
+    let size = encoded.len() as u64;
+    put(lake, &lake.file_path(table, &name), encoded).await?;
+    let n_rows = runs.iter().map(|(_, n)| n).sum();
+    Ok(Some(StagedFile { name, size, n_rows, runs }))
+}
+
+async fn put(lake: &Lake, path: &object_store::path::Path, bytes: Vec<u8>) -> Result<()> {
+    lake.store().put(path, bytes.into()).await.map_err(|source| SinkError::Store { path: path.to_string(), source })?;
+    Ok(())
+}
+
+async fn read_all(lake: &Lake, path: &object_store::path::Path) -> Result<Bytes> {
+    let fail = |source| SinkError::Store { path: path.to_string(), source };
+    lake.store().get(path).await.map_err(fail)?.bytes().await.map_err(fail)
+}
+
+fn missing_column(table: &str, file: &str, column: &str) -> SinkError {
+    SinkError::Internal { message: format!("file {file} of `{table}` has no `{column}` column") }
+}
+
+/// One text column of a Parquet file.
+fn read_column(bytes: &Bytes, column: &str, table: &str, file: &str) -> Result<Vec<Option<String>>> {
+    let fail = |source| SinkError::Parquet { table: table.to_owned(), source };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(fail)?;
+    let idx = builder.schema().index_of(column).map_err(|_| missing_column(table, file, column))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
+    let reader = builder.with_projection(mask).build().map_err(fail)?;
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.map_err(|e| SinkError::Internal { message: format!("reading {file}: {e}") })?;
+        out.extend(b.column(0).as_string::<i32>().iter().map(|v| v.map(str::to_owned)));
+    }
+    Ok(out)
+}
+
+fn read_batches(bytes: &Bytes, table: &str, file: &str) -> Result<Vec<RecordBatch>> {
+    let fail = |source| SinkError::Parquet { table: table.to_owned(), source };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(fail)?.build().map_err(fail)?;
+    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| SinkError::Internal { message: format!("reading {file}: {e}") })
+}

@@ -1,0 +1,166 @@
+//! The lake: a destination URL, its object store, and the Delta tables under it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+use deltalake::kernel::StructType;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use object_store::path::Path as StorePath;
+use object_store::ObjectStore;
+use url::Url;
+
+use transform::TableSchema;
+
+use crate::{Result, SinkError};
+
+/// A destination: where the tables live, and the store that reaches it.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    /// The destination as a URL with a trailing `/` (`file:///data/lake/`, `s3://bucket/prefix/`).
+    url: Url,
+    /// The store, rooted at the filesystem root or the bucket.
+    store: Arc<dyn ObjectStore>,
+    /// The destination's path within the store.
+    prefix: StorePath,
+}
+
+impl Lake {
+    /// Opens a destination: a local path (created if missing), a `file://` URL, or an
+    /// `s3://bucket/prefix` URL (credentials, region and endpoint from the standard AWS
+    /// environment variables, e.g. `AWS_ENDPOINT_URL` for an S3-compatible server).
+    pub fn open(destination: &str) -> Result<Lake> {
+        let bad = |message: String| SinkError::Destination { destination: destination.to_owned(), message };
+        let url = if destination.contains("://") {
+            Url::parse(destination).map_err(|e| bad(e.to_string()))?
+        } else {
+            let path = std::path::Path::new(destination);
+            std::fs::create_dir_all(path).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+            let abs = std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
+            Url::from_directory_path(&abs).map_err(|()| bad("not an absolute path".into()))?
+        };
+        let mut url = url;
+        if !url.path().ends_with('/') {
+            let p = format!("{}/", url.path());
+            url.set_path(&p);
+        }
+        let (store, prefix): (Arc<dyn ObjectStore>, StorePath) = match url.scheme() {
+            "file" => {
+                let path = url.to_file_path().map_err(|()| bad("not a local path".into()))?;
+                std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+                let store = object_store::local::LocalFileSystem::new();
+                let prefix = StorePath::from_filesystem_path(&path).map_err(|e| bad(e.to_string()))?;
+                (Arc::new(store), prefix)
+            }
+            "s3" | "s3a" => {
+                let bucket = url.host_str().ok_or_else(|| bad("no bucket in the URL".into()))?.to_owned();
+                let store = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                register_s3_logstore();
+                (Arc::new(store), StorePath::from(url.path().trim_matches('/')))
+            }
+            other => return Err(bad(format!("unsupported scheme `{other}`: use a path, file:// or s3://"))),
+        };
+        Ok(Lake { url, store, prefix })
+    }
+
+    /// The destination URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The store, rooted at the filesystem root or the bucket.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The URL of a table's folder.
+    pub fn table_url(&self, table: &str) -> Url {
+        // Table names are normalized identifiers: letters, digits and `_`.
+        let mut url = self.url.clone();
+        let p = format!("{}{}/", self.url.path(), table);
+        url.set_path(&p);
+        url
+    }
+
+    /// The store path of a file in a table's folder.
+    pub fn file_path(&self, table: &str, file: &str) -> StorePath {
+        self.prefix.clone().join(table).join(file)
+    }
+
+    /// The Delta table `table`, loaded; `None` if there is none yet.
+    pub async fn load_table(&self, table: &str) -> Result<Option<DeltaTable>> {
+        let url = self.table_url(table);
+        let fail = |source| SinkError::Delta { table: table.to_owned(), source };
+        let mut t = DeltaTableBuilder::from_url(url.clone())
+            .map_err(fail)?
+            .with_storage_backend(self.store.clone(), url)
+            .build()
+            .map_err(fail)?;
+        if !t.log_store().is_delta_table_location().await.map_err(fail)? {
+            return Ok(None);
+        }
+        t.load().await.map_err(fail)?;
+        Ok(Some(t))
+    }
+
+    /// The names of the tables in the destination (folders holding a `_delta_log`).
+    pub async fn table_names(&self) -> Result<Vec<String>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|source| SinkError::Store { path: self.prefix.to_string(), source })?;
+        let mut names = Vec::new();
+        for dir in listing.common_prefixes {
+            let Some(name) = dir.filename().map(str::to_owned) else { continue };
+            let log = dir.clone().join("_delta_log");
+            let has_log = self
+                .store
+                .list_with_delimiter(Some(&log))
+                .await
+                .map(|l| !l.objects.is_empty())
+                .unwrap_or(false);
+            if has_log {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The schemas of all tables in the destination, to seed normalization with, so that
+    /// column types stay what earlier runs made them.
+    pub async fn schemas(&self) -> Result<HashMap<String, TableSchema>> {
+        let mut out = HashMap::new();
+        for name in self.table_names().await? {
+            if let Some(t) = self.load_table(&name).await? {
+                let snapshot = t.snapshot().map_err(|source| SinkError::Delta { table: name.clone(), source })?;
+                out.insert(name, TableSchema::from_arrow(&snapshot.snapshot().arrow_schema()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The Delta schema of an Arrow schema.
+pub(crate) fn delta_schema(table: &str, schema: &arrow_schema::Schema) -> Result<StructType> {
+    StructType::try_from_arrow(schema).map_err(|source| SinkError::Schema { table: table.to_owned(), message: source.to_string() })
+}
+
+/// Makes `s3://` tables use delta-rs's default log store, which commits with conditional puts
+/// (`If-None-Match`), as S3 and S3-compatible servers support.
+fn register_s3_logstore() {
+    let factories = deltalake::logstore::logstore_factories();
+    let file = Url::parse("file://").expect("a constant URL");
+    if let Some(default) = factories.get(&file).map(|f| f.value().clone()) {
+        for scheme in ["s3://", "s3a://"] {
+            let url = Url::parse(scheme).expect("a constant URL");
+            if !factories.contains_key(&url) {
+                factories.insert(url, default.clone());
+            }
+        }
+    }
+}

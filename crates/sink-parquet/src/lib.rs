@@ -1,0 +1,128 @@
+//! The lake writer: Parquet files in Delta Lake tables on local disk or S3, appended,
+//! replaced or merged on the primary key, one atomic commit per table per load.
+//!
+//! Role in the pipeline: the last stage. A [`LoadWriter`] takes the [`transform::TableBatch`]es
+//! of each page, stages them as zstd Parquet files in the tables' folders (not yet visible:
+//! no Delta version references them), and [`LoadWriter::commit`] moves each table to its next
+//! version in one commit through delta-rs; [`LoadWriter::abort`] deletes the staged files.
+//!
+//! Merge is copy-on-write: a data file that holds any incoming root id is rewritten without
+//! those rows; child tables follow their root through `_dlt_root_id`, so the children of a
+//! replaced row are replaced with it (removed list elements disappear). Within a load, the
+//! row from the later page wins.
+//!
+//! ```no_run
+//! # async fn demo(batches: Vec<transform::TableBatch>, roots: Vec<std::sync::Arc<transform::TableMeta>>) -> Result<(), sink_parquet::SinkError> {
+//! use sink_parquet::{Lake, LoadWriter, ParquetSinkConfig};
+//! let lake = Lake::open("./lake")?;
+//! let mut load = LoadWriter::new(lake, ParquetSinkConfig::default(), "load-1".into(), roots);
+//! load.write(0, batches).await?;
+//! for c in load.commit().await? {
+//!     println!("{} is at version {}", c.table, c.version);
+//! }
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod commit;
+mod lake;
+mod writer;
+
+pub use commit::TableCommit;
+pub use lake::Lake;
+pub use writer::LoadWriter;
+
+/// File sizing and encoding (`[sink]` in the pipeline file).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// Buffered Arrow bytes of one table that make a data file. Default: 128 MiB.
+    #[serde(default = "default_target_file_bytes")]
+    pub target_file_bytes: usize,
+    /// Rows per Parquet row group. Default: 122880 (DuckDB's row group size).
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// The zstd level. Default: 3.
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+}
+
+fn default_target_file_bytes() -> usize {
+    128 * 1024 * 1024
+}
+fn default_row_group_rows() -> usize {
+    122_880
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+
+impl Default for ParquetSinkConfig {
+    fn default() -> Self {
+        ParquetSinkConfig {
+            target_file_bytes: default_target_file_bytes(),
+            row_group_rows: default_row_group_rows(),
+            zstd_level: default_zstd_level(),
+        }
+    }
+}
+
+/// What can go wrong in the lake.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The destination cannot be used.
+    #[error("sink: destination `{destination}`: {message}")]
+    Destination {
+        /// The destination as given.
+        destination: String,
+        /// Why.
+        message: String,
+    },
+    /// Reading or writing an object failed.
+    #[error("sink: object store at `{path}`")]
+    Store {
+        /// The object's path.
+        path: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Encoding or decoding Parquet failed.
+    #[error("sink: parquet of table `{table}`")]
+    Parquet {
+        /// The table.
+        table: String,
+        /// The Parquet error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// A Delta operation failed.
+    #[error("sink: delta table `{table}`")]
+    Delta {
+        /// The table.
+        table: String,
+        /// delta-rs's error.
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    /// A table's schema cannot take this load's columns.
+    #[error("sink: schema of table `{table}`: {message}")]
+    Schema {
+        /// The table.
+        table: String,
+        /// Why.
+        message: String,
+    },
+    /// A broken invariant (a bug).
+    #[error("sink: internal error: {message}")]
+    Internal {
+        /// What broke.
+        message: String,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = SinkError> = std::result::Result<T, E>;

@@ -1,0 +1,92 @@
+//! Normalization: JSON records to named, typed, flattened Arrow tables and child tables.
+//!
+//! Role in the pipeline: transform workers pull pages of records (as `serde_json::Value`s
+//! parsed once by the source) and push [`TableBatch`]es to the sink. The core is synchronous
+//! and knows nothing of HTTP, Tokio or files; anything that can hand it records can use it.
+//!
+//! The shapes follow dlt's relational normalizer, so a dlt user finds the same tables:
+//! - names are snake_case ([`naming`]), nesting levels joined by `__`;
+//! - nested objects flatten into columns (`device__os_name`);
+//! - lists become child tables (`events__exceptions`, `events__exceptions__stacktrace`)
+//!   whose rows carry `_dlt_parent_id`, `_dlt_list_idx` and `_dlt_root_id`; lists of scalars
+//!   give a `value` column;
+//! - types are inferred (bool, bigint, double, text, UTC timestamp from ISO 8601 strings);
+//!   a value that does not fit its column goes to a variant column (`severity__v_bigint`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use transform::{Normalizer, NormalizeConfig, SchemaRegistry, TableMeta, WriteDisposition};
+//!
+//! let events = Arc::new(TableMeta {
+//!     name: "events".into(),
+//!     parent: None,
+//!     root: "events".into(),
+//!     primary_key: Some("id".into()),
+//!     write_disposition: WriteDisposition::Merge,
+//! });
+//! let mut normalizer = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+//! let records = vec![serde_json::json!({
+//!     "id": "e1",
+//!     "receivedAt": "2017-12-12T10:58:55.000Z",
+//!     "device": {"osName": "android"},
+//!     "exceptions": [{"errorClass": "NullPointerException"}],
+//! })];
+//! let batches = normalizer.normalize(&events, "load-1", 0, &records).unwrap();
+//! assert_eq!(batches[0].table.name, "events");
+//! assert!(batches[0].batch.schema().field_with_name("device__os_name").is_ok());
+//! assert_eq!(batches[1].table.name, "events__exceptions");
+//! ```
+
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod naming;
+mod normalize;
+mod schema;
+
+pub use normalize::{
+    LIST_IDX, LOAD_ID, NormalizeConfig, Normalizer, PARENT_ID, ROOT_ID, ROW_ID, TableBatch, VALUE,
+    primary_key_string,
+};
+pub use schema::{Column, ColumnType, SchemaRegistry, TableMeta, TableSchema, WriteDisposition};
+
+/// What can go wrong while normalizing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransformError {
+    /// A record of a merged table lacks its primary key (or it is not a string or number).
+    #[error("transform: record {record_idx} of `{table}` has no usable primary key `{primary_key}`")]
+    MissingPrimaryKey {
+        /// The root table.
+        table: String,
+        /// The primary key column.
+        primary_key: String,
+        /// The position of the record in its page.
+        record_idx: usize,
+    },
+    /// A record is not a JSON object.
+    #[error("transform: record {record_idx} of `{table}` is {found}, not an object")]
+    NotAnObject {
+        /// The root table.
+        table: String,
+        /// The position of the record in its page.
+        record_idx: usize,
+        /// What the record is.
+        found: &'static str,
+    },
+    /// Arrow refused a batch (a bug: the columns are built to fit the schema).
+    #[error("transform: building a batch of `{table}`")]
+    Arrow {
+        /// The table.
+        table: String,
+        /// Arrow's error.
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = TransformError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

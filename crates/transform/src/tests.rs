@@ -1,0 +1,239 @@
+//! Tests of the normalizer: table shapes, names, types, variants and row ids.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use serde_json::{Value, json};
+
+use crate::*;
+
+fn meta(name: &str, disposition: WriteDisposition) -> Arc<TableMeta> {
+    Arc::new(TableMeta {
+        name: name.into(),
+        parent: None,
+        root: name.into(),
+        primary_key: Some("id".into()),
+        write_disposition: disposition,
+    })
+}
+
+/// Renders batches as text: per table, `column: type` lines, then the rows, leaving out the
+/// hash-valued id columns (they are checked separately).
+fn render(batches: &[TableBatch]) -> String {
+    let mut out = String::new();
+    for tb in batches {
+        writeln!(out, "{}", tb.table.name).unwrap();
+        let b = &tb.batch;
+        let shown: Vec<usize> = (0..b.num_columns())
+            .filter(|&i| {
+                let n = b.schema().field(i).name().clone();
+                n != ROW_ID && n != PARENT_ID && n != ROOT_ID && n != LOAD_ID
+            })
+            .collect();
+        for &i in &shown {
+            writeln!(out, "  {}: {}", b.schema().field(i).name(), b.schema().field(i).data_type()).unwrap();
+        }
+        for row in 0..b.num_rows() {
+            let cells: Vec<String> = shown.iter().map(|&i| cell(b, i, row)).collect();
+            writeln!(out, "  | {}", cells.join(" | ")).unwrap();
+        }
+    }
+    out
+}
+
+fn cell(b: &RecordBatch, col: usize, row: usize) -> String {
+    let a = b.column(col);
+    if a.is_null(row) {
+        return "∅".into();
+    }
+    match a.data_type() {
+        DataType::Boolean => a.as_boolean().value(row).to_string(),
+        DataType::Int64 => a.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Float64 => a.as_primitive::<Float64Type>().value(row).to_string(),
+        DataType::Utf8 => format!("{:?}", a.as_string::<i32>().value(row)),
+        DataType::Timestamp(..) => {
+            let micros = a.as_primitive::<TimestampMicrosecondType>().value(row);
+            chrono::DateTime::from_timestamp_micros(micros).unwrap().to_rfc3339()
+        }
+        other => format!("<{other}>"),
+    }
+}
+
+#[track_caller]
+fn check(records: Value, expect: &str) {
+    let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+    let records = records.as_array().unwrap().clone();
+    let batches = n.normalize(&meta("events", WriteDisposition::Merge), "load", 0, &records).unwrap();
+    let got = render(&batches);
+    assert_eq!(got.trim(), expect.trim(), "\n--- got ---\n{got}");
+}
+
+#[test]
+fn nested_objects_flatten_into_columns() {
+    check(
+        json!([{"id": "a", "device": {"osName": "android", "totalMemory": 8589934592u64}}]),
+        r#"
+events
+  id: Utf8
+  device__os_name: Utf8
+  device__total_memory: Int64
+  | "a" | "android" | 8589934592
+"#,
+    );
+}
+
+#[test]
+fn lists_become_child_tables_with_value_columns_for_scalars() {
+    check(
+        json!([{"id": "a", "exceptions": [{"errorClass": "E", "stacktrace": [{"lineNumber": 3}]}], "tags": ["x", "y"]}]),
+        r#"
+events
+  id: Utf8
+  | "a"
+events__exceptions
+  _dlt_list_idx: Int64
+  error_class: Utf8
+  | 0 | "E"
+events__exceptions__stacktrace
+  _dlt_list_idx: Int64
+  line_number: Int64
+  | 0 | 3
+events__tags
+  _dlt_list_idx: Int64
+  value: Utf8
+  | 0 | "x"
+  | 1 | "y"
+"#,
+    );
+}
+
+#[test]
+fn timestamps_of_any_precision_and_offset_become_utc() {
+    check(
+        json!([
+            {"id": "a", "at": "2017-12-12T10:58:55.000Z"},
+            {"id": "b", "at": "2021-07-08T14:26:55+02:00"},
+            {"id": "c", "at": "2020-06-17T22:26:56.098086Z"},
+        ]),
+        r#"
+events
+  id: Utf8
+  at: Timestamp(µs, "UTC")
+  | "a" | 2017-12-12T10:58:55+00:00
+  | "b" | 2021-07-08T12:26:55+00:00
+  | "c" | 2020-06-17T22:26:56.098086+00:00
+"#,
+    );
+}
+
+#[test]
+fn a_value_of_another_type_goes_to_a_variant_column() {
+    check(
+        json!([
+            {"id": "a", "line": 3, "at": "2017-12-12T10:58:55Z"},
+            {"id": "b", "line": "3a", "at": "yesterday"},
+        ]),
+        r#"
+events
+  id: Utf8
+  line: Int64
+  at: Timestamp(µs, "UTC")
+  line__v_text: Utf8
+  at__v_text: Utf8
+  | "a" | 3 | 2017-12-12T10:58:55+00:00 | ∅ | ∅
+  | "b" | ∅ | ∅ | "3a" | "yesterday"
+"#,
+    );
+}
+
+#[test]
+fn integers_beyond_64_bits_are_kept_exactly_as_text() {
+    check(
+        json!([{"id": "a", "big": 9223372036854775808u64, "f": 1.5e300}]),
+        r#"
+events
+  id: Utf8
+  big: Utf8
+  f: Float64
+  | "a" | "9223372036854775808" | 1.5e300
+"#,
+    );
+}
+
+#[test]
+fn colliding_keys_keep_both_values() {
+    check(
+        json!([{"id": "a", "userId": "u1", "user_id": 7}]),
+        r#"
+events
+  id: Utf8
+  user_id: Utf8
+  user_id__v_bigint: Int64
+  | "a" | "u1" | 7
+"#,
+    );
+}
+
+#[test]
+fn nesting_beyond_the_limit_is_kept_as_json_text() {
+    let mut n = Normalizer::new(NormalizeConfig { max_nesting_depth: 1 }, SchemaRegistry::default());
+    let records = vec![json!({"id": "a", "meta": {"deep": {"x": [1, 2]}}})];
+    let batches = n.normalize(&meta("events", WriteDisposition::Merge), "load", 0, &records).unwrap();
+    let got = render(&batches);
+    assert!(got.contains(r#"meta__deep: Utf8"#), "{got}");
+    assert!(got.contains(r#"{\"x\":[1,2]}"#), "{got}");
+}
+
+#[test]
+fn merge_row_ids_follow_the_primary_key_and_the_last_record_of_a_page_wins() {
+    let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+    let m = meta("events", WriteDisposition::Merge);
+    let a = n.normalize(&m, "load-1", 0, &[json!({"id": "x", "v": 1}), json!({"id": "x", "v": 2})]).unwrap();
+    let b = n.normalize(&m, "load-2", 9, &[json!({"id": "x", "v": 3})]).unwrap();
+    assert_eq!(a[0].batch.num_rows(), 1);
+    let v = a[0].batch.column_by_name("v").unwrap().as_primitive::<Int64Type>().value(0);
+    assert_eq!(v, 2);
+    let id = |t: &TableBatch| t.batch.column_by_name(ROW_ID).unwrap().as_string::<i32>().value(0).to_owned();
+    assert_eq!(id(&a[0]), id(&b[0]));
+}
+
+#[test]
+fn child_rows_link_to_parent_and_root() {
+    let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+    let records = vec![json!({"id": "x", "a": [{"b": [1]}]})];
+    let out = n.normalize(&meta("events", WriteDisposition::Merge), "l", 0, &records).unwrap();
+    let s = |t: &TableBatch, c: &str| t.batch.column_by_name(c).unwrap().as_string::<i32>().value(0).to_owned();
+    let root_id = s(&out[0], ROW_ID);
+    assert_eq!(s(&out[1], PARENT_ID), root_id);
+    assert_eq!(s(&out[1], ROOT_ID), root_id);
+    assert_eq!(s(&out[2], PARENT_ID), s(&out[1], ROW_ID));
+    assert_eq!(s(&out[2], ROOT_ID), root_id);
+}
+
+#[test]
+fn workers_sharing_a_registry_agree_on_types_and_batches_are_schema_prefixes() {
+    let registry = SchemaRegistry::default();
+    let mut w1 = Normalizer::new(NormalizeConfig::default(), registry.clone());
+    let mut w2 = Normalizer::new(NormalizeConfig::default(), registry.clone());
+    let m = meta("events", WriteDisposition::Append);
+    let b1 = w1.normalize(&m, "l", 0, &[json!({"id": "1", "n": 1})]).unwrap();
+    let b2 = w2.normalize(&m, "l", 1, &[json!({"id": "2", "n": 1.5, "extra": true})]).unwrap();
+    let full = registry.table("events").unwrap().arrow();
+    for b in [&b1[0], &b2[0]] {
+        let s = b.batch.schema();
+        assert_eq!(s.fields()[..], full.fields()[..s.fields().len()]);
+    }
+    assert_eq!(registry.table("events").unwrap().column_type("n"), Some(ColumnType::BigInt));
+    assert!(b2[0].batch.column_by_name("n__v_double").is_some());
+}
+
+#[test]
+fn a_merged_record_without_its_key_is_an_error_naming_it() {
+    let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+    let err = n.normalize(&meta("events", WriteDisposition::Merge), "l", 0, &[json!({"x": 1})]).unwrap_err();
+    assert_eq!(err.to_string(), "transform: record 0 of `events` has no usable primary key `id`");
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests of whole errlake pipelines live in `it/`; this library is empty.
