@@ -1,1 +1,82 @@
-fn main() {}
+//! The errlake runner and developer tasks, after the cargo-xtask convention
+//! (<https://github.com/matklad/cargo-xtask>): `cargo xtask <task>`, built optimized because
+//! it runs real pipelines.
+
+mod demo;
+mod inspect;
+mod run;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// errlake: land an error-monitoring API in Delta Lake tables.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    task: Option<Task>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run a pipeline against the API (the token from AUTH_TOKEN) into its destination.
+    Run(run::RunArgs),
+    /// Start the embedded mock API on loopback and run pipelines/errors.toml against it into ./lake.
+    Demo(demo::DemoArgs),
+    /// Check a pipeline file and print its resource graph, without sending a request.
+    Check(run::CheckArgs),
+    /// Show the tables of a destination: versions, rows, files, columns, last loads.
+    Inspect(inspect::InspectArgs),
+    /// Install what the tests need (a Python venv with the deltalake package) and run the whole suite.
+    Test(test::TestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(task) = cli.task else {
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        return ExitCode::SUCCESS;
+    };
+    init_logging();
+    let result = match task {
+        Task::Run(a) => runtime().and_then(|rt| rt.block_on(run::run(a))),
+        Task::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::demo(a))),
+        Task::Check(a) => run::check(a),
+        Task::Inspect(a) => runtime().and_then(|rt| rt.block_on(inspect::inspect(a))),
+        Task::Test(a) => test::test(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ERRLAKE_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The workspace root, from this crate's manifest folder: never the caller's working folder.
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}

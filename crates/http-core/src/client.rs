@@ -159,21 +159,34 @@ pub struct ClientSettings {
 impl ClientSettings {
     /// Checks a [`ClientConfig`] whose secrets the caller has resolved into `auth`.
     /// Errors are messages naming the offending field.
-    pub fn from_config(config: &ClientConfig, auth: Option<Auth>) -> std::result::Result<Self, String> {
-        let base_url =
-            Url::parse(&config.base_url).map_err(|e| format!("base_url: `{}` is not a URL: {e}", config.base_url))?;
+    pub fn from_config(
+        config: &ClientConfig,
+        auth: Option<Auth>,
+    ) -> std::result::Result<Self, String> {
+        let base_url = Url::parse(&config.base_url)
+            .map_err(|e| format!("base_url: `{}` is not a URL: {e}", config.base_url))?;
         if !matches!(base_url.scheme(), "http" | "https") {
-            return Err(format!("base_url: `{}` is not an http or https URL", config.base_url));
+            return Err(format!(
+                "base_url: `{}` is not an http or https URL",
+                config.base_url
+            ));
         }
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("headers.{k}: not a header name"))?;
-            let value = HeaderValue::from_str(v).map_err(|_| format!("headers.{k}: not a header value"))?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("headers.{k}: not a header name"))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| format!("headers.{k}: not a header value"))?;
             headers.insert(name, value);
         }
-        for (field, secs) in [("timeout_secs", config.timeout_secs), ("connect_timeout_secs", config.connect_timeout_secs)] {
+        for (field, secs) in [
+            ("timeout_secs", config.timeout_secs),
+            ("connect_timeout_secs", config.connect_timeout_secs),
+        ] {
             if !(secs.is_finite() && secs > 0.0) {
-                return Err(format!("{field}: expected a positive number of seconds, got {secs}"));
+                return Err(format!(
+                    "{field}: expected a positive number of seconds, got {secs}"
+                ));
             }
         }
         Ok(ClientSettings {
@@ -261,7 +274,9 @@ impl Client {
             // credentials, and the caller sees the status instead.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|source| FetchError::Client { source: source.without_url() })?;
+            .map_err(|source| FetchError::Client {
+                source: source.without_url(),
+            })?;
         Ok(Client {
             http,
             settings: Arc::new(settings),
@@ -281,14 +296,23 @@ impl Client {
             requests: self.stats.requests.load(Ordering::Relaxed),
             retries: self.stats.retries.load(Ordering::Relaxed),
             bytes: self.stats.bytes.load(Ordering::Relaxed),
-            by_status: self.stats.by_status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            by_status: self
+                .stats
+                .by_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
     /// `url` as it may be printed: credentials redacted.
     pub fn redact(&self, url: &Url) -> String {
         let extra = match &self.settings.auth {
-            Some(Auth::ApiKey { name, location: ApiKeyLocation::Query, .. }) => Some(name.as_str()),
+            Some(Auth::ApiKey {
+                name,
+                location: ApiKeyLocation::Query,
+                ..
+            }) => Some(name.as_str()),
             _ => None,
         };
         redact_url(url, extra)
@@ -300,7 +324,10 @@ impl Client {
         let same_origin = url.scheme() == base.scheme()
             && url.host_str() == base.host_str()
             && url.port_or_known_default() == base.port_or_known_default();
-        same_origin || url.host_str().is_some_and(|h| self.settings.trusted_hosts.iter().any(|t| t == h))
+        same_origin
+            || url
+                .host_str()
+                .is_some_and(|h| self.settings.trusted_hosts.iter().any(|t| t == h))
     }
 
     /// GETs `url`, retrying 429, 500, 502, 503, 504 and timeouts with exponential backoff and
@@ -336,61 +363,107 @@ impl Client {
         result.map_err(|e| e.error)
     }
 
-    async fn attempt(&self, url: &Url, n_retries: u32) -> std::result::Result<Response, AttemptError> {
+    async fn attempt(
+        &self,
+        url: &Url,
+        n_retries: u32,
+    ) -> std::result::Result<Response, AttemptError> {
         self.wait_for_host(url).await;
         let redacted = self.redact(url);
         let mut request_url = url.clone();
-        let mut request = self.http.get(url.clone()).headers(self.settings.headers.clone());
+        let mut request = self
+            .http
+            .get(url.clone())
+            .headers(self.settings.headers.clone());
         if let Some(auth) = self.settings.auth.as_ref().filter(|_| self.is_trusted(url)) {
             request = match auth {
-                Auth::ApiKey { name, value, location: ApiKeyLocation::Header } => request.header(name, value.expose()),
-                Auth::ApiKey { name, value, location: ApiKeyLocation::Query } => {
-                    request_url.query_pairs_mut().append_pair(name, value.expose());
-                    self.http.get(request_url).headers(self.settings.headers.clone())
+                Auth::ApiKey {
+                    name,
+                    value,
+                    location: ApiKeyLocation::Header,
+                } => request.header(name, value.expose()),
+                Auth::ApiKey {
+                    name,
+                    value,
+                    location: ApiKeyLocation::Query,
+                } => {
+                    request_url
+                        .query_pairs_mut()
+                        .append_pair(name, value.expose());
+                    self.http
+                        .get(request_url)
+                        .headers(self.settings.headers.clone())
                 }
                 Auth::Bearer(token) => request.bearer_auth(token.expose()),
-                Auth::Basic { username, password } => request.basic_auth(username, Some(password.expose())),
+                Auth::Basic { username, password } => {
+                    request.basic_auth(username, Some(password.expose()))
+                }
             };
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let response = request.send().await.map_err(|source| AttemptError {
-            error: FetchError::Transport { url: redacted.clone(), source: source.without_url() },
+            error: FetchError::Transport {
+                url: redacted.clone(),
+                source: source.without_url(),
+            },
             retry_after: None,
         })?;
         let status = response.status().as_u16();
         self.stats.record_status(status);
         let headers = response.headers().clone();
         let body = self.read_body(response, &redacted).await?;
-        self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
 
         if (200..300).contains(&status) {
-            return Ok(Response { url: url.clone(), status, headers, body, n_retries });
+            return Ok(Response {
+                url: url.clone(),
+                status,
+                headers,
+                body,
+                n_retries,
+            });
         }
         let retry_after = headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         if status == 429 || (retry_after.is_some() && is_retryable_status(status)) {
-            let wait = retry_after.unwrap_or_default().min(Duration::from_secs_f64(self.settings.retry.retry_after_max_secs.max(0.0)));
+            let wait = retry_after.unwrap_or_default().min(Duration::from_secs_f64(
+                self.settings.retry.retry_after_max_secs.max(0.0),
+            ));
             self.pause_host(url, wait);
         }
         let secrets: Vec<&Secret> = self.settings.auth.iter().map(Auth::secret).collect();
         let snippet: String = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         Err(AttemptError {
-            error: FetchError::Status { url: redacted, status, body_snippet: redact_text(&snippet, &secrets) },
+            error: FetchError::Status {
+                url: redacted,
+                status,
+                body_snippet: redact_text(&snippet, &secrets),
+            },
             retry_after,
         })
     }
 
-    async fn read_body(&self, mut response: reqwest::Response, redacted: &str) -> std::result::Result<Vec<u8>, AttemptError> {
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        redacted: &str,
+    ) -> std::result::Result<Vec<u8>, AttemptError> {
         let limit = self.settings.max_response_bytes;
-        let mut body = Vec::with_capacity(response.content_length().unwrap_or(0).min(limit) as usize);
+        let mut body =
+            Vec::with_capacity(response.content_length().unwrap_or(0).min(limit) as usize);
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() as u64 + chunk.len() as u64 > limit {
                         return Err(AttemptError {
-                            error: FetchError::TooLarge { url: redacted.to_owned(), limit },
+                            error: FetchError::TooLarge {
+                                url: redacted.to_owned(),
+                                limit,
+                            },
                             retry_after: None,
                         });
                     }
@@ -399,7 +472,10 @@ impl Client {
                 Ok(None) => return Ok(body),
                 Err(source) => {
                     return Err(AttemptError {
-                        error: FetchError::Transport { url: redacted.to_owned(), source: source.without_url() },
+                        error: FetchError::Transport {
+                            url: redacted.to_owned(),
+                            source: source.without_url(),
+                        },
                         retry_after: None,
                     });
                 }
@@ -408,7 +484,11 @@ impl Client {
     }
 
     fn host_key(url: &Url) -> String {
-        format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        )
     }
 
     fn pause_host(&self, url: &Url, wait: Duration) {
@@ -426,7 +506,10 @@ impl Client {
             map.get(&Self::host_key(url)).copied()
         };
         if let Some(until) = until.filter(|u| *u > Instant::now()) {
-            tracing::debug!(host = url.host_str().unwrap_or(""), "waiting for the host's rate-limit pause");
+            tracing::debug!(
+                host = url.host_str().unwrap_or(""),
+                "waiting for the host's rate-limit pause"
+            );
             tokio::time::sleep_until(until).await;
         }
     }

@@ -24,7 +24,9 @@ mod client;
 mod retry;
 mod secret;
 
-pub use client::{ApiKeyLocation, Auth, AuthConfig, Client, ClientConfig, ClientSettings, Response, StatsSnapshot};
+pub use client::{
+    ApiKeyLocation, Auth, AuthConfig, Client, ClientConfig, ClientSettings, Response, StatsSnapshot,
+};
 pub use retry::{RetryConfig, is_retryable_status, parse_retry_after};
 pub use secret::{Secret, redact_text, redact_url};
 
@@ -85,7 +87,10 @@ impl FetchError {
         match self {
             FetchError::Status { status, .. } => is_retryable_status(*status),
             FetchError::Transport { source, .. } => {
-                source.is_timeout() || source.is_connect() || source.is_request() || source.is_body()
+                source.is_timeout()
+                    || source.is_connect()
+                    || source.is_request()
+                    || source.is_body()
             }
             FetchError::TooLarge { .. } | FetchError::Client { .. } => false,
         }

@@ -70,11 +70,17 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("1.5", now), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_retry_after("1.5", now),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-3", now), None);
         let in_ten = httpdate::fmt_http_date(now + Duration::from_secs(10));
-        assert_eq!(parse_retry_after(&in_ten, now), Some(Duration::from_secs(10)));
+        assert_eq!(
+            parse_retry_after(&in_ten, now),
+            Some(Duration::from_secs(10))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(10));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
     }

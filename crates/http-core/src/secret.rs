@@ -33,7 +33,16 @@ impl fmt::Display for Secret {
 }
 
 /// Query parameter names whose values are credentials and are redacted in every URL we print.
-const SECRET_PARAMS: &[&str] = &["auth_token", "api_key", "apikey", "token", "access_token", "key", "password", "secret"];
+const SECRET_PARAMS: &[&str] = &[
+    "auth_token",
+    "api_key",
+    "apikey",
+    "token",
+    "access_token",
+    "key",
+    "password",
+    "secret",
+];
 
 /// A URL as it may be printed: user info removed, credential query values replaced by `***`,
 /// and, when given, the configured query credential's name too.
@@ -47,7 +56,14 @@ pub fn redact_url(url: &Url, extra_secret_param: Option<&str>) -> String {
             .map(|(k, v)| {
                 let secret = SECRET_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s))
                     || extra_secret_param.is_some_and(|p| k.eq_ignore_ascii_case(p));
-                (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
+                (
+                    k.into_owned(),
+                    if secret {
+                        "***".to_owned()
+                    } else {
+                        v.into_owned()
+                    },
+                )
             })
             .collect();
         if pairs.iter().any(|(_, v)| v == "***") {
@@ -80,9 +96,16 @@ mod tests {
 
     #[test]
     fn credential_params_and_user_info_are_redacted() {
-        let u = Url::parse("https://me:pw@api.example.com/x?auth_token=abc&per_page=5&sig=1").unwrap();
-        assert_eq!(redact_url(&u, Some("sig")), "https://api.example.com/x?auth_token=***&per_page=5&sig=***");
+        let u =
+            Url::parse("https://me:pw@api.example.com/x?auth_token=abc&per_page=5&sig=1").unwrap();
+        assert_eq!(
+            redact_url(&u, Some("sig")),
+            "https://api.example.com/x?auth_token=***&per_page=5&sig=***"
+        );
         let plain = Url::parse("https://api.example.com/x?offset%5Bcount%5D=1").unwrap();
-        assert_eq!(redact_url(&plain, None), "https://api.example.com/x?offset%5Bcount%5D=1");
+        assert_eq!(
+            redact_url(&plain, None),
+            "https://api.example.com/x?offset%5Bcount%5D=1"
+        );
     }
 }

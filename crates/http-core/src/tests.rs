@@ -18,7 +18,11 @@ fn settings(base: &str, auth: Option<Auth>) -> ClientSettings {
 }
 
 fn token_auth() -> Auth {
-    Auth::ApiKey { name: "Authorization".into(), value: Secret::new("token s3cr3t-value"), location: ApiKeyLocation::Header }
+    Auth::ApiKey {
+        name: "Authorization".into(),
+        value: Secret::new("token s3cr3t-value"),
+        location: ApiKeyLocation::Header,
+    }
 }
 
 #[tokio::test]
@@ -33,7 +37,14 @@ async fn sends_headers_and_auth_to_the_base_origin() {
         .mount(&server)
         .await;
     let client = Client::new(settings(&server.uri(), Some(token_auth()))).unwrap();
-    let r = client.get(&format!("{}/user/organizations", server.uri()).parse().unwrap()).await.unwrap();
+    let r = client
+        .get(
+            &format!("{}/user/organizations", server.uri())
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.body, b"[]");
 }
 
@@ -45,11 +56,21 @@ async fn retries_429_honoring_retry_after_then_succeeds() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    Mock::given(path("/x")).respond_with(ResponseTemplate::new(200).set_body_string("ok")).mount(&server).await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&server)
+        .await;
     let client = Client::new(settings(&server.uri(), None)).unwrap();
     let started = Instant::now();
-    let r = client.get(&format!("{}/x", server.uri()).parse().unwrap()).await.unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(950), "waited {:?}", started.elapsed());
+    let r = client
+        .get(&format!("{}/x", server.uri()).parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "waited {:?}",
+        started.elapsed()
+    );
     assert_eq!(r.n_retries, 1);
     assert_eq!(client.stats().by_status.get(&429), Some(&1));
 }
@@ -63,7 +84,10 @@ async fn gives_up_after_max_retries_on_5xx() {
         .mount(&server)
         .await;
     let client = Client::new(settings(&server.uri(), None)).unwrap();
-    let err = client.get(&format!("{}/x", server.uri()).parse().unwrap()).await.unwrap_err();
+    let err = client
+        .get(&format!("{}/x", server.uri()).parse().unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(503));
     assert_eq!(client.stats().retries, 3);
 }
@@ -71,9 +95,16 @@ async fn gives_up_after_max_retries_on_5xx() {
 #[tokio::test]
 async fn other_4xx_are_not_retried_and_say_what_to_check() {
     let server = MockServer::start().await;
-    Mock::given(path("/x")).respond_with(ResponseTemplate::new(401).set_body_string("{\"errors\":[\"bad token\"]}")).expect(1).mount(&server).await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(401).set_body_string("{\"errors\":[\"bad token\"]}"))
+        .expect(1)
+        .mount(&server)
+        .await;
     let client = Client::new(settings(&server.uri(), Some(token_auth()))).unwrap();
-    let err = client.get(&format!("{}/x", server.uri()).parse().unwrap()).await.unwrap_err();
+    let err = client
+        .get(&format!("{}/x", server.uri()).parse().unwrap())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("401 (check the auth token)"), "{text}");
     assert!(!text.contains("s3cr3t"), "{text}");
@@ -91,29 +122,57 @@ async fn credentials_stay_home_when_a_url_points_elsewhere() {
         .mount(&other)
         .await;
     let client = Client::new(settings(&home.uri(), Some(token_auth()))).unwrap();
-    let r = client.get(&format!("{}/next", other.uri()).parse().unwrap()).await.unwrap();
+    let r = client
+        .get(&format!("{}/next", other.uri()).parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(r.body, b"clean");
 }
 
 #[tokio::test]
 async fn query_api_keys_are_redacted_in_errors() {
     let server = MockServer::start().await;
-    Mock::given(path("/x")).respond_with(ResponseTemplate::new(404)).mount(&server).await;
-    let auth = Auth::ApiKey { name: "auth_token".into(), value: Secret::new("qs-secret"), location: ApiKeyLocation::Query };
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let auth = Auth::ApiKey {
+        name: "auth_token".into(),
+        value: Secret::new("qs-secret"),
+        location: ApiKeyLocation::Query,
+    };
     let client = Client::new(settings(&server.uri(), Some(auth))).unwrap();
-    let err = client.get(&format!("{}/x", server.uri()).parse().unwrap()).await.unwrap_err();
+    let err = client
+        .get(&format!("{}/x", server.uri()).parse().unwrap())
+        .await
+        .unwrap_err();
     assert!(!format!("{err} {err:?}").contains("qs-secret"));
     let received = server.received_requests().await.unwrap();
-    assert!(received[0].url.query().unwrap_or("").contains("auth_token=qs-secret"));
+    assert!(
+        received[0]
+            .url
+            .query()
+            .unwrap_or("")
+            .contains("auth_token=qs-secret")
+    );
 }
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_refused() {
     let server = MockServer::start().await;
-    Mock::given(path("/x")).respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(2000))).mount(&server).await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(2000)))
+        .mount(&server)
+        .await;
     let mut s = settings(&server.uri(), None);
     s.max_response_bytes = 1000;
     let client = Client::new(s).unwrap();
-    let err = client.get(&format!("{}/x", server.uri()).parse().unwrap()).await.unwrap_err();
-    assert!(matches!(err, FetchError::TooLarge { limit: 1000, .. }), "{err}");
+    let err = client
+        .get(&format!("{}/x", server.uri()).parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::TooLarge { limit: 1000, .. }),
+        "{err}"
+    );
 }

@@ -1,1 +1,414 @@
-//! placeholder
+//! An embedded mock of the Bugsnag-shaped error-monitoring API, on loopback, for the demo and
+//! the tests.
+//!
+//! It serves the seed's five endpoints (`/user/organizations`,
+//! `/organizations/{id}/projects`, `/projects/{id}/saved_searches`, `/projects/{id}/errors`,
+//! `/projects/{id}/events`) with deterministic data from a seed: `{"data": [...]}` bodies,
+//! `per_page` (default 30, at most 100) and `offset` query parameters, an absolute
+//! `Link: <...>; rel="next"` header on every page but the last, `X-Total-Count`, and a 401
+//! without the right `Authorization` header. Saved searches are one page, as in Bugsnag.
+//!
+//! [`MockHandle::set_revision`] serves a changed version of the same data (some rows updated,
+//! some added, some list elements removed), to exercise merge; [`MockHandle::add_fault`]
+//! makes chosen pages fail (a status, a `Retry-After`, or a broken body).
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let mock = mock_api::MockHandle::start(mock_api::MockConfig::small("secret-token")).await?;
+//! println!("serving on {}", mock.base_url());
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod data;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+pub use data::{DataSize, count_at};
+
+/// What the mock serves.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// The seed of the data.
+    pub seed: u64,
+    /// How much data.
+    pub size: DataSize,
+    /// The exact `Authorization` header value required.
+    pub authorization: String,
+}
+
+impl MockConfig {
+    /// A small data set: 2 organizations, 3 projects each, 2 saved searches, 12 errors and
+    /// 75 events per project.
+    pub fn small(authorization: &str) -> Self {
+        MockConfig {
+            seed: 7,
+            size: DataSize {
+                organizations: 2,
+                projects_per_org: 3,
+                saved_searches_per_project: 2,
+                errors_per_project: 12,
+                events_per_project: 75,
+            },
+            authorization: authorization.to_owned(),
+        }
+    }
+}
+
+/// A page that misbehaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// The request path contains this.
+    pub path_contains: String,
+    /// The page's `offset` (0 for the first page).
+    pub offset: usize,
+    /// The status to answer; 200 with `body` set gives a broken body.
+    pub status: u16,
+    /// The body to answer.
+    pub body: String,
+    /// A `Retry-After` header value.
+    pub retry_after: Option<String>,
+    /// How many times; `usize::MAX` for always.
+    pub times: usize,
+}
+
+struct Shared {
+    config: MockConfig,
+    base_url: String,
+    revision: AtomicU32,
+    requests: AtomicU64,
+    faults: Mutex<Vec<Fault>>,
+    /// Organization id -> index.
+    orgs: HashMap<String, usize>,
+    /// Project id -> (organization index, project index).
+    projects: HashMap<String, (usize, usize)>,
+}
+
+/// A running mock; it stops when the handle is dropped.
+pub struct MockHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl MockHandle {
+    /// Starts the mock on a free loopback port.
+    pub async fn start(config: MockConfig) -> std::io::Result<MockHandle> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let mut orgs = HashMap::new();
+        let mut projects = HashMap::new();
+        for i in 0..config.size.organizations {
+            orgs.insert(data::object_id(config.seed, 1, &[i as u64]), i);
+            for j in 0..config.size.projects_per_org {
+                projects.insert(
+                    data::object_id(config.seed, 2, &[i as u64, j as u64]),
+                    (i, j),
+                );
+            }
+        }
+        let shared = Arc::new(Shared {
+            config,
+            base_url,
+            revision: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            faults: Mutex::new(Vec::new()),
+            orgs,
+            projects,
+        });
+        let app = Router::new()
+            .route("/user/organizations", get(organizations))
+            .route("/organizations/{org_id}/projects", get(projects_of))
+            .route("/projects/{project_id}/saved_searches", get(saved_searches))
+            .route("/projects/{project_id}/errors", get(errors))
+            .route("/projects/{project_id}/events", get(events))
+            .with_state(shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "mock API stopped");
+            }
+        });
+        Ok(MockHandle {
+            shared,
+            addr,
+            _shutdown: tx,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves revision `n` of the data from now on (0 is the first).
+    pub fn set_revision(&self, n: u32) {
+        self.shared.revision.store(n, Ordering::SeqCst);
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Makes a page misbehave.
+    pub fn add_fault(&self, fault: Fault) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(fault);
+    }
+
+    /// Removes all faults.
+    pub fn clear_faults(&self) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// The number of rows of each resource at the current revision.
+    pub fn expected_counts(&self) -> HashMap<&'static str, usize> {
+        let s = &self.shared.config.size;
+        let rev = self.shared.revision.load(Ordering::SeqCst);
+        let n_projects = s.organizations * s.projects_per_org;
+        HashMap::from([
+            ("organizations", s.organizations),
+            ("projects", n_projects),
+            ("saved_searches", n_projects * s.saved_searches_per_project),
+            ("errors", n_projects * count_at(s.errors_per_project, rev)),
+            ("events", n_projects * count_at(s.events_per_project, rev)),
+        ])
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PageParams {
+    per_page: Option<usize>,
+    offset: Option<usize>,
+}
+
+fn check(shared: &Shared, headers: &HeaderMap, path: &str, offset: usize) -> Option<Response> {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let ok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(shared.config.authorization.as_str());
+    if !ok {
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"errors": ["Unauthorized"]})),
+            )
+                .into_response(),
+        );
+    }
+    let mut faults = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = faults
+        .iter_mut()
+        .find(|f| f.times > 0 && path.contains(&f.path_contains) && f.offset == offset)
+    {
+        if f.times != usize::MAX {
+            f.times -= 1;
+        }
+        let mut response = (
+            StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            f.body.clone(),
+        )
+            .into_response();
+        if let Some(ra) = f
+            .retry_after
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, ra);
+        }
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Some(response);
+    }
+    None
+}
+
+/// One page of `total` records made by `make`, with Link and X-Total-Count headers.
+fn page(
+    shared: &Shared,
+    path: &str,
+    query: Option<String>,
+    params: &PageParams,
+    total: usize,
+    paged: bool,
+    make: impl Fn(usize) -> Value,
+) -> Response {
+    let per_page = if paged {
+        params.per_page.unwrap_or(30).clamp(1, 100)
+    } else {
+        total.max(1)
+    };
+    let offset = if paged { params.offset.unwrap_or(0) } else { 0 };
+    let end = (offset + per_page).min(total);
+    let items: Vec<Value> = (offset.min(end)..end).map(make).collect();
+    let mut response = axum::Json(json!({"data": items})).into_response();
+    let h = response.headers_mut();
+    h.insert("X-Total-Count", HeaderValue::from(total as u64));
+    if paged && end < total {
+        // Keep the request's other parameters, as the real API does, and set the offset.
+        let kept: Vec<String> = query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("offset="))
+            .map(str::to_owned)
+            .collect();
+        let mut q = kept.join("&");
+        if !q.is_empty() {
+            q.push('&');
+        }
+        let link = format!("<{}{path}?{q}offset={end}>; rel=\"next\"", shared.base_url);
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.insert(header::LINK, v);
+        }
+    }
+    response
+}
+
+async fn organizations(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(p): Query<PageParams>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let path = "/user/organizations";
+    if let Some(r) = check(&s, &headers, path, p.offset.unwrap_or(0)) {
+        return r;
+    }
+    page(&s, path, q, &p, s.config.size.organizations, true, |i| {
+        data::organization(s.config.seed, i, &s.base_url)
+    })
+}
+
+fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"errors": [format!("{what} not found")]})),
+    )
+        .into_response()
+}
+
+async fn projects_of(
+    State(s): State<Arc<Shared>>,
+    Path(org_id): Path<String>,
+    headers: HeaderMap,
+    Query(p): Query<PageParams>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let path = format!("/organizations/{org_id}/projects");
+    if let Some(r) = check(&s, &headers, &path, p.offset.unwrap_or(0)) {
+        return r;
+    }
+    let Some(&i) = s.orgs.get(&org_id) else {
+        return not_found("Organization");
+    };
+    let rev = s.revision.load(Ordering::SeqCst);
+    page(
+        &s,
+        &path,
+        q,
+        &p,
+        s.config.size.projects_per_org,
+        true,
+        |j| data::project(s.config.seed, i, j, rev, &s.base_url),
+    )
+}
+
+async fn saved_searches(
+    State(s): State<Arc<Shared>>,
+    Path(project_id): Path<String>,
+    headers: HeaderMap,
+    Query(p): Query<PageParams>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let path = format!("/projects/{project_id}/saved_searches");
+    if let Some(r) = check(&s, &headers, &path, 0) {
+        return r;
+    }
+    if !s.projects.contains_key(&project_id) {
+        return not_found("Project");
+    }
+    page(
+        &s,
+        &path,
+        q,
+        &p,
+        s.config.size.saved_searches_per_project,
+        false,
+        |k| data::saved_search(s.config.seed, &project_id, k),
+    )
+}
+
+async fn errors(
+    State(s): State<Arc<Shared>>,
+    Path(project_id): Path<String>,
+    headers: HeaderMap,
+    Query(p): Query<PageParams>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let path = format!("/projects/{project_id}/errors");
+    if let Some(r) = check(&s, &headers, &path, p.offset.unwrap_or(0)) {
+        return r;
+    }
+    if !s.projects.contains_key(&project_id) {
+        return not_found("Project");
+    }
+    let rev = s.revision.load(Ordering::SeqCst);
+    let total = count_at(s.config.size.errors_per_project, rev);
+    page(&s, &path, q, &p, total, true, |k| {
+        data::error(s.config.seed, &project_id, k, rev, &s.base_url)
+    })
+}
+
+async fn events(
+    State(s): State<Arc<Shared>>,
+    Path(project_id): Path<String>,
+    headers: HeaderMap,
+    Query(p): Query<PageParams>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let path = format!("/projects/{project_id}/events");
+    if let Some(r) = check(&s, &headers, &path, p.offset.unwrap_or(0)) {
+        return r;
+    }
+    if !s.projects.contains_key(&project_id) {
+        return not_found("Project");
+    }
+    let rev = s.revision.load(Ordering::SeqCst);
+    let total = count_at(s.config.size.events_per_project, rev);
+    let n_errors = count_at(s.config.size.errors_per_project, rev);
+    page(&s, &path, q, &p, total, true, |k| {
+        data::event(s.config.seed, &project_id, n_errors, k, rev, &s.base_url)
+    })
+}

@@ -16,12 +16,21 @@ impl JsonPath {
     /// Parses a dotted path; an empty segment (`a..b`) is an error.
     pub fn parse(raw: &str) -> Result<JsonPath, String> {
         let trimmed = raw.trim();
-        let body = trimmed.strip_prefix("$.").unwrap_or(if trimmed == "$" { "" } else { trimmed });
-        let parts: Vec<String> = if body.is_empty() { Vec::new() } else { body.split('.').map(str::to_owned).collect() };
+        let body = trimmed
+            .strip_prefix("$.")
+            .unwrap_or(if trimmed == "$" { "" } else { trimmed });
+        let parts: Vec<String> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('.').map(str::to_owned).collect()
+        };
         if parts.iter().any(String::is_empty) {
             return Err(format!("`{raw}` has an empty segment"));
         }
-        Ok(JsonPath { raw: raw.to_owned(), parts })
+        Ok(JsonPath {
+            raw: raw.to_owned(),
+            parts,
+        })
     }
 
     /// The value at the path, if present.
@@ -62,10 +71,19 @@ mod tests {
     #[test]
     fn paths_find_and_take_values() {
         let mut doc = json!({"data": [1, 2], "meta": {"next": "u"}, "items": [{"id": 7}]});
-        assert_eq!(JsonPath::parse("meta.next").unwrap().get(&doc), Some(&json!("u")));
-        assert_eq!(JsonPath::parse("$.items.0.id").unwrap().get(&doc), Some(&json!(7)));
+        assert_eq!(
+            JsonPath::parse("meta.next").unwrap().get(&doc),
+            Some(&json!("u"))
+        );
+        assert_eq!(
+            JsonPath::parse("$.items.0.id").unwrap().get(&doc),
+            Some(&json!(7))
+        );
         assert_eq!(JsonPath::parse("$").unwrap().get(&doc), Some(&doc.clone()));
-        assert_eq!(JsonPath::parse("data").unwrap().take(&mut doc), Some(json!([1, 2])));
+        assert_eq!(
+            JsonPath::parse("data").unwrap().take(&mut doc),
+            Some(json!([1, 2]))
+        );
         assert_eq!(doc["data"], json!(null));
         assert!(JsonPath::parse("a..b").is_err());
     }

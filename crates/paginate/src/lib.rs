@@ -35,7 +35,9 @@ mod stop_condition;
 
 pub use json_path::JsonPath;
 pub use page_loop::{FetchedPage, PageLoop};
-pub use paginator::{FirstRequestParams, Next, Paginator, PaginatorConfig, PagingProblem, Strategy, next_link};
+pub use paginator::{
+    FirstRequestParams, Next, Paginator, PaginatorConfig, PagingProblem, Strategy, next_link,
+};
 pub use stop_condition::StopCondition;
 
 /// Why a paging stopped with an error. `paging` names the resource and partition.
@@ -77,7 +79,9 @@ pub enum PaginateError {
         selector: String,
     },
     /// The next URL was already fetched in this paging.
-    #[error("paginate: page {page_idx} of `{paging}` points back to {url}, which was fetched already; stopping to avoid a loop")]
+    #[error(
+        "paginate: page {page_idx} of `{paging}` points back to {url}, which was fetched already; stopping to avoid a loop"
+    )]
     Loop {
         /// The resource and partition.
         paging: String,

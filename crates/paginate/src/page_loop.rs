@@ -63,17 +63,23 @@ impl PageLoop {
 
     /// The next page, or `None` when the paging is done.
     pub async fn next_page(&mut self) -> Result<Option<FetchedPage>> {
-        let Some(url) = self.next.take() else { return Ok(None) };
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
         if self.max_pages.is_some_and(|m| self.page_idx >= m) {
             tracing::warn!(paging = %self.label, max_pages = self.page_idx, "stopping at max_pages");
             return Ok(None);
         }
         let page_idx = self.page_idx;
-        let response = self.client.get(&url).await.map_err(|source| PaginateError::Fetch {
-            paging: self.label.clone(),
-            page_idx,
-            source,
-        })?;
+        let response = self
+            .client
+            .get(&url)
+            .await
+            .map_err(|source| PaginateError::Fetch {
+                paging: self.label.clone(),
+                page_idx,
+                source,
+            })?;
         let mut body: Value = if response.body.iter().all(u8::is_ascii_whitespace) {
             Value::Array(Vec::new())
         } else {
@@ -92,16 +98,25 @@ impl PageLoop {
             })?,
             None => &body,
         };
-        let next = self.paginator.next(&url, &response.headers, &body, selected).map_err(|problem| match problem {
-            PagingProblem::Repeated(u) => PaginateError::Loop {
-                paging: self.label.clone(),
-                page_idx,
-                url: self.client.redact(&Url::parse(&u).unwrap_or_else(|_| url.clone())),
-            },
-            PagingProblem::Malformed(m) | PagingProblem::StopCondition(m) => {
-                PaginateError::Paginator { paging: self.label.clone(), page_idx, message: m }
-            }
-        })?;
+        let next = self
+            .paginator
+            .next(&url, &response.headers, &body, selected)
+            .map_err(|problem| match problem {
+                PagingProblem::Repeated(u) => PaginateError::Loop {
+                    paging: self.label.clone(),
+                    page_idx,
+                    url: self
+                        .client
+                        .redact(&Url::parse(&u).unwrap_or_else(|_| url.clone())),
+                },
+                PagingProblem::Malformed(m) | PagingProblem::StopCondition(m) => {
+                    PaginateError::Paginator {
+                        paging: self.label.clone(),
+                        page_idx,
+                        message: m,
+                    }
+                }
+            })?;
         let records = match &self.data_selector {
             Some(path) => path.take(&mut body).unwrap_or(Value::Null),
             None => body,
@@ -116,7 +131,9 @@ impl PageLoop {
                     page_idx,
                     selector: format!(
                         "{} (found {})",
-                        self.data_selector.as_ref().map_or("$".to_owned(), ToString::to_string),
+                        self.data_selector
+                            .as_ref()
+                            .map_or("$".to_owned(), ToString::to_string),
                         kind(&other)
                     ),
                 });

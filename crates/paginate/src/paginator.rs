@@ -178,14 +178,28 @@ impl PaginatorConfig {
     /// Checks the config; errors are messages naming the field.
     pub fn compile(&self) -> Result<(Strategy, FirstRequestParams), String> {
         let stop = |s: &Option<String>| -> Result<Option<StopCondition>, String> {
-            s.as_deref().map(StopCondition::compile).transpose().map_err(|e| format!("stop_condition: {e}"))
+            s.as_deref()
+                .map(StopCondition::compile)
+                .transpose()
+                .map_err(|e| format!("stop_condition: {e}"))
         };
         let path = |field: &str, p: &str| JsonPath::parse(p).map_err(|e| format!("{field}: {e}"));
         Ok(match self {
-            PaginatorConfig::Cursor { cursor_param, cursor_path, limit, page_size_param, stop_condition } => {
-                let params = limit.map(|l| vec![(page_size_param.clone(), l.to_string())]).unwrap_or_default();
+            PaginatorConfig::Cursor {
+                cursor_param,
+                cursor_path,
+                limit,
+                page_size_param,
+                stop_condition,
+            } => {
+                let params = limit
+                    .map(|l| vec![(page_size_param.clone(), l.to_string())])
+                    .unwrap_or_default();
                 let strategy = if cursor_param.eq_ignore_ascii_case("link") {
-                    Strategy::Link { rel: "next".into(), stop_condition: stop(stop_condition)? }
+                    Strategy::Link {
+                        rel: "next".into(),
+                        stop_condition: stop(stop_condition)?,
+                    }
                 } else {
                     Strategy::BodyCursor {
                         cursor_path: path("cursor_path", cursor_path)?,
@@ -195,14 +209,33 @@ impl PaginatorConfig {
                 };
                 (strategy, params)
             }
-            PaginatorConfig::HeaderLink { links_next_key, limit, page_size_param } => (
-                Strategy::Link { rel: links_next_key.clone(), stop_condition: None },
-                limit.map(|l| vec![(page_size_param.clone(), l.to_string())]).unwrap_or_default(),
+            PaginatorConfig::HeaderLink {
+                links_next_key,
+                limit,
+                page_size_param,
+            } => (
+                Strategy::Link {
+                    rel: links_next_key.clone(),
+                    stop_condition: None,
+                },
+                limit
+                    .map(|l| vec![(page_size_param.clone(), l.to_string())])
+                    .unwrap_or_default(),
             ),
-            PaginatorConfig::JsonLink { next_url_path } => {
-                (Strategy::JsonLink { next_url_path: path("next_url_path", next_url_path)? }, Vec::new())
-            }
-            PaginatorConfig::Offset { limit, offset, offset_param, limit_param, total_path, maximum_offset } => {
+            PaginatorConfig::JsonLink { next_url_path } => (
+                Strategy::JsonLink {
+                    next_url_path: path("next_url_path", next_url_path)?,
+                },
+                Vec::new(),
+            ),
+            PaginatorConfig::Offset {
+                limit,
+                offset,
+                offset_param,
+                limit_param,
+                total_path,
+                maximum_offset,
+            } => {
                 if *limit == 0 {
                     return Err("limit: must be at least 1".into());
                 }
@@ -212,17 +245,31 @@ impl PaginatorConfig {
                         offset: *offset,
                         offset_param: offset_param.clone(),
                         limit_param: limit_param.clone(),
-                        total_path: total_path.as_deref().map(|p| path("total_path", p)).transpose()?,
+                        total_path: total_path
+                            .as_deref()
+                            .map(|p| path("total_path", p))
+                            .transpose()?,
                         maximum_offset: *maximum_offset,
                     },
-                    vec![(offset_param.clone(), offset.to_string()), (limit_param.clone(), limit.to_string())],
+                    vec![
+                        (offset_param.clone(), offset.to_string()),
+                        (limit_param.clone(), limit.to_string()),
+                    ],
                 )
             }
-            PaginatorConfig::PageNumber { base_page, page_param, total_path, maximum_page } => (
+            PaginatorConfig::PageNumber {
+                base_page,
+                page_param,
+                total_path,
+                maximum_page,
+            } => (
                 Strategy::PageNumber {
                     base_page: *base_page,
                     page_param: page_param.clone(),
-                    total_path: total_path.as_deref().map(|p| path("total_path", p)).transpose()?,
+                    total_path: total_path
+                        .as_deref()
+                        .map(|p| path("total_path", p))
+                        .transpose()?,
                     maximum_page: *maximum_page,
                 },
                 vec![(page_param.clone(), base_page.to_string())],
@@ -269,18 +316,33 @@ impl Paginator {
             Strategy::PageNumber { base_page, .. } => *base_page,
             _ => 0,
         };
-        Paginator { strategy, position, seen: HashSet::new() }
+        Paginator {
+            strategy,
+            position,
+            seen: HashSet::new(),
+        }
     }
 
     /// The next step after `url` answered `headers` and `body`, whose records are `records`.
-    pub fn next(&mut self, url: &Url, headers: &HeaderMap, body: &Value, records: &Value) -> Result<Next, PagingProblem> {
+    pub fn next(
+        &mut self,
+        url: &Url,
+        headers: &HeaderMap,
+        body: &Value,
+        records: &Value,
+    ) -> Result<Next, PagingProblem> {
         self.seen.insert(url.as_str().to_owned());
         let n_records = records.as_array().map_or(0, Vec::len) as u64;
         let next = match &self.strategy {
             Strategy::SinglePage => Next::Stop,
-            Strategy::Link { rel, stop_condition } => {
+            Strategy::Link {
+                rel,
+                stop_condition,
+            } => {
                 if let Some(c) = stop_condition {
-                    if c.evaluate(headers, body, records).map_err(PagingProblem::StopCondition)? {
+                    if c.evaluate(headers, body, records)
+                        .map_err(PagingProblem::StopCondition)?
+                    {
                         return Ok(Next::Stop);
                     }
                 }
@@ -289,9 +351,15 @@ impl Paginator {
                     None => Next::Stop,
                 }
             }
-            Strategy::BodyCursor { cursor_path, cursor_param, stop_condition } => {
+            Strategy::BodyCursor {
+                cursor_path,
+                cursor_param,
+                stop_condition,
+            } => {
                 if let Some(c) = stop_condition {
-                    if c.evaluate(headers, body, records).map_err(PagingProblem::StopCondition)? {
+                    if c.evaluate(headers, body, records)
+                        .map_err(PagingProblem::StopCondition)?
+                    {
                         return Ok(Next::Stop);
                     }
                 }
@@ -311,12 +379,26 @@ impl Paginator {
                 None | Some(Value::Null) => Next::Stop,
                 Some(Value::String(s)) if s.is_empty() => Next::Stop,
                 Some(Value::String(s)) => Next::Url(
-                    url.join(s).map_err(|e| PagingProblem::Malformed(format!("next URL `{s}`: {e}")))?,
+                    url.join(s)
+                        .map_err(|e| PagingProblem::Malformed(format!("next URL `{s}`: {e}")))?,
                 ),
-                Some(other) => return Err(PagingProblem::Malformed(format!("next URL is {other}, not a string"))),
+                Some(other) => {
+                    return Err(PagingProblem::Malformed(format!(
+                        "next URL is {other}, not a string"
+                    )));
+                }
             },
-            Strategy::Offset { limit, offset_param, total_path, maximum_offset, .. } => {
-                let total = total_path.as_ref().and_then(|p| p.get(body)).and_then(as_u64);
+            Strategy::Offset {
+                limit,
+                offset_param,
+                total_path,
+                maximum_offset,
+                ..
+            } => {
+                let total = total_path
+                    .as_ref()
+                    .and_then(|p| p.get(body))
+                    .and_then(as_u64);
                 self.position += limit;
                 let past_total = total.is_some_and(|t| self.position >= t);
                 let past_max = maximum_offset.is_some_and(|m| self.position >= m);
@@ -326,8 +408,16 @@ impl Paginator {
                     Next::Url(with_param(url, offset_param, &self.position.to_string()))
                 }
             }
-            Strategy::PageNumber { page_param, total_path, maximum_page, base_page } => {
-                let total_pages = total_path.as_ref().and_then(|p| p.get(body)).and_then(as_u64);
+            Strategy::PageNumber {
+                page_param,
+                total_path,
+                maximum_page,
+                base_page,
+            } => {
+                let total_pages = total_path
+                    .as_ref()
+                    .and_then(|p| p.get(body))
+                    .and_then(as_u64);
                 self.position += 1;
                 let pages_done = self.position - base_page;
                 let past_total = total_pages.is_some_and(|t| pages_done >= t);
@@ -359,27 +449,38 @@ fn as_u64(v: &Value) -> Option<u64> {
 /// `url` with the query parameter `name` set to `value` (replaced if present).
 fn with_param(url: &Url, name: &str, value: &str) -> Url {
     let mut next = url.clone();
-    let kept: Vec<(String, String)> =
-        url.query_pairs().filter(|(k, _)| k != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    next.query_pairs_mut().clear().extend_pairs(kept).append_pair(name, value);
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    next.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(name, value);
     next
 }
 
 /// The target of the first link with relation `rel` in the `Link` headers, resolved against
 /// the request URL; `None` when there is none, or when it says `results="false"` (Sentry).
-pub fn next_link(headers: &HeaderMap, request_url: &Url, rel: &str) -> Result<Option<Url>, PagingProblem> {
+pub fn next_link(
+    headers: &HeaderMap,
+    request_url: &Url,
+    rel: &str,
+) -> Result<Option<Url>, PagingProblem> {
     for value in headers.get_all(http::header::LINK) {
-        let text = value.to_str().map_err(|_| PagingProblem::Malformed("Link header is not text".into()))?;
+        let text = value
+            .to_str()
+            .map_err(|_| PagingProblem::Malformed("Link header is not text".into()))?;
         let links = http_link::parse_link_header(text, request_url)
             .map_err(|e| PagingProblem::Malformed(format!("Link header `{text}`: {e}")))?;
         for link in links {
             if !link.rel.eq_ignore_ascii_case(rel) {
                 continue;
             }
-            let no_results = link
-                .attributes
-                .iter()
-                .any(|p| p.name.eq_ignore_ascii_case("results") && p.value.eq_ignore_ascii_case("false"));
+            let no_results = link.attributes.iter().any(|p| {
+                p.name.eq_ignore_ascii_case("results") && p.value.eq_ignore_ascii_case("false")
+            });
             if no_results {
                 return Ok(None);
             }

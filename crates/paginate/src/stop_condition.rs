@@ -48,9 +48,18 @@ impl StopCondition {
             .unwrap_or(trimmed)
             .trim()
             .to_owned();
-        let expression = ENV.compile_expression_owned(inner).map_err(|e| format!("`{source}` is not an expression: {e}"))?;
-        let condition = StopCondition { source: source.to_owned(), expression: Arc::new(expression) };
-        condition.evaluate(&HeaderMap::new(), &serde_json::Value::Object(serde_json::Map::new()), &serde_json::Value::Array(Vec::new()))?;
+        let expression = ENV
+            .compile_expression_owned(inner)
+            .map_err(|e| format!("`{source}` is not an expression: {e}"))?;
+        let condition = StopCondition {
+            source: source.to_owned(),
+            expression: Arc::new(expression),
+        };
+        condition.evaluate(
+            &HeaderMap::new(),
+            &serde_json::Value::Object(serde_json::Map::new()),
+            &serde_json::Value::Array(Vec::new()),
+        )?;
         Ok(condition)
     }
 
@@ -71,7 +80,10 @@ impl StopCondition {
             response => JinjaValue::from(Serde(response)),
             last_page => JinjaValue::from(Serde(last_page)),
         };
-        let value = self.expression.eval(ctx).map_err(|e| format!("`{}` failed: {e}", self.source))?;
+        let value = self
+            .expression
+            .eval(ctx)
+            .map_err(|e| format!("`{}` failed: {e}", self.source))?;
         Ok(value.is_true())
     }
 }
@@ -106,11 +118,19 @@ impl Object for HeadersView {
 
     fn get_value(self: &Arc<Self>, key: &JinjaValue) -> Option<JinjaValue> {
         let key = key.as_str()?.to_ascii_lowercase();
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| JinjaValue::from(v.clone()))
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| JinjaValue::from(v.clone()))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(self.entries.iter().map(|(k, _)| JinjaValue::from(k.clone())).collect())
+        Enumerator::Values(
+            self.entries
+                .iter()
+                .map(|(k, _)| JinjaValue::from(k.clone()))
+                .collect(),
+        )
     }
 }
 
@@ -136,16 +156,44 @@ mod tests {
         let c = StopCondition::compile(SEED).unwrap();
         let none = json!([]);
         assert!(c.evaluate(&headers(&[]), &json!(null), &none).unwrap());
-        assert!(!c.evaluate(&headers(&[("link", "<https://a/x?offset=2>; rel=\"next\"")]), &json!(null), &none).unwrap());
-        assert!(c.evaluate(&headers(&[("link", "<https://a/x?offset=0>; rel=\"prev\"")]), &json!(null), &none).unwrap());
+        assert!(
+            !c.evaluate(
+                &headers(&[("link", "<https://a/x?offset=2>; rel=\"next\"")]),
+                &json!(null),
+                &none
+            )
+            .unwrap()
+        );
+        assert!(
+            c.evaluate(
+                &headers(&[("link", "<https://a/x?offset=0>; rel=\"prev\"")]),
+                &json!(null),
+                &none
+            )
+            .unwrap()
+        );
     }
 
     #[test]
     fn airbyte_braces_and_response_and_last_page_are_in_scope() {
-        let c = StopCondition::compile("{{ response.meta.done or last_page | length == 0 }}").unwrap();
-        assert!(c.evaluate(&headers(&[]), &json!({"meta": {"done": true}}), &json!([1])).unwrap());
-        assert!(!c.evaluate(&headers(&[]), &json!({"meta": {"done": false}}), &json!([1])).unwrap());
-        assert!(c.evaluate(&headers(&[]), &json!({"meta": {}}), &json!([])).unwrap());
+        let c =
+            StopCondition::compile("{{ response.meta.done or last_page | length == 0 }}").unwrap();
+        assert!(
+            c.evaluate(&headers(&[]), &json!({"meta": {"done": true}}), &json!([1]))
+                .unwrap()
+        );
+        assert!(
+            !c.evaluate(
+                &headers(&[]),
+                &json!({"meta": {"done": false}}),
+                &json!([1])
+            )
+            .unwrap()
+        );
+        assert!(
+            c.evaluate(&headers(&[]), &json!({"meta": {}}), &json!([]))
+                .unwrap()
+        );
     }
 
     #[test]

@@ -9,7 +9,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::*;
 
 fn strategy(config: Value) -> Strategy {
-    serde_json::from_value::<PaginatorConfig>(config).unwrap().compile().unwrap().0
+    serde_json::from_value::<PaginatorConfig>(config)
+        .unwrap()
+        .compile()
+        .unwrap()
+        .0
 }
 
 fn link(v: &str) -> HeaderMap {
@@ -27,7 +31,14 @@ fn bugsnag_nested_offset_links_are_followed_exactly_as_given() {
     // From the real recording: the next link carries percent-encoded nested params.
     let next = "https://api.bugsnag.com/projects/p/events?base=2017-12-12T11%3A55%3A03.000Z&offset%5Bcount%5D=30&offset%5Bid%5D=abc&per_page=30";
     let mut p = Paginator::new(strategy(json!({"type": "header_link"})));
-    let got = p.next(&url("https://api.bugsnag.com/projects/p/events?per_page=30"), &link(&format!("<{next}>; rel=\"next\"")), &json!([]), &json!([1])).unwrap();
+    let got = p
+        .next(
+            &url("https://api.bugsnag.com/projects/p/events?per_page=30"),
+            &link(&format!("<{next}>; rel=\"next\"")),
+            &json!([]),
+            &json!([1]),
+        )
+        .unwrap();
     assert_eq!(got, Next::Url(url(next)));
     assert_eq!(url(next).as_str(), next);
 }
@@ -35,17 +46,47 @@ fn bugsnag_nested_offset_links_are_followed_exactly_as_given() {
 #[test]
 fn sentry_previous_and_next_pairs_stop_on_results_false() {
     let mut p = Paginator::new(strategy(json!({"type": "header_link"})));
-    let h = link(r#"<https://sentry.io/api/0/x/?&cursor=0:0:1>; rel="previous"; results="false"; cursor="0:0:1", <https://sentry.io/api/0/x/?&cursor=0:100:0>; rel="next"; results="true"; cursor="0:100:0""#);
-    let got = p.next(&url("https://sentry.io/api/0/x/"), &h, &json!([]), &json!([1])).unwrap();
-    assert_eq!(got, Next::Url(url("https://sentry.io/api/0/x/?&cursor=0:100:0")));
-    let last = link(r#"<https://sentry.io/api/0/x/?&cursor=0:100:1>; rel="previous"; results="true"; cursor="0:100:1", <https://sentry.io/api/0/x/?&cursor=0:200:0>; rel="next"; results="false"; cursor="0:200:0""#);
-    assert_eq!(p.next(&url("https://sentry.io/api/0/x/?&cursor=0:100:0"), &last, &json!([]), &json!([1])).unwrap(), Next::Stop);
+    let h = link(
+        r#"<https://sentry.io/api/0/x/?&cursor=0:0:1>; rel="previous"; results="false"; cursor="0:0:1", <https://sentry.io/api/0/x/?&cursor=0:100:0>; rel="next"; results="true"; cursor="0:100:0""#,
+    );
+    let got = p
+        .next(
+            &url("https://sentry.io/api/0/x/"),
+            &h,
+            &json!([]),
+            &json!([1]),
+        )
+        .unwrap();
+    assert_eq!(
+        got,
+        Next::Url(url("https://sentry.io/api/0/x/?&cursor=0:100:0"))
+    );
+    let last = link(
+        r#"<https://sentry.io/api/0/x/?&cursor=0:100:1>; rel="previous"; results="true"; cursor="0:100:1", <https://sentry.io/api/0/x/?&cursor=0:200:0>; rel="next"; results="false"; cursor="0:200:0""#,
+    );
+    assert_eq!(
+        p.next(
+            &url("https://sentry.io/api/0/x/?&cursor=0:100:0"),
+            &last,
+            &json!([]),
+            &json!([1])
+        )
+        .unwrap(),
+        Next::Stop
+    );
 }
 
 #[test]
 fn relative_links_resolve_against_the_request_url() {
     let mut p = Paginator::new(strategy(json!({"type": "header_link"})));
-    let got = p.next(&url("https://a.example/v2/items?page=1"), &link("</v2/items?page=2>; REL=next"), &json!([]), &json!([1])).unwrap();
+    let got = p
+        .next(
+            &url("https://a.example/v2/items?page=1"),
+            &link("</v2/items?page=2>; REL=next"),
+            &json!([]),
+            &json!([1]),
+        )
+        .unwrap();
     assert_eq!(got, Next::Url(url("https://a.example/v2/items?page=2")));
 }
 
@@ -53,43 +94,110 @@ fn relative_links_resolve_against_the_request_url() {
 fn a_repeated_next_url_is_a_loop() {
     let mut p = Paginator::new(strategy(json!({"type": "header_link"})));
     let here = url("https://a.example/x?page=1");
-    let err = p.next(&here, &link("<https://a.example/x?page=1>; rel=\"next\""), &json!([]), &json!([1])).unwrap_err();
+    let err = p
+        .next(
+            &here,
+            &link("<https://a.example/x?page=1>; rel=\"next\""),
+            &json!([]),
+            &json!([1]),
+        )
+        .unwrap_err();
     assert!(matches!(err, PagingProblem::Repeated(_)));
 }
 
 #[test]
 fn body_cursor_offset_page_number_and_json_link() {
-    let mut c = Paginator::new(strategy(json!({"type": "cursor", "cursor_path": "meta.next", "cursor_param": "after"})));
+    let mut c = Paginator::new(strategy(
+        json!({"type": "cursor", "cursor_path": "meta.next", "cursor_param": "after"}),
+    ));
     assert_eq!(
-        c.next(&url("https://a/x?per_page=2"), &HeaderMap::new(), &json!({"meta": {"next": "c2"}}), &json!([1])).unwrap(),
+        c.next(
+            &url("https://a/x?per_page=2"),
+            &HeaderMap::new(),
+            &json!({"meta": {"next": "c2"}}),
+            &json!([1])
+        )
+        .unwrap(),
         Next::Url(url("https://a/x?per_page=2&after=c2"))
     );
-    assert_eq!(c.next(&url("https://a/x?after=c2"), &HeaderMap::new(), &json!({"meta": {"next": null}}), &json!([1])).unwrap(), Next::Stop);
-
-    let mut o = Paginator::new(strategy(json!({"type": "offset", "limit": 2, "total_path": "total"})));
     assert_eq!(
-        o.next(&url("https://a/x?offset=0&limit=2"), &HeaderMap::new(), &json!({"total": 3}), &json!([1, 2])).unwrap(),
+        c.next(
+            &url("https://a/x?after=c2"),
+            &HeaderMap::new(),
+            &json!({"meta": {"next": null}}),
+            &json!([1])
+        )
+        .unwrap(),
+        Next::Stop
+    );
+
+    let mut o = Paginator::new(strategy(
+        json!({"type": "offset", "limit": 2, "total_path": "total"}),
+    ));
+    assert_eq!(
+        o.next(
+            &url("https://a/x?offset=0&limit=2"),
+            &HeaderMap::new(),
+            &json!({"total": 3}),
+            &json!([1, 2])
+        )
+        .unwrap(),
         Next::Url(url("https://a/x?limit=2&offset=2"))
     );
-    assert_eq!(o.next(&url("https://a/x?limit=2&offset=2"), &HeaderMap::new(), &json!({"total": 3}), &json!([3])).unwrap(), Next::Stop);
-
-    let mut n = Paginator::new(strategy(json!({"type": "page_number", "total_path": "pages"})));
     assert_eq!(
-        n.next(&url("https://a/x?page=1"), &HeaderMap::new(), &json!({"pages": 2}), &json!([1])).unwrap(),
+        o.next(
+            &url("https://a/x?limit=2&offset=2"),
+            &HeaderMap::new(),
+            &json!({"total": 3}),
+            &json!([3])
+        )
+        .unwrap(),
+        Next::Stop
+    );
+
+    let mut n = Paginator::new(strategy(
+        json!({"type": "page_number", "total_path": "pages"}),
+    ));
+    assert_eq!(
+        n.next(
+            &url("https://a/x?page=1"),
+            &HeaderMap::new(),
+            &json!({"pages": 2}),
+            &json!([1])
+        )
+        .unwrap(),
         Next::Url(url("https://a/x?page=2"))
     );
-    assert_eq!(n.next(&url("https://a/x?page=2"), &HeaderMap::new(), &json!({"pages": 2}), &json!([1])).unwrap(), Next::Stop);
-
-    let mut j = Paginator::new(strategy(json!({"type": "json_link", "next_url_path": "paging.next"})));
     assert_eq!(
-        j.next(&url("https://a/x"), &HeaderMap::new(), &json!({"paging": {"next": "/x?p=2"}}), &json!([1])).unwrap(),
+        n.next(
+            &url("https://a/x?page=2"),
+            &HeaderMap::new(),
+            &json!({"pages": 2}),
+            &json!([1])
+        )
+        .unwrap(),
+        Next::Stop
+    );
+
+    let mut j = Paginator::new(strategy(
+        json!({"type": "json_link", "next_url_path": "paging.next"}),
+    ));
+    assert_eq!(
+        j.next(
+            &url("https://a/x"),
+            &HeaderMap::new(),
+            &json!({"paging": {"next": "/x?p=2"}}),
+            &json!([1])
+        )
+        .unwrap(),
         Next::Url(url("https://a/x?p=2"))
     );
 }
 
 fn client(base: &str) -> http_core::Client {
     let config: http_core::ClientConfig =
-        serde_json::from_value(json!({"base_url": base, "retry": {"backoff_base_secs": 0.01}})).unwrap();
+        serde_json::from_value(json!({"base_url": base, "retry": {"backoff_base_secs": 0.01}}))
+            .unwrap();
     http_core::Client::new(http_core::ClientSettings::from_config(&config, None).unwrap()).unwrap()
 }
 
@@ -105,13 +213,25 @@ async fn page_loop_follows_links_until_the_seed_stop_condition() {
     Mock::given(path("/items"))
         .respond_with(
             ResponseTemplate::new(200)
-                .insert_header("Link", format!("<{base}/items?offset=2>; rel=\"next\"").as_str())
+                .insert_header(
+                    "Link",
+                    format!("<{base}/items?offset=2>; rel=\"next\"").as_str(),
+                )
                 .set_body_json(json!({"data": [{"id": 1}, {"id": 2}]})),
         )
         .mount(&server)
         .await;
-    let s = strategy(json!({"type": "cursor", "cursor_param": "Link", "stop_condition": "not headers.get('Link') or 'rel=\"next\"' not in headers.get('Link')"}));
-    let mut pages = PageLoop::new(client(&base), url(&format!("{base}/items")), s, Some(JsonPath::parse("data").unwrap()), "items".into(), None);
+    let s = strategy(
+        json!({"type": "cursor", "cursor_param": "Link", "stop_condition": "not headers.get('Link') or 'rel=\"next\"' not in headers.get('Link')"}),
+    );
+    let mut pages = PageLoop::new(
+        client(&base),
+        url(&format!("{base}/items")),
+        s,
+        Some(JsonPath::parse("data").unwrap()),
+        "items".into(),
+        None,
+    );
     let p0 = pages.next_page().await.unwrap().unwrap();
     let p1 = pages.next_page().await.unwrap().unwrap();
     assert!(pages.next_page().await.unwrap().is_none());
@@ -121,8 +241,22 @@ async fn page_loop_follows_links_until_the_seed_stop_condition() {
 #[tokio::test]
 async fn a_broken_body_names_the_paging_and_page() {
     let server = MockServer::start().await;
-    Mock::given(path("/items")).respond_with(ResponseTemplate::new(200).set_body_string("{\"data\": [")).mount(&server).await;
-    let mut pages = PageLoop::new(client(&server.uri()), url(&format!("{}/items", server.uri())), Strategy::SinglePage, None, "items[project_id=p1]".into(), None);
+    Mock::given(path("/items"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{\"data\": ["))
+        .mount(&server)
+        .await;
+    let mut pages = PageLoop::new(
+        client(&server.uri()),
+        url(&format!("{}/items", server.uri())),
+        Strategy::SinglePage,
+        None,
+        "items[project_id=p1]".into(),
+        None,
+    );
     let err = pages.next_page().await.unwrap_err();
-    assert!(err.to_string().starts_with("paginate: page 0 of `items[project_id=p1]`"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("paginate: page 0 of `items[project_id=p1]`"),
+        "{err}"
+    );
 }

@@ -1,1 +1,68 @@
-//! placeholder
+//! The composition root: loads a pipeline file and runs it, wiring the source, the transform
+//! workers and the sink through two bounded channels.
+//!
+//! Role: the only crate (with `xtask` and `tests/`) that knows every stage. Programs that
+//! want to run a pipeline without the CLI call [`Pipeline::load`] and [`run`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use pipeline::{Overrides, Pipeline, RunOptions, run};
+//! use source_errors::Secrets;
+//! let p = Pipeline::load("pipelines/errors.toml".as_ref(), &Secrets::from_env(), &Overrides::default())?;
+//! let report = run(&p, &RunOptions::default()).await?;
+//! for c in &report.commits {
+//!     println!("{}: version {}, {} rows added", c.table, c.version, c.rows_added);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Data flow: `source_errors::run` sends pages (one message per page) into the pages channel;
+//! one transform worker per core normalizes them into per-table Arrow batches; one sink task
+//! stages them as Parquet files. When every stage has ended without error, each table is
+//! committed once; otherwise the staged files are deleted and the lake stays as it was.
+
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod config;
+mod run;
+
+pub use config::{ChannelConfig, Overrides, Pipeline};
+pub use run::{RunOptions, RunReport, run};
+
+/// Why a run failed; nothing of it was committed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The pipeline file is wrong.
+    #[error(transparent)]
+    Config(#[from] source_errors::ConfigError),
+    /// `--resources` named a resource the file does not have.
+    #[error("pipeline: no resource named `{name}`")]
+    UnknownResource {
+        /// The name given.
+        name: String,
+    },
+    /// Fetching failed.
+    #[error(transparent)]
+    Source(#[from] source_errors::SourceError),
+    /// Normalizing a page failed.
+    #[error("transform: page {page_idx} of `{resource}`{partition}", partition = if partition.is_empty() { String::new() } else { format!("[{partition}]") })]
+    Transform {
+        /// The resource.
+        resource: String,
+        /// The partition.
+        partition: String,
+        /// The page.
+        page_idx: usize,
+        /// Why.
+        #[source]
+        source: transform::TransformError,
+    },
+    /// Writing or committing failed.
+    #[error(transparent)]
+    Sink(#[from] sink_parquet::SinkError),
+    /// A stage was cancelled.
+    #[error("pipeline: cancelled")]
+    Cancelled,
+}

@@ -8,13 +8,13 @@ use arrow_array::cast::AsArray;
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
 use bytes::Bytes;
+use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, MetadataExt, Remove};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::DeltaTable;
 use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use transform::{TableMeta, WriteDisposition};
 
@@ -88,7 +88,15 @@ impl LoadWriter {
                         write_disposition: root.write_disposition,
                     }),
                 };
-                let committed = commit_table(&self.lake, &self.config, &self.load_id, &meta, writer, root_ids.as_ref()).await?;
+                let committed = commit_table(
+                    &self.lake,
+                    &self.config,
+                    &self.load_id,
+                    &meta,
+                    writer,
+                    root_ids.as_ref(),
+                )
+                .await?;
                 commits.extend(committed);
             }
         }
@@ -105,7 +113,10 @@ async fn commit_table(
     root_ids: Option<&RootIds>,
 ) -> Result<Option<TableCommit>> {
     let table_name = meta.name.as_str();
-    let delta_err = |source| SinkError::Delta { table: table_name.to_owned(), source };
+    let delta_err = |source| SinkError::Delta {
+        table: table_name.to_owned(),
+        source,
+    };
     let (mut staged, schema) = match writer {
         Some(w) => (w.staged, w.schema),
         None => (Vec::new(), empty_schema()),
@@ -118,7 +129,9 @@ async fn commit_table(
         if !ids.repeated.is_empty() {
             let mut kept = Vec::new();
             for file in staged {
-                kept.extend(drop_superseded(lake, config, table_name, key_column, file, ids).await?);
+                kept.extend(
+                    drop_superseded(lake, config, table_name, key_column, file, ids).await?,
+                );
             }
             staged = kept;
         }
@@ -136,10 +149,16 @@ async fn commit_table(
 
     if let Some(t) = &table {
         let files: Vec<_> = t.snapshot().map_err(delta_err)?.log_data().iter().collect();
-        let incoming: Option<&HashMap<String, u64>> = root_ids.map(|r| &r.last_page).filter(|m| merge && !m.is_empty());
+        let incoming: Option<&HashMap<String, u64>> = root_ids
+            .map(|r| &r.last_page)
+            .filter(|m| merge && !m.is_empty());
         for f in files {
             let path = f.path().into_owned();
-            let remove = |f: &deltalake::kernel::LogicalFileView| Action::Remove(Remove { ..f.remove_action(true) });
+            let remove = |f: &deltalake::kernel::LogicalFileView| {
+                Action::Remove(Remove {
+                    ..f.remove_action(true)
+                })
+            };
             match (meta.write_disposition, incoming) {
                 (WriteDisposition::Replace, _) => {
                     rows_removed += f.num_records().unwrap_or(0) as u64;
@@ -150,7 +169,9 @@ async fn commit_table(
                     let store_path = lake.file_path(table_name, &path);
                     let bytes = read_all(lake, &store_path).await?;
                     let keys = read_column(&bytes, key_column, table_name, &path)?;
-                    let hit = keys.iter().any(|k| k.as_deref().is_some_and(|k| ids.contains_key(k)));
+                    let hit = keys
+                        .iter()
+                        .any(|k| k.as_deref().is_some_and(|k| ids.contains_key(k)));
                     if !hit {
                         continue;
                     }
@@ -160,14 +181,20 @@ async fn commit_table(
                     let mut n_total = 0u64;
                     for b in batches {
                         n_total += b.num_rows() as u64;
-                        let keys = b.column_by_name(key_column).ok_or_else(|| missing_column(table_name, &path, key_column))?;
+                        let keys = b
+                            .column_by_name(key_column)
+                            .ok_or_else(|| missing_column(table_name, &path, key_column))?;
                         let mask: BooleanArray = keys
                             .as_string::<i32>()
                             .iter()
                             .map(|k| Some(!k.is_some_and(|k| ids.contains_key(k))))
                             .collect();
-                        let kept = arrow_select::filter::filter_record_batch(&b, &mask)
-                            .map_err(|e| SinkError::Internal { message: format!("filtering {path}: {e}") })?;
+                        let kept =
+                            arrow_select::filter::filter_record_batch(&b, &mask).map_err(|e| {
+                                SinkError::Internal {
+                                    message: format!("filtering {path}: {e}"),
+                                }
+                            })?;
                         n_kept += kept.num_rows() as u64;
                         if kept.num_rows() > 0 {
                             remaining.push(kept);
@@ -178,11 +205,17 @@ async fn commit_table(
                     removed_paths.push(path.clone());
                     if !remaining.is_empty() {
                         let file_schema = remaining[0].schema();
-                        let name = format!("part-{load_id}-rw-{:05}.zstd.parquet", rewritten.len() + 1);
+                        let name =
+                            format!("part-{load_id}-rw-{:05}.zstd.parquet", rewritten.len() + 1);
                         let encoded = encode(config, &file_schema, &remaining, table_name)?;
                         let size = encoded.len() as u64;
                         put(lake, &lake.file_path(table_name, &name), encoded).await?;
-                        rewritten.push(StagedFile { name, size, n_rows: n_kept, runs: Vec::new() });
+                        rewritten.push(StagedFile {
+                            name,
+                            size,
+                            n_rows: n_kept,
+                            runs: Vec::new(),
+                        });
                     }
                 }
                 _ => {}
@@ -211,8 +244,14 @@ async fn commit_table(
     let merged_schema = merge_schemas(table_name, existing_schema.as_ref(), &schema)?;
     let properties = CommitProperties::default().with_metadata([
         ("errlake.load_id".to_owned(), serde_json::json!(load_id)),
-        ("errlake.rows_added".to_owned(), serde_json::json!(rows_added)),
-        ("errlake.rows_removed".to_owned(), serde_json::json!(rows_removed)),
+        (
+            "errlake.rows_added".to_owned(),
+            serde_json::json!(rows_added),
+        ),
+        (
+            "errlake.rows_removed".to_owned(),
+            serde_json::json!(rows_removed),
+        ),
     ]);
     let version = match table {
         None => {
@@ -229,17 +268,38 @@ async fn commit_table(
                 .with_commit_properties(properties)
                 .await
                 .map_err(delta_err)?;
-            created.version().and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+            created
+                .version()
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0)
         }
         Some(t) => {
             let snapshot = t.snapshot().map_err(delta_err)?;
-            if existing_schema.as_ref().is_some_and(|s| s.fields().len() != merged_schema.fields().len()) {
+            if existing_schema
+                .as_ref()
+                .is_some_and(|s| s.fields().len() != merged_schema.fields().len())
+            {
                 let delta = delta_schema(table_name, &merged_schema)?;
-                let metadata = snapshot.metadata().clone().with_schema(&delta).map_err(|e| SinkError::Schema { table: table_name.to_owned(), message: e.to_string() })?;
+                let metadata = snapshot
+                    .metadata()
+                    .clone()
+                    .with_schema(&delta)
+                    .map_err(|e| SinkError::Schema {
+                        table: table_name.to_owned(),
+                        message: e.to_string(),
+                    })?;
                 actions.push(Action::Metadata(metadata));
             }
-            let mode = if meta.write_disposition == WriteDisposition::Replace { SaveMode::Overwrite } else { SaveMode::Append };
-            let operation = DeltaOperation::Write { mode, partition_by: None, predicate: None };
+            let mode = if meta.write_disposition == WriteDisposition::Replace {
+                SaveMode::Overwrite
+            } else {
+                SaveMode::Append
+            };
+            let operation = DeltaOperation::Write {
+                mode,
+                partition_by: None,
+                predicate: None,
+            };
             let finalized = CommitBuilder::from(properties)
                 .with_actions(actions)
                 .build(Some(snapshot), t.log_store(), operation)
@@ -273,19 +333,33 @@ fn lake_table_handle(lake: &Lake, table: &str) -> Result<DeltaTable> {
     let url = lake.table_url(table);
     deltalake::DeltaTableBuilder::from_url(url.clone())
         .and_then(|b| b.with_storage_backend(lake.store().clone(), url).build())
-        .map_err(|source| SinkError::Delta { table: table.to_owned(), source })
+        .map_err(|source| SinkError::Delta {
+            table: table.to_owned(),
+            source,
+        })
 }
 
 /// The table's columns followed by the load's new ones; a changed type is an error.
-fn merge_schemas(table: &str, existing: Option<&SchemaRef>, incoming: &SchemaRef) -> Result<SchemaRef> {
-    let Some(existing) = existing else { return Ok(incoming.clone()) };
+fn merge_schemas(
+    table: &str,
+    existing: Option<&SchemaRef>,
+    incoming: &SchemaRef,
+) -> Result<SchemaRef> {
+    let Some(existing) = existing else {
+        return Ok(incoming.clone());
+    };
     let mut fields: Vec<Arc<Field>> = existing.fields().iter().cloned().collect();
     for f in incoming.fields() {
         match existing.field_with_name(f.name()) {
             Ok(old) if old.data_type() != f.data_type() => {
                 return Err(SinkError::Schema {
                     table: table.to_owned(),
-                    message: format!("column `{}` is {} in the table but {} in this load", f.name(), old.data_type(), f.data_type()),
+                    message: format!(
+                        "column `{}` is {} in the table but {} in this load",
+                        f.name(),
+                        old.data_type(),
+                        f.data_type()
+                    ),
                 });
             }
             Ok(_) => {}
@@ -340,13 +414,22 @@ async fn drop_superseded(
             }
         }
         offset += n;
-        let kept = arrow_select::filter::filter_record_batch(&b, &mask)
-            .map_err(|e| SinkError::Internal { message: format!("filtering {}: {e}", file.name) })?;
+        let kept = arrow_select::filter::filter_record_batch(&b, &mask).map_err(|e| {
+            SinkError::Internal {
+                message: format!("filtering {}: {e}", file.name),
+            }
+        })?;
         if kept.num_rows() > 0 {
             remaining.push(kept);
         }
     }
-    lake.store().delete(&path).await.map_err(|source| SinkError::Store { path: path.to_string(), source })?;
+    lake.store()
+        .delete(&path)
+        .await
+        .map_err(|source| SinkError::Store {
+            path: path.to_string(),
+            source,
+        })?;
     if remaining.is_empty() {
         return Ok(None);
     }
@@ -356,40 +439,90 @@ async fn drop_superseded(
     let size = encoded.len() as u64;
     put(lake, &lake.file_path(table, &name), encoded).await?;
     let n_rows = runs.iter().map(|(_, n)| n).sum();
-    Ok(Some(StagedFile { name, size, n_rows, runs }))
+    Ok(Some(StagedFile {
+        name,
+        size,
+        n_rows,
+        runs,
+    }))
 }
 
 async fn put(lake: &Lake, path: &object_store::path::Path, bytes: Vec<u8>) -> Result<()> {
-    lake.store().put(path, bytes.into()).await.map_err(|source| SinkError::Store { path: path.to_string(), source })?;
+    lake.store()
+        .put(path, bytes.into())
+        .await
+        .map_err(|source| SinkError::Store {
+            path: path.to_string(),
+            source,
+        })?;
     Ok(())
 }
 
 async fn read_all(lake: &Lake, path: &object_store::path::Path) -> Result<Bytes> {
-    let fail = |source| SinkError::Store { path: path.to_string(), source };
-    lake.store().get(path).await.map_err(fail)?.bytes().await.map_err(fail)
+    let fail = |source| SinkError::Store {
+        path: path.to_string(),
+        source,
+    };
+    lake.store()
+        .get(path)
+        .await
+        .map_err(fail)?
+        .bytes()
+        .await
+        .map_err(fail)
 }
 
 fn missing_column(table: &str, file: &str, column: &str) -> SinkError {
-    SinkError::Internal { message: format!("file {file} of `{table}` has no `{column}` column") }
+    SinkError::Internal {
+        message: format!("file {file} of `{table}` has no `{column}` column"),
+    }
 }
 
 /// One text column of a Parquet file.
-fn read_column(bytes: &Bytes, column: &str, table: &str, file: &str) -> Result<Vec<Option<String>>> {
-    let fail = |source| SinkError::Parquet { table: table.to_owned(), source };
+fn read_column(
+    bytes: &Bytes,
+    column: &str,
+    table: &str,
+    file: &str,
+) -> Result<Vec<Option<String>>> {
+    let fail = |source| SinkError::Parquet {
+        table: table.to_owned(),
+        source,
+    };
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(fail)?;
-    let idx = builder.schema().index_of(column).map_err(|_| missing_column(table, file, column))?;
+    let idx = builder
+        .schema()
+        .index_of(column)
+        .map_err(|_| missing_column(table, file, column))?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
     let reader = builder.with_projection(mask).build().map_err(fail)?;
     let mut out = Vec::new();
     for b in reader {
-        let b = b.map_err(|e| SinkError::Internal { message: format!("reading {file}: {e}") })?;
-        out.extend(b.column(0).as_string::<i32>().iter().map(|v| v.map(str::to_owned)));
+        let b = b.map_err(|e| SinkError::Internal {
+            message: format!("reading {file}: {e}"),
+        })?;
+        out.extend(
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_owned)),
+        );
     }
     Ok(out)
 }
 
 fn read_batches(bytes: &Bytes, table: &str, file: &str) -> Result<Vec<RecordBatch>> {
-    let fail = |source| SinkError::Parquet { table: table.to_owned(), source };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(fail)?.build().map_err(fail)?;
-    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| SinkError::Internal { message: format!("reading {file}: {e}") })
+    let fail = |source| SinkError::Parquet {
+        table: table.to_owned(),
+        source,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+        .map_err(fail)?
+        .build()
+        .map_err(fail)?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| SinkError::Internal {
+            message: format!("reading {file}: {e}"),
+        })
 }

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake::{DeltaTable, DeltaTableBuilder};
-use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
 use url::Url;
 
 use transform::TableSchema;
@@ -30,12 +30,16 @@ impl Lake {
     /// `s3://bucket/prefix` URL (credentials, region and endpoint from the standard AWS
     /// environment variables, e.g. `AWS_ENDPOINT_URL` for an S3-compatible server).
     pub fn open(destination: &str) -> Result<Lake> {
-        let bad = |message: String| SinkError::Destination { destination: destination.to_owned(), message };
+        let bad = |message: String| SinkError::Destination {
+            destination: destination.to_owned(),
+            message,
+        };
         let url = if destination.contains("://") {
             Url::parse(destination).map_err(|e| bad(e.to_string()))?
         } else {
             let path = std::path::Path::new(destination);
-            std::fs::create_dir_all(path).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+            std::fs::create_dir_all(path)
+                .map_err(|e| bad(format!("cannot create the folder: {e}")))?;
             let abs = std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
             Url::from_directory_path(&abs).map_err(|()| bad("not an absolute path".into()))?
         };
@@ -46,22 +50,36 @@ impl Lake {
         }
         let (store, prefix): (Arc<dyn ObjectStore>, StorePath) = match url.scheme() {
             "file" => {
-                let path = url.to_file_path().map_err(|()| bad("not a local path".into()))?;
-                std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| bad("not a local path".into()))?;
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| bad(format!("cannot create the folder: {e}")))?;
                 let store = object_store::local::LocalFileSystem::new();
-                let prefix = StorePath::from_filesystem_path(&path).map_err(|e| bad(e.to_string()))?;
+                let prefix =
+                    StorePath::from_filesystem_path(&path).map_err(|e| bad(e.to_string()))?;
                 (Arc::new(store), prefix)
             }
             "s3" | "s3a" => {
-                let bucket = url.host_str().ok_or_else(|| bad("no bucket in the URL".into()))?.to_owned();
+                let bucket = url
+                    .host_str()
+                    .ok_or_else(|| bad("no bucket in the URL".into()))?
+                    .to_owned();
                 let store = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&bucket)
                     .build()
                     .map_err(|e| bad(e.to_string()))?;
                 register_s3_logstore();
-                (Arc::new(store), StorePath::from(url.path().trim_matches('/')))
+                (
+                    Arc::new(store),
+                    StorePath::from(url.path().trim_matches('/')),
+                )
             }
-            other => return Err(bad(format!("unsupported scheme `{other}`: use a path, file:// or s3://"))),
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme `{other}`: use a path, file:// or s3://"
+                )));
+            }
         };
         Ok(Lake { url, store, prefix })
     }
@@ -93,13 +111,21 @@ impl Lake {
     /// The Delta table `table`, loaded; `None` if there is none yet.
     pub async fn load_table(&self, table: &str) -> Result<Option<DeltaTable>> {
         let url = self.table_url(table);
-        let fail = |source| SinkError::Delta { table: table.to_owned(), source };
+        let fail = |source| SinkError::Delta {
+            table: table.to_owned(),
+            source,
+        };
         let mut t = DeltaTableBuilder::from_url(url.clone())
             .map_err(fail)?
             .with_storage_backend(self.store.clone(), url)
             .build()
             .map_err(fail)?;
-        if !t.log_store().is_delta_table_location().await.map_err(fail)? {
+        if !t
+            .log_store()
+            .is_delta_table_location()
+            .await
+            .map_err(fail)?
+        {
             return Ok(None);
         }
         t.load().await.map_err(fail)?;
@@ -112,10 +138,15 @@ impl Lake {
             .store
             .list_with_delimiter(Some(&self.prefix))
             .await
-            .map_err(|source| SinkError::Store { path: self.prefix.to_string(), source })?;
+            .map_err(|source| SinkError::Store {
+                path: self.prefix.to_string(),
+                source,
+            })?;
         let mut names = Vec::new();
         for dir in listing.common_prefixes {
-            let Some(name) = dir.filename().map(str::to_owned) else { continue };
+            let Some(name) = dir.filename().map(str::to_owned) else {
+                continue;
+            };
             let log = dir.clone().join("_delta_log");
             let has_log = self
                 .store
@@ -137,8 +168,14 @@ impl Lake {
         let mut out = HashMap::new();
         for name in self.table_names().await? {
             if let Some(t) = self.load_table(&name).await? {
-                let snapshot = t.snapshot().map_err(|source| SinkError::Delta { table: name.clone(), source })?;
-                out.insert(name, TableSchema::from_arrow(&snapshot.snapshot().arrow_schema()));
+                let snapshot = t.snapshot().map_err(|source| SinkError::Delta {
+                    table: name.clone(),
+                    source,
+                })?;
+                out.insert(
+                    name,
+                    TableSchema::from_arrow(&snapshot.snapshot().arrow_schema()),
+                );
             }
         }
         Ok(out)
@@ -147,7 +184,10 @@ impl Lake {
 
 /// The Delta schema of an Arrow schema.
 pub(crate) fn delta_schema(table: &str, schema: &arrow_schema::Schema) -> Result<StructType> {
-    StructType::try_from_arrow(schema).map_err(|source| SinkError::Schema { table: table.to_owned(), message: source.to_string() })
+    StructType::try_from_arrow(schema).map_err(|source| SinkError::Schema {
+        table: table.to_owned(),
+        message: source.to_string(),
+    })
 }
 
 /// Makes `s3://` tables use delta-rs's default log store, which commits with conditional puts
@@ -162,5 +202,66 @@ fn register_s3_logstore() {
                 factories.insert(url, default.clone());
             }
         }
+    }
+}
+
+/// A summary of one table, for `inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TableInfo {
+    /// The current version.
+    pub version: u64,
+    /// Rows, from the file statistics.
+    pub rows: u64,
+    /// Data files.
+    pub files: usize,
+    /// Column names and types.
+    pub columns: Vec<(String, String)>,
+    /// The load id of the latest commit, if errlake made it.
+    pub last_load_id: Option<String>,
+}
+
+impl Lake {
+    /// A summary of table `name`; `None` if there is no such table.
+    pub async fn table_info(&self, name: &str) -> Result<Option<TableInfo>> {
+        let Some(t) = self.load_table(name).await? else {
+            return Ok(None);
+        };
+        let fail = |source| SinkError::Delta {
+            table: name.to_owned(),
+            source,
+        };
+        let snapshot = t.snapshot().map_err(fail)?;
+        let files: Vec<_> = snapshot.log_data().iter().collect();
+        let rows = files
+            .iter()
+            .map(|f| f.num_records().unwrap_or(0) as u64)
+            .sum();
+        let columns = snapshot
+            .snapshot()
+            .arrow_schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string()))
+            .collect();
+        let version = t.version().and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+        let mut last_load_id = None;
+        {
+            use futures::StreamExt;
+            let mut history = t.history(Some(1));
+            if let Some(Ok(info)) = history.next().await {
+                last_load_id = info
+                    .info
+                    .get("errlake.load_id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+            }
+        }
+        Ok(Some(TableInfo {
+            version,
+            rows,
+            files: files.len(),
+            columns,
+            last_load_id,
+        }))
     }
 }

@@ -31,7 +31,7 @@ mod lake;
 mod writer;
 
 pub use commit::TableCommit;
-pub use lake::Lake;
+pub use lake::{Lake, TableInfo};
 pub use writer::LoadWriter;
 
 /// File sizing and encoding (`[sink]` in the pipeline file).

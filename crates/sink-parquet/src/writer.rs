@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, new_null_array};
 use arrow_array::cast::AsArray;
+use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
 use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
@@ -59,8 +59,20 @@ pub struct LoadWriter {
 impl LoadWriter {
     /// A writer for one load into `lake`; `roots` are the load's root tables (a replaced root
     /// with no rows this load is emptied; a merged one keeps its rows).
-    pub fn new(lake: Lake, config: ParquetSinkConfig, load_id: String, roots: Vec<Arc<TableMeta>>) -> Self {
-        LoadWriter { lake, config, load_id, tables: HashMap::new(), roots, n_files: 0 }
+    pub fn new(
+        lake: Lake,
+        config: ParquetSinkConfig,
+        load_id: String,
+        roots: Vec<Arc<TableMeta>>,
+    ) -> Self {
+        LoadWriter {
+            lake,
+            config,
+            load_id,
+            tables: HashMap::new(),
+            roots,
+            n_files: 0,
+        }
     }
 
     /// The load id.
@@ -70,7 +82,10 @@ impl LoadWriter {
 
     /// Rows received so far, per table.
     pub fn row_counts(&self) -> HashMap<String, u64> {
-        self.tables.iter().map(|(k, t)| (k.clone(), t.n_rows)).collect()
+        self.tables
+            .iter()
+            .map(|(k, t)| (k.clone(), t.n_rows))
+            .collect()
     }
 
     /// Takes the batches of one page (`page_seq` orders pages: of two rows with the same
@@ -78,23 +93,29 @@ impl LoadWriter {
     pub async fn write(&mut self, page_seq: u64, batches: Vec<TableBatch>) -> Result<()> {
         for tb in batches {
             let name = tb.table.name.clone();
-            let writer = self.tables.entry(name.clone()).or_insert_with(|| TableWriter {
-                meta: tb.table.clone(),
-                schema: tb.batch.schema(),
-                buffered: Vec::new(),
-                buffered_bytes: 0,
-                staged: Vec::new(),
-                n_rows: 0,
-                last_page_of_id: HashMap::new(),
-                repeated_ids: HashSet::new(),
-            });
+            let writer = self
+                .tables
+                .entry(name.clone())
+                .or_insert_with(|| TableWriter {
+                    meta: tb.table.clone(),
+                    schema: tb.batch.schema(),
+                    buffered: Vec::new(),
+                    buffered_bytes: 0,
+                    staged: Vec::new(),
+                    n_rows: 0,
+                    last_page_of_id: HashMap::new(),
+                    repeated_ids: HashSet::new(),
+                });
             if tb.batch.schema().fields().len() > writer.schema.fields().len() {
                 writer.schema = tb.batch.schema();
             }
             if writer.meta.is_root() && writer.meta.write_disposition == WriteDisposition::Merge {
-                let ids = tb.batch.column_by_name(ROW_ID).ok_or_else(|| SinkError::Internal {
-                    message: format!("batch of `{name}` has no {ROW_ID} column"),
-                })?;
+                let ids = tb
+                    .batch
+                    .column_by_name(ROW_ID)
+                    .ok_or_else(|| SinkError::Internal {
+                        message: format!("batch of `{name}` has no {ROW_ID} column"),
+                    })?;
                 for id in ids.as_string::<i32>().iter().flatten() {
                     if let Some(previous) = writer.last_page_of_id.insert(id.to_owned(), page_seq) {
                         if previous != page_seq {
@@ -155,27 +176,47 @@ pub(crate) fn widen(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBat
             None => new_null_array(f.data_type(), n),
         })
         .collect();
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| SinkError::Internal { message: format!("widening a batch: {e}") })
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| SinkError::Internal {
+        message: format!("widening a batch: {e}"),
+    })
 }
 
 pub(crate) fn writer_properties(config: &ParquetSinkConfig) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level).unwrap_or_default()))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(config.zstd_level).unwrap_or_default(),
+        ))
         .set_max_row_group_row_count(Some(config.row_group_rows))
         .build()
 }
 
 /// Encodes batches as one Parquet file in memory.
-pub(crate) fn encode(config: &ParquetSinkConfig, schema: &SchemaRef, batches: &[RecordBatch], table: &str) -> Result<Vec<u8>> {
-    let fail = |e: parquet::errors::ParquetError| SinkError::Parquet { table: table.to_owned(), source: e };
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties(config))).map_err(fail)?;
+pub(crate) fn encode(
+    config: &ParquetSinkConfig,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    table: &str,
+) -> Result<Vec<u8>> {
+    let fail = |e: parquet::errors::ParquetError| SinkError::Parquet {
+        table: table.to_owned(),
+        source: e,
+    };
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties(config)))
+            .map_err(fail)?;
     for b in batches {
         writer.write(&widen(b, schema)?).map_err(fail)?;
     }
     writer.into_inner().map_err(fail)
 }
 
-async fn flush(lake: &Lake, config: &ParquetSinkConfig, load_id: &str, file_no: usize, writer: &mut TableWriter) -> Result<()> {
+async fn flush(
+    lake: &Lake,
+    config: &ParquetSinkConfig,
+    load_id: &str,
+    file_no: usize,
+    writer: &mut TableWriter,
+) -> Result<()> {
     if writer.buffered.is_empty() {
         return Ok(());
     }
@@ -185,16 +226,22 @@ async fn flush(lake: &Lake, config: &ParquetSinkConfig, load_id: &str, file_no: 
     let table = writer.meta.name.clone();
     let config_c = config.clone();
     let only_batches: Vec<RecordBatch> = batches.iter().map(|(_, b)| b.clone()).collect();
-    let bytes = tokio::task::spawn_blocking(move || encode(&config_c, &schema, &only_batches, &table))
-        .await
-        .map_err(|e| SinkError::Internal { message: format!("encoding task: {e}") })??;
+    let bytes =
+        tokio::task::spawn_blocking(move || encode(&config_c, &schema, &only_batches, &table))
+            .await
+            .map_err(|e| SinkError::Internal {
+                message: format!("encoding task: {e}"),
+            })??;
     let name = format!("part-{load_id}-{file_no:05}.zstd.parquet");
     let path = lake.file_path(&writer.meta.name, &name);
     let size = bytes.len() as u64;
     lake.store()
         .put(&path, bytes.into())
         .await
-        .map_err(|source| SinkError::Store { path: path.to_string(), source })?;
+        .map_err(|source| SinkError::Store {
+            path: path.to_string(),
+            source,
+        })?;
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for (seq, b) in &batches {
         match runs.last_mut() {
@@ -203,7 +250,12 @@ async fn flush(lake: &Lake, config: &ParquetSinkConfig, load_id: &str, file_no: 
         }
     }
     let n_rows = runs.iter().map(|(_, n)| n).sum();
-    writer.staged.push(StagedFile { name, size, n_rows, runs });
+    writer.staged.push(StagedFile {
+        name,
+        size,
+        n_rows,
+        runs,
+    });
     Ok(())
 }
 

@@ -156,15 +156,28 @@ impl Source {
     /// Checks the source keys of a pipeline file. `file` names the file in errors.
     pub fn from_value(value: Value, file: &Path, secrets: &Secrets) -> Result<Source> {
         let err = |key_path: String, message: String| {
-            SourceError::Config(ConfigError { file: file.to_path_buf(), key_path, message })
+            SourceError::Config(ConfigError {
+                file: file.to_path_buf(),
+                key_path,
+                message,
+            })
         };
         let config: SourceConfig = deserialize(value, file, "")?;
         if config.concurrency == 0 {
             return Err(err("concurrency".into(), "must be at least 1".into()));
         }
-        let auth = config.client.auth.as_ref().map(|a| resolve_auth(a, secrets)).transpose().map_err(|(field, m)| err(format!("client.auth.{field}"), m))?;
+        let auth = config
+            .client
+            .auth
+            .as_ref()
+            .map(|a| resolve_auth(a, secrets))
+            .transpose()
+            .map_err(|(field, m)| err(format!("client.auth.{field}"), m))?;
         let client = ClientSettings::from_config(&config.client, auth).map_err(|m| {
-            let (field, msg) = m.split_once(": ").map(|(f, m)| (f.to_owned(), m.to_owned())).unwrap_or((String::new(), m));
+            let (field, msg) = m
+                .split_once(": ")
+                .map(|(f, m)| (f.to_owned(), m.to_owned()))
+                .unwrap_or((String::new(), m));
             err(format!("client.{field}"), msg)
         })?;
 
@@ -180,7 +193,10 @@ impl Source {
         let names: Vec<String> = configs.iter().map(|(_, r)| r.name.clone()).collect();
         for (i, name) in names.iter().enumerate() {
             if names[..i].contains(name) {
-                return Err(err(format!("resources[{i}].name"), format!("resource `{name}` is declared twice")));
+                return Err(err(
+                    format!("resources[{i}].name"),
+                    format!("resource `{name}` is declared twice"),
+                ));
             }
         }
 
@@ -188,7 +204,10 @@ impl Source {
         for (i, rc) in &configs {
             let at = |k: &str| format!("resources[{i}].{k}");
             if !rc.endpoint.method.eq_ignore_ascii_case("GET") {
-                return Err(err(at("endpoint.method"), format!("only GET is supported, got `{}`", rc.endpoint.method)));
+                return Err(err(
+                    at("endpoint.method"),
+                    format!("only GET is supported, got `{}`", rc.endpoint.method),
+                ));
             }
             if rc.write_disposition == WriteDisposition::Merge && rc.primary_key.is_none() {
                 return Err(err(at("primary_key"), "merge needs a primary key".into()));
@@ -197,21 +216,37 @@ impl Source {
             let mut declared: HashMap<String, ParentRef> = HashMap::new();
             for (k, v) in &rc.endpoint.params {
                 match v {
-                    Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("resolve") => {
+                    Value::Object(o)
+                        if o.get("type").and_then(Value::as_str) == Some("resolve") =>
+                    {
                         let get = |f: &str| o.get(f).and_then(Value::as_str).map(str::to_owned);
                         let (Some(resource), Some(field)) = (get("resource"), get("field")) else {
-                            return Err(err(at(&format!("endpoint.params.{k}")), "a resolve param needs `resource` and `field`".into()));
+                            return Err(err(
+                                at(&format!("endpoint.params.{k}")),
+                                "a resolve param needs `resource` and `field`".into(),
+                            ));
                         };
-                        declared.insert(k.clone(), ParentRef { key: k.clone(), resource, field });
+                        declared.insert(
+                            k.clone(),
+                            ParentRef {
+                                key: k.clone(),
+                                resource,
+                                field,
+                            },
+                        );
                     }
                     Value::String(s) => params.push((k.clone(), s.clone())),
                     Value::Number(_) | Value::Bool(_) => params.push((k.clone(), v.to_string())),
                     other => {
-                        return Err(err(at(&format!("endpoint.params.{k}")), format!("expected a string, number or boolean, got {other}")));
+                        return Err(err(
+                            at(&format!("endpoint.params.{k}")),
+                            format!("expected a string, number or boolean, got {other}"),
+                        ));
                     }
                 }
             }
-            let keys = partition_keys(&rc.endpoint.path).map_err(|m| err(at("endpoint.path"), m))?;
+            let keys =
+                partition_keys(&rc.endpoint.path).map_err(|m| err(at("endpoint.path"), m))?;
             let mut refs = Vec::new();
             for key in &keys {
                 let parent = match declared.remove(key) {
@@ -221,15 +256,26 @@ impl Source {
                     })?,
                 };
                 if !names.contains(&parent.resource) {
-                    return Err(err(at(&format!("endpoint.params.{key}")), format!("unknown parent resource `{}`", parent.resource)));
+                    return Err(err(
+                        at(&format!("endpoint.params.{key}")),
+                        format!("unknown parent resource `{}`", parent.resource),
+                    ));
                 }
                 if parent.resource == rc.name {
-                    return Err(err(at("endpoint.path"), format!("`{key}` refers to the resource itself")));
+                    return Err(err(
+                        at("endpoint.path"),
+                        format!("`{key}` refers to the resource itself"),
+                    ));
                 }
                 refs.push(parent);
             }
             if let Some(k) = declared.keys().next() {
-                return Err(err(at(&format!("endpoint.params.{k}")), format!("resolved param `{k}` is not used as stream_partition['{k}'] in the path")));
+                return Err(err(
+                    at(&format!("endpoint.params.{k}")),
+                    format!(
+                        "resolved param `{k}` is not used as stream_partition['{k}'] in the path"
+                    ),
+                ));
             }
             // The template must render with the keys it names.
             let probe: BTreeMap<&str, &str> = keys.iter().map(|k| (k.as_str(), "probe")).collect();
@@ -264,7 +310,11 @@ impl Source {
             });
         }
         let resources = order_by_parent(resources).map_err(|m| err("resources".into(), m))?;
-        Ok(Source { client, resources, concurrency: config.concurrency })
+        Ok(Source {
+            client,
+            resources,
+            concurrency: config.concurrency,
+        })
     }
 
     /// A resource by name.
@@ -274,22 +324,39 @@ impl Source {
 
     /// The resources whose direct parent is `name`.
     pub fn children<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Resource> + 'a {
-        self.resources.iter().filter(move |r| r.parent().is_some_and(|p| p.resource == name))
+        self.resources
+            .iter()
+            .filter(move |r| r.parent().is_some_and(|p| p.resource == name))
     }
 
     /// The first URL of `resource` for a partition (partition key -> value).
-    pub fn first_url(&self, resource: &Resource, partition: &BTreeMap<String, String>) -> Result<Url> {
+    pub fn first_url(
+        &self,
+        resource: &Resource,
+        partition: &BTreeMap<String, String>,
+    ) -> Result<Url> {
         let values: BTreeMap<&str, String> = partition
             .iter()
-            .map(|(k, v)| (k.as_str(), percent_encoding::utf8_percent_encode(v, SEGMENT).to_string()))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    percent_encoding::utf8_percent_encode(v, SEGMENT).to_string(),
+                )
+            })
             .collect();
-        let path = render_path(&resource.path_template, &values).map_err(|message| SourceError::Partition {
-            resource: resource.name.clone(),
-            message,
+        let path = render_path(&resource.path_template, &values).map_err(|message| {
+            SourceError::Partition {
+                resource: resource.name.clone(),
+                message,
+            }
         })?;
         let base = &self.client.base_url;
         let mut url = base.clone();
-        let joined = format!("{}/{}", base.path().trim_end_matches('/'), path.trim_start_matches('/'));
+        let joined = format!(
+            "{}/{}",
+            base.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
         url.set_path(&joined);
         if !resource.params.is_empty() {
             url.query_pairs_mut().extend_pairs(resource.params.iter());
@@ -299,16 +366,26 @@ impl Source {
 }
 
 /// Characters escaped in a partition value put into a path segment.
-const SEGMENT: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
-fn render_path<V: serde::Serialize>(template: &str, partition: &BTreeMap<&str, V>) -> std::result::Result<String, String> {
+fn render_path<V: serde::Serialize>(
+    template: &str,
+    partition: &BTreeMap<&str, V>,
+) -> std::result::Result<String, String> {
     TEMPLATES
         .render_str(template, minijinja::context! { stream_partition => minijinja::value::Value::from(minijinja::value::Serde(partition)) })
         .map_err(|e| format!("template `{template}` does not render: {e}"))
 }
 
-fn deserialize<T: serde::de::DeserializeOwned>(value: Value, file: &Path, prefix: &str) -> Result<T> {
+fn deserialize<T: serde::de::DeserializeOwned>(
+    value: Value,
+    file: &Path,
+    prefix: &str,
+) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let key_path = match (prefix.is_empty(), inner == ".") {
@@ -316,7 +393,11 @@ fn deserialize<T: serde::de::DeserializeOwned>(value: Value, file: &Path, prefix
             (false, true) => prefix.to_owned(),
             (false, false) => format!("{prefix}.{inner}"),
         };
-        SourceError::Config(ConfigError { file: file.to_path_buf(), key_path, message: e.into_inner().to_string() })
+        SourceError::Config(ConfigError {
+            file: file.to_path_buf(),
+            key_path,
+            message: e.into_inner().to_string(),
+        })
     })
 }
 
@@ -345,12 +426,20 @@ pub fn partition_keys(template: &str) -> std::result::Result<Vec<String>, String
         rest = &rest[pos + "stream_partition".len()..];
         let key = if let Some(r) = rest.strip_prefix('[') {
             let r = r.trim_start();
-            let quote = r.chars().next().filter(|c| *c == '\'' || *c == '"').ok_or_else(|| format!("`{template}`: stream_partition[...] needs a quoted key"))?;
+            let quote = r
+                .chars()
+                .next()
+                .filter(|c| *c == '\'' || *c == '"')
+                .ok_or_else(|| format!("`{template}`: stream_partition[...] needs a quoted key"))?;
             let body = &r[1..];
-            let end = body.find(quote).ok_or_else(|| format!("`{template}`: unterminated key"))?;
+            let end = body
+                .find(quote)
+                .ok_or_else(|| format!("`{template}`: unterminated key"))?;
             body[..end].to_owned()
         } else if let Some(r) = rest.strip_prefix('.') {
-            r.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+            r.chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
         } else {
             return Err(format!("`{template}`: use stream_partition['<key>']"));
         };
@@ -368,7 +457,11 @@ fn infer_parent(key: &str, names: &[String]) -> Option<ParentRef> {
     [format!("{stem}s"), stem.to_owned(), format!("{stem}es")]
         .into_iter()
         .find(|candidate| names.contains(candidate))
-        .map(|resource| ParentRef { key: key.to_owned(), resource, field: "id".into() })
+        .map(|resource| ParentRef {
+            key: key.to_owned(),
+            resource,
+            field: "id".into(),
+        })
 }
 
 /// Orders resources parents first, and sorts each resource's partition keys by the depth of
@@ -384,7 +477,10 @@ fn order_by_parent(resources: Vec<Resource>) -> std::result::Result<Vec<Resource
             return Ok(*d);
         }
         if stack.iter().any(|s| s == name) {
-            return Err(format!("resources form a cycle: {} -> {name}", stack.join(" -> ")));
+            return Err(format!(
+                "resources form a cycle: {} -> {name}",
+                stack.join(" -> ")
+            ));
         }
         stack.push(name.to_owned());
         let mut d = 0;
@@ -397,7 +493,8 @@ fn order_by_parent(resources: Vec<Resource>) -> std::result::Result<Vec<Resource
     }
     let mut depths = HashMap::new();
     {
-        let by_name: HashMap<&str, &Resource> = resources.iter().map(|r| (r.name.as_str(), r)).collect();
+        let by_name: HashMap<&str, &Resource> =
+            resources.iter().map(|r| (r.name.as_str(), r)).collect();
         for r in &resources {
             depth(&r.name, &by_name, &mut depths, &mut Vec::new())?;
         }
@@ -405,7 +502,8 @@ fn order_by_parent(resources: Vec<Resource>) -> std::result::Result<Vec<Resource
     let mut out: Vec<Resource> = resources
         .into_iter()
         .map(|mut r| {
-            r.partition_keys.sort_by_key(|p| depths.get(&p.resource).copied().unwrap_or(0));
+            r.partition_keys
+                .sort_by_key(|p| depths.get(&p.resource).copied().unwrap_or(0));
             r
         })
         .collect();
@@ -413,8 +511,13 @@ fn order_by_parent(resources: Vec<Resource>) -> std::result::Result<Vec<Resource
     Ok(out)
 }
 
-fn resolve_auth(auth: &AuthConfig, secrets: &Secrets) -> std::result::Result<Auth, (&'static str, String)> {
-    let resolve = |field: &'static str, v: &str| -> std::result::Result<Secret, (&'static str, String)> {
+fn resolve_auth(
+    auth: &AuthConfig,
+    secrets: &Secrets,
+) -> std::result::Result<Auth, (&'static str, String)> {
+    let resolve = |field: &'static str,
+                   v: &str|
+     -> std::result::Result<Secret, (&'static str, String)> {
         match secret_reference(v) {
             Some(name) => secrets.get(&name).ok_or_else(|| {
                 (field, format!("secret `{name}` is not set: export {} or add it to the secrets file", name.to_ascii_uppercase()))
@@ -423,24 +526,38 @@ fn resolve_auth(auth: &AuthConfig, secrets: &Secrets) -> std::result::Result<Aut
         }
     };
     Ok(match auth {
-        AuthConfig::ApiKey { name, api_key, location } => Auth::ApiKey {
+        AuthConfig::ApiKey {
+            name,
+            api_key,
+            location,
+        } => Auth::ApiKey {
             name: name.clone(),
             value: resolve("api_key", api_key)?,
             location: *location,
         },
         AuthConfig::Bearer { token } => Auth::Bearer(resolve("token", token)?),
-        AuthConfig::HttpBasic { username, password } => Auth::Basic { username: username.clone(), password: resolve("password", password)? },
+        AuthConfig::HttpBasic { username, password } => Auth::Basic {
+            username: username.clone(),
+            password: resolve("password", password)?,
+        },
     })
 }
 
 /// Reads a pipeline file as JSON values: `.toml` or `.json`.
 pub fn read_pipeline_value(path: &Path) -> std::result::Result<Value, ConfigError> {
-    let fail = |message: String| ConfigError { file: path.to_path_buf(), key_path: String::new(), message };
+    let fail = |message: String| ConfigError {
+        file: path.to_path_buf(),
+        key_path: String::new(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
     match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => serde_json::from_str(&text).map_err(|e| fail(format!("not valid JSON: {e}"))),
+        Some("json") => {
+            serde_json::from_str(&text).map_err(|e| fail(format!("not valid JSON: {e}")))
+        }
         Some("toml") => {
-            let table: toml::Table = toml::from_str(&text).map_err(|e| fail(format!("not valid TOML: {e}")))?;
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| fail(format!("not valid TOML: {e}")))?;
             serde_json::to_value(table).map_err(|e| fail(e.to_string()))
         }
         _ => Err(fail("expected a .toml or .json file".into())),
@@ -451,8 +568,16 @@ pub fn read_pipeline_value(path: &Path) -> std::result::Result<Value, ConfigErro
 pub fn describe_auth(auth: &Option<Auth>) -> String {
     match auth {
         None => "none".into(),
-        Some(Auth::ApiKey { name, location: ApiKeyLocation::Header, .. }) => format!("api_key in header `{name}`"),
-        Some(Auth::ApiKey { name, location: ApiKeyLocation::Query, .. }) => format!("api_key in query param `{name}`"),
+        Some(Auth::ApiKey {
+            name,
+            location: ApiKeyLocation::Header,
+            ..
+        }) => format!("api_key in header `{name}`"),
+        Some(Auth::ApiKey {
+            name,
+            location: ApiKeyLocation::Query,
+            ..
+        }) => format!("api_key in query param `{name}`"),
         Some(Auth::Bearer(_)) => "bearer token".into(),
         Some(Auth::Basic { username, .. }) => format!("basic auth as `{username}`"),
     }
@@ -460,5 +585,9 @@ pub fn describe_auth(auth: &Option<Auth>) -> String {
 
 /// The file a [`ConfigError`] is about, for callers building their own.
 pub fn config_error(file: &Path, key_path: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { file: PathBuf::from(file), key_path: key_path.to_owned(), message: message.into() }
+    ConfigError {
+        file: PathBuf::from(file),
+        key_path: key_path.to_owned(),
+        message: message.into(),
+    }
 }

@@ -35,8 +35,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use config::{
-    EndpointConfig, ParentRef, Resource, ResourceConfig, Source, SourceConfig, WriteDisposition, config_error,
-    deep_merge, describe_auth, partition_keys, read_pipeline_value,
+    EndpointConfig, ParentRef, Resource, ResourceConfig, Source, SourceConfig, WriteDisposition,
+    config_error, deep_merge, describe_auth, partition_keys, read_pipeline_value,
 };
 pub use run::{Page, Partition, ResourceStats, RunOptions, run};
 pub use secrets::{Secrets, secret_reference};
@@ -57,7 +57,13 @@ impl fmt::Display for ConfigError {
         if self.key_path.is_empty() {
             write!(f, "config: {}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "config: {}: `{}`: {}", self.file.display(), self.key_path, self.message)
+            write!(
+                f,
+                "config: {}: `{}`: {}",
+                self.file.display(),
+                self.key_path,
+                self.message
+            )
         }
     }
 }

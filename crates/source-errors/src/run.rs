@@ -108,8 +108,11 @@ pub async fn run(
     options: RunOptions,
 ) -> Result<BTreeMap<String, ResourceStats>> {
     let (spawn_tx, mut spawn_rx) = mpsc::unbounded_channel();
-    let resources: HashMap<String, Arc<Resource>> =
-        source.resources.iter().map(|r| (r.name.clone(), Arc::new(r.clone()))).collect();
+    let resources: HashMap<String, Arc<Resource>> = source
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), Arc::new(r.clone())))
+        .collect();
     let needed = needed_resources(&source, options.selected.as_ref());
     let ctx = Arc::new(Context {
         permits: Semaphore::new(source.concurrency),
@@ -125,8 +128,15 @@ pub async fn run(
     });
 
     let mut tasks = JoinSet::new();
-    for r in source.resources.iter().filter(|r| r.partition_keys.is_empty() && needed.contains(&r.name)) {
-        let job = Job { resource: ctx.resources[&r.name].clone(), partition: Arc::default() };
+    for r in source
+        .resources
+        .iter()
+        .filter(|r| r.partition_keys.is_empty() && needed.contains(&r.name))
+    {
+        let job = Job {
+            resource: ctx.resources[&r.name].clone(),
+            partition: Arc::default(),
+        };
         tasks.spawn(fetch_paging(ctx.clone(), job, needed.clone()));
     }
     loop {
@@ -212,16 +222,31 @@ async fn fetch_paging(ctx: Arc<Context>, job: Job, needed: Arc<HashSet<String>>)
         .filter(|c| needed.contains(&c.name))
         .map(|c| ctx.resources[&c.name].clone())
         .collect();
-    let send = ctx.options.selected.as_ref().is_none_or(|s| s.contains(&resource.name));
+    let send = ctx
+        .options
+        .selected
+        .as_ref()
+        .is_none_or(|s| s.contains(&resource.name));
     let resource_name: Arc<str> = Arc::from(resource.name.as_str());
-    ctx.stats.lock().unwrap_or_else(|p| p.into_inner()).entry(resource.name.clone()).or_default().partitions += 1;
+    ctx.stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(resource.name.clone())
+        .or_default()
+        .partitions += 1;
 
     loop {
         let fetched = {
-            let _permit = ctx.permits.acquire().await.map_err(|_| SourceError::Cancelled)?;
+            let _permit = ctx
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| SourceError::Cancelled)?;
             pages.next_page().await?
         };
-        let Some(fetched) = fetched else { return Ok(()) };
+        let Some(fetched) = fetched else {
+            return Ok(());
+        };
         let page_seq = ctx.page_seq.fetch_add(1, Ordering::Relaxed);
         {
             let mut stats = ctx.stats.lock().unwrap_or_else(|p| p.into_inner());
@@ -245,7 +270,8 @@ async fn fetch_paging(ctx: Arc<Context>, job: Job, needed: Arc<HashSet<String>>)
             if let Some(value) = job.partition.0.get(&parent.key) {
                 for record in &mut records {
                     if let Value::Object(map) = record {
-                        map.entry(column.clone()).or_insert_with(|| Value::String(value.clone()));
+                        map.entry(column.clone())
+                            .or_insert_with(|| Value::String(value.clone()));
                     }
                 }
             }
@@ -264,7 +290,12 @@ async fn fetch_paging(ctx: Arc<Context>, job: Job, needed: Arc<HashSet<String>>)
     }
 }
 
-fn schedule_children(ctx: &Context, child: &Arc<Resource>, partition: &Partition, records: &[Value]) {
+fn schedule_children(
+    ctx: &Context,
+    child: &Arc<Resource>,
+    partition: &Partition,
+    records: &[Value],
+) {
     let Some(parent) = child.parent() else { return };
     for record in records {
         let value = match record.get(&parent.field) {
@@ -278,10 +309,19 @@ fn schedule_children(ctx: &Context, child: &Arc<Resource>, partition: &Partition
         let mut child_partition = partition.0.clone();
         child_partition.insert(parent.key.clone(), value.clone());
         let key = Partition(child_partition.clone()).to_string();
-        let fresh = ctx.scheduled.lock().unwrap_or_else(|p| p.into_inner()).entry(child.name.clone()).or_default().insert(key);
+        let fresh = ctx
+            .scheduled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(child.name.clone())
+            .or_default()
+            .insert(key);
         if fresh {
             // The coordinator outlives every task, so the receiver is there.
-            let _ = ctx.spawn_tx.send(Job { resource: child.clone(), partition: Arc::new(Partition(child_partition)) });
+            let _ = ctx.spawn_tx.send(Job {
+                resource: child.clone(),
+                partition: Arc::new(Partition(child_partition)),
+            });
         }
     }
 }

@@ -23,11 +23,18 @@ impl Secrets {
     /// write tokens as strings so that `00123` stays `00123`).
     pub fn with_file(mut self, path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         for (k, v) in table {
             let value = match v {
                 toml::Value::String(s) => s,
-                _ => return Err(format!("{}: `{k}` must be a string (write tokens in quotes)", path.display())),
+                _ => {
+                    return Err(format!(
+                        "{}: `{k}` must be a string (write tokens in quotes)",
+                        path.display()
+                    ));
+                }
             };
             self.file_values.insert(k, Secret::new(value));
         }
@@ -38,7 +45,12 @@ impl Secrets {
     pub fn from_map(values: impl IntoIterator<Item = (String, String)>) -> Self {
         Secrets {
             file_values: HashMap::new(),
-            env_override: Some(values.into_iter().map(|(k, v)| (k, Secret::new(v))).collect()),
+            env_override: Some(
+                values
+                    .into_iter()
+                    .map(|(k, v)| (k, Secret::new(v)))
+                    .collect(),
+            ),
         }
     }
 
@@ -48,7 +60,10 @@ impl Secrets {
             return map.get(name).cloned();
         }
         let var = name.to_ascii_uppercase();
-        std::env::var(&var).ok().map(Secret::new).or_else(|| self.file_values.get(name).cloned())
+        std::env::var(&var)
+            .ok()
+            .map(Secret::new)
+            .or_else(|| self.file_values.get(name).cloned())
     }
 }
 
@@ -56,12 +71,21 @@ impl Secrets {
 /// seed's Python form `dlt.secrets["NAME"]`. `None` for a plain value.
 pub fn secret_reference(value: &str) -> Option<String> {
     let v = value.trim();
-    let inner = v.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")).map(str::trim).unwrap_or(v);
-    let rest = inner.strip_prefix("dlt.secrets").or_else(|| inner.strip_prefix("secrets"))?;
+    let inner = v
+        .strip_prefix("{{")
+        .and_then(|s| s.strip_suffix("}}"))
+        .map(str::trim)
+        .unwrap_or(v);
+    let rest = inner
+        .strip_prefix("dlt.secrets")
+        .or_else(|| inner.strip_prefix("secrets"))?;
     let name = if let Some(n) = rest.strip_prefix('.') {
         n
     } else {
-        rest.strip_prefix('[')?.strip_suffix(']')?.trim().trim_matches(|c| c == '"' || c == '\'')
+        rest.strip_prefix('[')?
+            .strip_suffix(']')?
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'')
     };
     let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     valid.then(|| name.to_owned())
@@ -73,9 +97,18 @@ mod tests {
 
     #[test]
     fn references_in_all_forms() {
-        assert_eq!(secret_reference("{{ secrets.auth_token }}").as_deref(), Some("auth_token"));
-        assert_eq!(secret_reference("{{secrets['auth_token']}}").as_deref(), Some("auth_token"));
-        assert_eq!(secret_reference(r#"dlt.secrets["auth_token"]"#).as_deref(), Some("auth_token"));
+        assert_eq!(
+            secret_reference("{{ secrets.auth_token }}").as_deref(),
+            Some("auth_token")
+        );
+        assert_eq!(
+            secret_reference("{{secrets['auth_token']}}").as_deref(),
+            Some("auth_token")
+        );
+        assert_eq!(
+            secret_reference(r#"dlt.secrets["auth_token"]"#).as_deref(),
+            Some("auth_token")
+        );
         assert_eq!(secret_reference("token abc"), None);
         assert_eq!(secret_reference("{{ secrets.a b }}"), None);
     }
@@ -88,6 +121,11 @@ mod tests {
         let s = Secrets::default().with_file(&path).unwrap();
         assert_eq!(s.get("auth_token").unwrap().expose(), "00123");
         std::fs::write(&path, "auth_token = 123\n").unwrap();
-        assert!(Secrets::default().with_file(&path).unwrap_err().contains("must be a string"));
+        assert!(
+            Secrets::default()
+                .with_file(&path)
+                .unwrap_err()
+                .contains("must be a string")
+        );
     }
 }

@@ -42,17 +42,35 @@ fn defaults_merge_and_parents_are_inferred_and_ordered() {
     let events = s.resource("events").unwrap();
     assert_eq!(events.primary_key.as_deref(), Some("id"));
     assert_eq!(events.write_disposition, WriteDisposition::Merge);
-    assert_eq!(events.parent().unwrap(), &ParentRef { key: "project_id".into(), resource: "projects".into(), field: "id".into() });
+    assert_eq!(
+        events.parent().unwrap(),
+        &ParentRef {
+            key: "project_id".into(),
+            resource: "projects".into(),
+            field: "id".into()
+        }
+    );
     let orgs = s.resource("organizations").unwrap();
-    assert_eq!(orgs.params, vec![("per_page".to_owned(), "50".to_owned()), ("admin".to_owned(), "true".to_owned())]);
+    assert_eq!(
+        orgs.params,
+        vec![
+            ("per_page".to_owned(), "50".to_owned()),
+            ("admin".to_owned(), "true".to_owned())
+        ]
+    );
 }
 
 #[test]
 fn paths_render_with_partition_values_under_the_base_path() {
     let s = Source::from_value(seed_like(), Path::new("x.json"), &secrets()).unwrap();
     let partition = BTreeMap::from([("project_id".to_owned(), "5a2f c3/7".to_owned())]);
-    let url = s.first_url(s.resource("events").unwrap(), &partition).unwrap();
-    assert_eq!(url.as_str(), "https://api.example.com/v2/projects/5a2f%20c3%2F7/events?per_page=50");
+    let url = s
+        .first_url(s.resource("events").unwrap(), &partition)
+        .unwrap();
+    assert_eq!(
+        url.as_str(),
+        "https://api.example.com/v2/projects/5a2f%20c3%2F7/events?per_page=50"
+    );
 }
 
 #[test]
@@ -83,7 +101,9 @@ fn an_unknown_parent_is_an_error() {
 fn a_template_that_cannot_render_is_an_error() {
     let mut v = seed_like();
     v["resources"][2]["endpoint"]["path"] = json!("/user/{{ organizations");
-    let err = Source::from_value(v, Path::new("x.toml"), &secrets()).unwrap_err().to_string();
+    let err = Source::from_value(v, Path::new("x.toml"), &secrets())
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("config: x.toml: `resources[2].endpoint.path`: template `/user/{{ organizations` does not render"), "{err}");
 }
 
@@ -91,13 +111,19 @@ fn a_template_that_cannot_render_is_an_error() {
 fn a_broken_stop_condition_is_an_error() {
     let mut v = seed_like();
     v["resources"][0]["endpoint"]["paginator"]["stop_condition"] = json!("not headers.get(");
-    let err = Source::from_value(v, Path::new("x.toml"), &secrets()).unwrap_err().to_string();
-    assert!(err.starts_with("config: x.toml: `resources[0].endpoint.paginator`: stop_condition:"), "{err}");
+    let err = Source::from_value(v, Path::new("x.toml"), &secrets())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config: x.toml: `resources[0].endpoint.paginator`: stop_condition:"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_missing_secret_is_named_without_a_value() {
-    let err = Source::from_value(seed_like(), Path::new("x.toml"), &Secrets::from_map([])).unwrap_err();
+    let err =
+        Source::from_value(seed_like(), Path::new("x.toml"), &Secrets::from_map([])).unwrap_err();
     assert_eq!(
         err.to_string(),
         "config: x.toml: `client.auth.api_key`: secret `auth_token` is not set: export AUTH_TOKEN or add it to the secrets file"
@@ -115,10 +141,15 @@ fn literal_tokens_are_refused() {
 #[test]
 fn explicit_resolve_declarations_name_the_parent() {
     let mut v = seed_like();
-    v["resources"][1]["endpoint"]["path"] = json!("/organizations/{{ stream_partition['org'] }}/projects");
-    v["resources"][1]["endpoint"]["params"] = json!({"org": {"type": "resolve", "resource": "organizations", "field": "slug"}});
+    v["resources"][1]["endpoint"]["path"] =
+        json!("/organizations/{{ stream_partition['org'] }}/projects");
+    v["resources"][1]["endpoint"]["params"] =
+        json!({"org": {"type": "resolve", "resource": "organizations", "field": "slug"}});
     let s = Source::from_value(v, Path::new("x.toml"), &secrets()).unwrap();
-    assert_eq!(s.resource("projects").unwrap().parent().unwrap().field, "slug");
+    assert_eq!(
+        s.resource("projects").unwrap().parent().unwrap().field,
+        "slug"
+    );
 }
 
 #[test]
@@ -130,6 +161,8 @@ fn cycles_are_errors() {
             {"name": "bs", "endpoint": {"path": "/b/{{ stream_partition['a_id'] }}"}},
         ],
     });
-    let err = Source::from_value(v, Path::new("x.toml"), &secrets()).unwrap_err().to_string();
+    let err = Source::from_value(v, Path::new("x.toml"), &secrets())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cycle"), "{err}");
 }

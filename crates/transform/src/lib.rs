@@ -55,7 +55,9 @@ pub use schema::{Column, ColumnType, SchemaRegistry, TableMeta, TableSchema, Wri
 #[non_exhaustive]
 pub enum TransformError {
     /// A record of a merged table lacks its primary key (or it is not a string or number).
-    #[error("transform: record {record_idx} of `{table}` has no usable primary key `{primary_key}`")]
+    #[error(
+        "transform: record {record_idx} of `{table}` has no usable primary key `{primary_key}`"
+    )]
     MissingPrimaryKey {
         /// The root table.
         table: String,

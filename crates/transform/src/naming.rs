@@ -37,7 +37,11 @@ pub fn normalize_identifier(identifier: &str) -> String {
         if c.is_uppercase() && i > 0 {
             let prev = reduced[i - 1];
             let next_is_lower = reduced.get(i + 1).is_some_and(|n| n.is_lowercase());
-            if prev != '_' && (prev.is_lowercase() || prev.is_numeric() || (prev.is_uppercase() && next_is_lower)) {
+            if prev != '_'
+                && (prev.is_lowercase()
+                    || prev.is_numeric()
+                    || (prev.is_uppercase() && next_is_lower))
+            {
                 out.push('_');
             }
         }

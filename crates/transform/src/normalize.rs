@@ -42,7 +42,9 @@ fn default_max_nesting_depth() -> usize {
 
 impl Default for NormalizeConfig {
     fn default() -> Self {
-        NormalizeConfig { max_nesting_depth: default_max_nesting_depth() }
+        NormalizeConfig {
+            max_nesting_depth: default_max_nesting_depth(),
+        }
     }
 }
 
@@ -116,7 +118,9 @@ impl ColumnBuilder {
             ColumnType::BigInt => ColumnData::BigInt(Int64Builder::new()),
             ColumnType::Double => ColumnData::Double(Float64Builder::new()),
             ColumnType::Text => ColumnData::Text(StringBuilder::new()),
-            ColumnType::Timestamp => ColumnData::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            ColumnType::Timestamp => {
+                ColumnData::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
         };
         ColumnBuilder { data, len: 0 }
     }
@@ -204,7 +208,13 @@ struct RowRef<'a> {
 impl Normalizer {
     /// A normalizer sharing `registry` with the other workers of the run.
     pub fn new(config: NormalizeConfig, registry: SchemaRegistry) -> Self {
-        Normalizer { config, registry, known_types: HashMap::new(), names: HashMap::new(), child_metas: HashMap::new() }
+        Normalizer {
+            config,
+            registry,
+            known_types: HashMap::new(),
+            names: HashMap::new(),
+            child_metas: HashMap::new(),
+        }
     }
 
     /// Normalizes one page of records of the root table `root`.
@@ -221,7 +231,11 @@ impl Normalizer {
         page_seq: u64,
         records: &[Value],
     ) -> Result<Vec<TableBatch>> {
-        let mut tables: Vec<TableRows> = vec![TableRows { meta: root.clone(), n_rows: 0, columns: HashMap::new() }];
+        let mut tables: Vec<TableRows> = vec![TableRows {
+            meta: root.clone(),
+            n_rows: 0,
+            columns: HashMap::new(),
+        }];
         let mut table_index: HashMap<String, usize> = HashMap::from([(root.name.clone(), 0)]);
 
         let merge_key = match (&root.primary_key, root.write_disposition) {
@@ -232,13 +246,13 @@ impl Normalizer {
             .iter()
             .enumerate()
             .map(|(record_idx, record)| match merge_key {
-                Some(pk) => primary_key_string(record, pk)
-                    .map(Some)
-                    .ok_or_else(|| TransformError::MissingPrimaryKey {
+                Some(pk) => primary_key_string(record, pk).map(Some).ok_or_else(|| {
+                    TransformError::MissingPrimaryKey {
                         table: root.name.clone(),
                         primary_key: pk.to_owned(),
                         record_idx,
-                    }),
+                    }
+                }),
                 None => Ok(None),
             })
             .collect::<Result<_>>()?;
@@ -258,7 +272,11 @@ impl Normalizer {
                     }
                     row_id_hash(&[root.name.as_bytes(), k.as_bytes()])
                 }
-                None => row_id_hash(&[load_id.as_bytes(), &page_seq.to_le_bytes(), &(record_idx as u64).to_le_bytes()]),
+                None => row_id_hash(&[
+                    load_id.as_bytes(),
+                    &page_seq.to_le_bytes(),
+                    &(record_idx as u64).to_le_bytes(),
+                ]),
             };
             let Value::Object(object) = record else {
                 return Err(TransformError::NotAnObject {
@@ -269,7 +287,13 @@ impl Normalizer {
             };
             let row = tables[0].n_rows;
             tables[0].n_rows += 1;
-            let at = RowRef { table: 0, row, row_id: &row_id, root_id: &row_id, depth: 0 };
+            let at = RowRef {
+                table: 0,
+                row,
+                row_id: &row_id,
+                root_id: &row_id,
+                depth: 0,
+            };
             self.put(&mut tables, at, ROW_ID, Scalar::Text(&row_id));
             self.put(&mut tables, at, LOAD_ID, Scalar::Text(load_id));
             self.flatten_object(&mut tables, &mut table_index, at, "", object)?;
@@ -288,7 +312,11 @@ impl Normalizer {
     ) -> Result<()> {
         for (key, value) in object {
             let name = self.normalized(key);
-            let column = if prefix.is_empty() { name } else { join_path(prefix, &name) };
+            let column = if prefix.is_empty() {
+                name
+            } else {
+                join_path(prefix, &name)
+            };
             self.flatten_value(tables, table_index, at, &column, value)?;
         }
         Ok(())
@@ -328,7 +356,10 @@ impl Normalizer {
                     let text = value.to_string();
                     self.put(tables, at, column, Scalar::Text(&text));
                 } else {
-                    let nested = RowRef { depth: at.depth + 1, ..at };
+                    let nested = RowRef {
+                        depth: at.depth + 1,
+                        ..at
+                    };
                     self.flatten_object(tables, table_index, nested, column, object)?;
                 }
             }
@@ -344,24 +375,38 @@ impl Normalizer {
                     Some(&i) => i,
                     None => {
                         let meta = self.child_meta(&child_name, &tables[at.table].meta);
-                        tables.push(TableRows { meta, n_rows: 0, columns: HashMap::new() });
+                        tables.push(TableRows {
+                            meta,
+                            n_rows: 0,
+                            columns: HashMap::new(),
+                        });
                         table_index.insert(child_name.clone(), tables.len() - 1);
                         tables.len() - 1
                     }
                 };
                 for (list_idx, item) in items.iter().enumerate() {
-                    let child_row_id =
-                        row_id_hash(&[at.row_id.as_bytes(), child_name.as_bytes(), &(list_idx as u64).to_le_bytes()]);
+                    let child_row_id = row_id_hash(&[
+                        at.row_id.as_bytes(),
+                        child_name.as_bytes(),
+                        &(list_idx as u64).to_le_bytes(),
+                    ]);
                     let row = tables[child].n_rows;
                     tables[child].n_rows += 1;
-                    let child_at =
-                        RowRef { table: child, row, row_id: &child_row_id, root_id: at.root_id, depth: at.depth + 1 };
+                    let child_at = RowRef {
+                        table: child,
+                        row,
+                        row_id: &child_row_id,
+                        root_id: at.root_id,
+                        depth: at.depth + 1,
+                    };
                     self.put(tables, child_at, ROW_ID, Scalar::Text(&child_row_id));
                     self.put(tables, child_at, PARENT_ID, Scalar::Text(at.row_id));
                     self.put(tables, child_at, LIST_IDX, Scalar::BigInt(list_idx as i64));
                     self.put(tables, child_at, ROOT_ID, Scalar::Text(at.root_id));
                     match item {
-                        Value::Object(object) => self.flatten_object(tables, table_index, child_at, "", object)?,
+                        Value::Object(object) => {
+                            self.flatten_object(tables, table_index, child_at, "", object)?
+                        }
                         other => self.flatten_value(tables, table_index, child_at, VALUE, other)?,
                     }
                 }
@@ -376,7 +421,10 @@ impl Normalizer {
         let table_name = &tables[at.table].meta.name;
         let column_type = self.column_type(table_name, column, value.column_type());
         let rows = &mut tables[at.table];
-        let builder = rows.columns.entry(column.to_owned()).or_insert_with(|| ColumnBuilder::new(column_type));
+        let builder = rows
+            .columns
+            .entry(column.to_owned())
+            .or_insert_with(|| ColumnBuilder::new(column_type));
         if builder.put(at.row, value) {
             return;
         }
@@ -384,13 +432,19 @@ impl Normalizer {
         // keep it in the variant column for its type.
         let variant = join_path(column, value.column_type().variant_suffix());
         let variant_type = self.column_type(&rows.meta.name, &variant, value.column_type());
-        let builder = rows.columns.entry(variant).or_insert_with(|| ColumnBuilder::new(variant_type));
+        let builder = rows
+            .columns
+            .entry(variant)
+            .or_insert_with(|| ColumnBuilder::new(variant_type));
         if !builder.put(at.row, value) {
             // Only reachable with more than two keys of one object normalizing to one name;
             // the last one of them is then kept as text in a further variant.
             let fallback = join_path(column, "v_dup");
             let fallback_type = self.column_type(&rows.meta.name, &fallback, ColumnType::Text);
-            let builder = rows.columns.entry(fallback).or_insert_with(|| ColumnBuilder::new(fallback_type));
+            let builder = rows
+                .columns
+                .entry(fallback)
+                .or_insert_with(|| ColumnBuilder::new(fallback_type));
             let text = scalar_text(value);
             builder.put(at.row, Scalar::Text(&text));
         }
@@ -398,14 +452,24 @@ impl Normalizer {
 
     /// The type of a column, decided by the registry on first sight.
     fn column_type(&mut self, table: &str, column: &str, proposed: ColumnType) -> ColumnType {
-        if let Some(t) = self.known_types.get(table).and_then(|cols| cols.get(column)) {
+        if let Some(t) = self
+            .known_types
+            .get(table)
+            .and_then(|cols| cols.get(column))
+        {
             return *t;
         }
         let decided = {
             let mut registry = self.registry.lock();
-            registry.entry(table.to_owned()).or_default().add(column.to_owned(), proposed)
+            registry
+                .entry(table.to_owned())
+                .or_default()
+                .add(column.to_owned(), proposed)
         };
-        self.known_types.entry(table.to_owned()).or_default().insert(column.to_owned(), decided);
+        self.known_types
+            .entry(table.to_owned())
+            .or_default()
+            .insert(column.to_owned(), decided);
         decided
     }
 
@@ -449,9 +513,16 @@ impl Normalizer {
                     None => new_null_array(&c.column_type.arrow_type(), rows.n_rows),
                 })
                 .collect();
-            let batch = RecordBatch::try_new(arrow_schema, arrays)
-                .map_err(|source| TransformError::Arrow { table: rows.meta.name.clone(), source })?;
-            out.push(TableBatch { table: rows.meta, batch });
+            let batch = RecordBatch::try_new(arrow_schema, arrays).map_err(|source| {
+                TransformError::Arrow {
+                    table: rows.meta.name.clone(),
+                    source,
+                }
+            })?;
+            out.push(TableBatch {
+                table: rows.meta,
+                batch,
+            });
         }
         Ok(out)
     }
@@ -480,10 +551,17 @@ fn row_id_hash(parts: &[&[u8]]) -> String {
 fn parse_timestamp(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     // Cheap shape check before the parser: `YYYY-MM-DDTHH:MM:SS` and an offset or `Z`.
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+    {
         return None;
     }
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|dt| dt.timestamp_micros())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|dt| dt.timestamp_micros())
 }
 
 fn scalar_text(value: Scalar<'_>) -> String {

@@ -132,7 +132,10 @@ impl TableSchema {
     /// The schema of an Arrow schema's columns whose types normalization knows.
     pub fn from_arrow(schema: &Schema) -> Self {
         TableSchema::from_columns(schema.fields().iter().filter_map(|f| {
-            ColumnType::from_arrow(f.data_type()).map(|t| Column { name: f.name().clone(), column_type: t })
+            ColumnType::from_arrow(f.data_type()).map(|t| Column {
+                name: f.name().clone(),
+                column_type: t,
+            })
         }))
     }
 
@@ -201,7 +204,9 @@ pub struct SchemaRegistry {
 impl SchemaRegistry {
     /// A registry that starts from the given table schemas.
     pub fn new(existing: HashMap<String, TableSchema>) -> Self {
-        SchemaRegistry { inner: Arc::new(Mutex::new(existing)) }
+        SchemaRegistry {
+            inner: Arc::new(Mutex::new(existing)),
+        }
     }
 
     /// A copy of one table's schema.
@@ -217,6 +222,8 @@ impl SchemaRegistry {
     pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<String, TableSchema>> {
         // A poisoned lock means a worker panicked while adding a column; the map itself is
         // never left half-updated (one push and one insert), so its content is still valid.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

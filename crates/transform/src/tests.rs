@@ -35,7 +35,13 @@ fn render(batches: &[TableBatch]) -> String {
             })
             .collect();
         for &i in &shown {
-            writeln!(out, "  {}: {}", b.schema().field(i).name(), b.schema().field(i).data_type()).unwrap();
+            writeln!(
+                out,
+                "  {}: {}",
+                b.schema().field(i).name(),
+                b.schema().field(i).data_type()
+            )
+            .unwrap();
         }
         for row in 0..b.num_rows() {
             let cells: Vec<String> = shown.iter().map(|&i| cell(b, i, row)).collect();
@@ -57,7 +63,9 @@ fn cell(b: &RecordBatch, col: usize, row: usize) -> String {
         DataType::Utf8 => format!("{:?}", a.as_string::<i32>().value(row)),
         DataType::Timestamp(..) => {
             let micros = a.as_primitive::<TimestampMicrosecondType>().value(row);
-            chrono::DateTime::from_timestamp_micros(micros).unwrap().to_rfc3339()
+            chrono::DateTime::from_timestamp_micros(micros)
+                .unwrap()
+                .to_rfc3339()
         }
         other => format!("<{other}>"),
     }
@@ -67,7 +75,14 @@ fn cell(b: &RecordBatch, col: usize, row: usize) -> String {
 fn check(records: Value, expect: &str) {
     let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
     let records = records.as_array().unwrap().clone();
-    let batches = n.normalize(&meta("events", WriteDisposition::Merge), "load", 0, &records).unwrap();
+    let batches = n
+        .normalize(
+            &meta("events", WriteDisposition::Merge),
+            "load",
+            0,
+            &records,
+        )
+        .unwrap();
     let got = render(&batches);
     assert_eq!(got.trim(), expect.trim(), "\n--- got ---\n{got}");
 }
@@ -180,9 +195,21 @@ events
 
 #[test]
 fn nesting_beyond_the_limit_is_kept_as_json_text() {
-    let mut n = Normalizer::new(NormalizeConfig { max_nesting_depth: 1 }, SchemaRegistry::default());
+    let mut n = Normalizer::new(
+        NormalizeConfig {
+            max_nesting_depth: 1,
+        },
+        SchemaRegistry::default(),
+    );
     let records = vec![json!({"id": "a", "meta": {"deep": {"x": [1, 2]}}})];
-    let batches = n.normalize(&meta("events", WriteDisposition::Merge), "load", 0, &records).unwrap();
+    let batches = n
+        .normalize(
+            &meta("events", WriteDisposition::Merge),
+            "load",
+            0,
+            &records,
+        )
+        .unwrap();
     let got = render(&batches);
     assert!(got.contains(r#"meta__deep: Utf8"#), "{got}");
     assert!(got.contains(r#"{\"x\":[1,2]}"#), "{got}");
@@ -192,12 +219,33 @@ fn nesting_beyond_the_limit_is_kept_as_json_text() {
 fn merge_row_ids_follow_the_primary_key_and_the_last_record_of_a_page_wins() {
     let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
     let m = meta("events", WriteDisposition::Merge);
-    let a = n.normalize(&m, "load-1", 0, &[json!({"id": "x", "v": 1}), json!({"id": "x", "v": 2})]).unwrap();
-    let b = n.normalize(&m, "load-2", 9, &[json!({"id": "x", "v": 3})]).unwrap();
+    let a = n
+        .normalize(
+            &m,
+            "load-1",
+            0,
+            &[json!({"id": "x", "v": 1}), json!({"id": "x", "v": 2})],
+        )
+        .unwrap();
+    let b = n
+        .normalize(&m, "load-2", 9, &[json!({"id": "x", "v": 3})])
+        .unwrap();
     assert_eq!(a[0].batch.num_rows(), 1);
-    let v = a[0].batch.column_by_name("v").unwrap().as_primitive::<Int64Type>().value(0);
+    let v = a[0]
+        .batch
+        .column_by_name("v")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .value(0);
     assert_eq!(v, 2);
-    let id = |t: &TableBatch| t.batch.column_by_name(ROW_ID).unwrap().as_string::<i32>().value(0).to_owned();
+    let id = |t: &TableBatch| {
+        t.batch
+            .column_by_name(ROW_ID)
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_owned()
+    };
     assert_eq!(id(&a[0]), id(&b[0]));
 }
 
@@ -205,8 +253,17 @@ fn merge_row_ids_follow_the_primary_key_and_the_last_record_of_a_page_wins() {
 fn child_rows_link_to_parent_and_root() {
     let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
     let records = vec![json!({"id": "x", "a": [{"b": [1]}]})];
-    let out = n.normalize(&meta("events", WriteDisposition::Merge), "l", 0, &records).unwrap();
-    let s = |t: &TableBatch, c: &str| t.batch.column_by_name(c).unwrap().as_string::<i32>().value(0).to_owned();
+    let out = n
+        .normalize(&meta("events", WriteDisposition::Merge), "l", 0, &records)
+        .unwrap();
+    let s = |t: &TableBatch, c: &str| {
+        t.batch
+            .column_by_name(c)
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_owned()
+    };
     let root_id = s(&out[0], ROW_ID);
     assert_eq!(s(&out[1], PARENT_ID), root_id);
     assert_eq!(s(&out[1], ROOT_ID), root_id);
@@ -220,20 +277,37 @@ fn workers_sharing_a_registry_agree_on_types_and_batches_are_schema_prefixes() {
     let mut w1 = Normalizer::new(NormalizeConfig::default(), registry.clone());
     let mut w2 = Normalizer::new(NormalizeConfig::default(), registry.clone());
     let m = meta("events", WriteDisposition::Append);
-    let b1 = w1.normalize(&m, "l", 0, &[json!({"id": "1", "n": 1})]).unwrap();
-    let b2 = w2.normalize(&m, "l", 1, &[json!({"id": "2", "n": 1.5, "extra": true})]).unwrap();
+    let b1 = w1
+        .normalize(&m, "l", 0, &[json!({"id": "1", "n": 1})])
+        .unwrap();
+    let b2 = w2
+        .normalize(&m, "l", 1, &[json!({"id": "2", "n": 1.5, "extra": true})])
+        .unwrap();
     let full = registry.table("events").unwrap().arrow();
     for b in [&b1[0], &b2[0]] {
         let s = b.batch.schema();
         assert_eq!(s.fields()[..], full.fields()[..s.fields().len()]);
     }
-    assert_eq!(registry.table("events").unwrap().column_type("n"), Some(ColumnType::BigInt));
+    assert_eq!(
+        registry.table("events").unwrap().column_type("n"),
+        Some(ColumnType::BigInt)
+    );
     assert!(b2[0].batch.column_by_name("n__v_double").is_some());
 }
 
 #[test]
 fn a_merged_record_without_its_key_is_an_error_naming_it() {
     let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
-    let err = n.normalize(&meta("events", WriteDisposition::Merge), "l", 0, &[json!({"x": 1})]).unwrap_err();
-    assert_eq!(err.to_string(), "transform: record 0 of `events` has no usable primary key `id`");
+    let err = n
+        .normalize(
+            &meta("events", WriteDisposition::Merge),
+            "l",
+            0,
+            &[json!({"x": 1})],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "transform: record 0 of `events` has no usable primary key `id`"
+    );
 }

@@ -1,0 +1,295 @@
+//! Deterministic Bugsnag-shaped records: organizations, projects, saved searches, errors and
+//! full events, from a seed and a revision.
+
+use serde_json::{Value, json};
+
+/// The size of the data set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSize {
+    /// Organizations.
+    pub organizations: usize,
+    /// Projects per organization.
+    pub projects_per_org: usize,
+    /// Saved searches per project.
+    pub saved_searches_per_project: usize,
+    /// Errors per project (revision 0).
+    pub errors_per_project: usize,
+    /// Events per project (revision 0).
+    pub events_per_project: usize,
+}
+
+/// A 64-bit mix of the seed and a record's coordinates.
+fn mix(seed: u64, parts: &[u64]) -> u64 {
+    let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
+    for p in parts {
+        h ^= p
+            .wrapping_add(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(h << 6)
+            .wrapping_add(h >> 2);
+        h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 31;
+    }
+    h
+}
+
+/// A 24-hex id, like Bugsnag's ObjectIds.
+pub fn object_id(seed: u64, kind: u64, parts: &[u64]) -> String {
+    let mut all = vec![kind];
+    all.extend_from_slice(parts);
+    format!("{:08x}{:016x}", mix(seed, &[kind]) as u32, mix(seed, &all))
+}
+
+/// How many records of a base count exist at `revision`: each revision adds 5%, at least one.
+pub fn count_at(base: usize, revision: u32) -> usize {
+    if base == 0 {
+        return 0;
+    }
+    base + (revision as usize) * (base / 20).max(1)
+}
+
+/// Whether record `idx` changed at `revision` (one in ten per revision).
+fn changed(idx: usize, revision: u32) -> bool {
+    revision > 0 && idx % 10 == (revision as usize) % 10
+}
+
+fn timestamp(seed: u64, parts: &[u64], revision: u32) -> String {
+    let base =
+        1_700_000_000i64 + (mix(seed, parts) % 30_000_000) as i64 + i64::from(revision) * 86_400;
+    let millis = mix(seed, &[parts[0], 7]) % 1000;
+    chrono::DateTime::from_timestamp(base, 0)
+        .map(|t| format!("{}.{millis:03}Z", t.format("%Y-%m-%dT%H:%M:%S")))
+        .unwrap_or_default()
+}
+
+const NAMES: &[&str] = &[
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Ünïcorn Lab",
+    "北京工作室",
+    "Stark 🚀",
+];
+const CLASSES: &[&str] = &[
+    "NullPointerException",
+    "TypeError",
+    "RuntimeError",
+    "IllegalStateException",
+    "ОшибкаСети",
+    "TimeoutError",
+];
+const METHODS: &[&str] = &[
+    "onCreate",
+    "handleRequest",
+    "render",
+    "fetchUser",
+    "parseJson",
+    "main",
+    "block (2 levels) in <main>",
+];
+const FILES: &[&str] = &[
+    "app/src/main/java/com/acme/MainActivity.java",
+    "src/components/App.tsx",
+    "lib/worker.rb",
+    "server/handlers.go",
+];
+const CRUMBS: &[&str] = &["navigation", "request", "log", "user", "state", "process"];
+
+/// Organization `i`.
+pub fn organization(seed: u64, i: usize, base_url: &str) -> Value {
+    let id = object_id(seed, 1, &[i as u64]);
+    let name = format!("{} {i}", NAMES[i % NAMES.len()]);
+    json!({
+        "id": id,
+        "name": name,
+        "slug": format!("org-{i}"),
+        "creator": {"id": object_id(seed, 9, &[i as u64]), "name": "Ada Lovelace", "email": format!("ada+{i}@example.com")},
+        "collaborators_url": format!("{base_url}/organizations/{id}/collaborators"),
+        "projects_url": format!("{base_url}/organizations/{id}/projects"),
+        "created_at": timestamp(seed, &[1, i as u64], 0),
+        "updated_at": timestamp(seed, &[2, i as u64], 0),
+        "auto_upgrade": i % 2 == 0,
+        "upgrade_url": format!("{base_url}/settings/org-{i}/plans-billing?plansBilling%5Bstep%5D=collaborators-and-events"),
+        "can_start_pro_trial": false,
+        "pro_trial_ends_at": null,
+        "pro_trial_feature": false,
+        "managed_by_platform_services": false,
+        "billing_emails": [format!("billing+{i}@example.com")],
+        "api_key": null,
+    })
+}
+
+/// Project `j` of organization `i`.
+pub fn project(seed: u64, i: usize, j: usize, revision: u32, base_url: &str) -> Value {
+    let id = object_id(seed, 2, &[i as u64, j as u64]);
+    let renamed = changed(j, revision) || (revision > 0 && j % 3 == 0);
+    let name = if renamed {
+        format!("project {i}-{j} (renamed r{revision})")
+    } else {
+        format!("project {i}-{j}")
+    };
+    json!({
+        "id": id,
+        "organization_id": object_id(seed, 1, &[i as u64]),
+        "slug": format!("project-{i}-{j}"),
+        "name": name,
+        "api_key": format!("{:032x}", mix(seed, &[3, i as u64, j as u64]) as u128),
+        "type": (["android", "js", "rails", "go"][j % 4]),
+        "is_full_view": true,
+        "release_stages": ["production", "staging"],
+        "language": if j % 3 == 0 { Value::Null } else { json!("java") },
+        "created_at": timestamp(seed, &[4, i as u64, j as u64], 0),
+        "updated_at": timestamp(seed, &[5, i as u64, j as u64], if renamed { revision } else { 0 }),
+        "errors_url": format!("{base_url}/projects/{id}/errors"),
+        "events_url": format!("{base_url}/projects/{id}/events"),
+        "url": format!("{base_url}/projects/{id}"),
+        "html_url": format!("https://app.example.com/org-{i}/project-{i}-{j}"),
+        "open_error_count": (mix(seed, &[6, j as u64]) % 500) as i64,
+        "collaborators_count": 2,
+        "global_grouping": [],
+        "location_grouping": [],
+        "discarded_app_versions": [],
+        "discarded_errors": [],
+        "custom_event_fields_used": 0,
+        "resolve_on_deploy": false,
+    })
+}
+
+/// Saved search `k` of a project.
+pub fn saved_search(seed: u64, project_id: &str, k: usize) -> Value {
+    json!({
+        "id": object_id(seed, 3, &[hash_str(project_id), k as u64]),
+        "project_id": project_id,
+        "name": format!("search {k}"),
+        "filters": {"event.since": [{"type": "eq", "value": "7d"}], "error.status": [{"type": "eq", "value": "open"}]},
+        "sort": (["last_seen", "first_seen", "users"][k % 3]),
+        "shared": k % 2 == 0,
+        "is_default": k == 0,
+        "created_at": "2021-07-08T14:26:55+00:00",
+    })
+}
+
+/// Error `k` of a project.
+pub fn error(seed: u64, project_id: &str, k: usize, revision: u32, base_url: &str) -> Value {
+    let p = hash_str(project_id);
+    let id = object_id(seed, 4, &[p, k as u64]);
+    let rev = if changed(k, revision) { revision } else { 0 };
+    let class = CLASSES[k % CLASSES.len()];
+    json!({
+        "id": id,
+        "project_id": project_id,
+        "error_class": class,
+        "message": format!("{class} at step {k}"),
+        "context": format!("{} line {}", FILES[k % FILES.len()], 10 + k % 90),
+        "severity": (["error", "warning", "info"][k % 3]),
+        "original_severity": "error",
+        "overridden_severity": null,
+        "events": (mix(seed, &[7, p, k as u64]) % 10_000) as i64 + i64::from(rev) * 10,
+        "users": (mix(seed, &[8, p, k as u64]) % 300) as i64,
+        "first_seen": timestamp(seed, &[9, p, k as u64], 0),
+        "last_seen": timestamp(seed, &[10, p, k as u64], rev),
+        "status": if rev > 0 { "fixed" } else { "open" },
+        "created_issue": {},
+        "reopen_rules": null,
+        "assigned_collaborator_id": null,
+        "comment_count": (k % 5) as i64,
+        "release_stages": ["production"],
+        "grouping_reason": "frame-inner",
+        "grouping_fields": {"file": FILES[k % FILES.len()], "lineNumber": 10 + k % 90, "errorClass": class},
+        "url": format!("{base_url}/projects/{project_id}/errors/{id}"),
+        "project_url": format!("{base_url}/projects/{project_id}"),
+    })
+}
+
+/// Event `k` of a project: a full report (about 4 KB) with exceptions, stack frames,
+/// breadcrumbs, metaData, user, device and app.
+pub fn event(
+    seed: u64,
+    project_id: &str,
+    n_errors: usize,
+    k: usize,
+    revision: u32,
+    base_url: &str,
+) -> Value {
+    let p = hash_str(project_id);
+    let id = object_id(seed, 5, &[p, k as u64]);
+    let rev = if changed(k, revision) { revision } else { 0 };
+    let mut rng = fastrand::Rng::with_seed(mix(seed, &[11, p, k as u64]));
+    let error_k = if n_errors == 0 { 0 } else { k % n_errors };
+    let class = CLASSES[error_k % CLASSES.len()];
+    let n_frames = 6 + rng.usize(0..6);
+    let stacktrace: Vec<Value> = (0..n_frames)
+        .map(|f| {
+            json!({
+                "column_number": if f % 3 == 0 { Value::Null } else { json!(rng.u32(1..120)) },
+                "in_project": f < 2,
+                "line_number": rng.u32(1..2000),
+                "method": METHODS[(k + f) % METHODS.len()],
+                "file": FILES[(k + f) % FILES.len()],
+                "code": {"41": "  let user = fetchUser(id);", "42": "  render(user.profile);", "43": "}"},
+            })
+        })
+        .collect();
+    // Revision changes drop the last breadcrumb: removed list elements must disappear.
+    let n_crumbs = 5 + rng.usize(0..4) - usize::from(rev > 0);
+    let breadcrumbs: Vec<Value> = (0..n_crumbs)
+        .map(|b| {
+            json!({
+                "timestamp": timestamp(seed, &[12, p, k as u64, b as u64], 0),
+                "name": format!("{} {b}", CRUMBS[b % CRUMBS.len()]),
+                "type": CRUMBS[(b + k) % CRUMBS.len()],
+                "metaData": {"from": "/home", "to": format!("/item/{b}"), "status": 200},
+            })
+        })
+        .collect();
+    json!({
+        "id": id,
+        "url": format!("{base_url}/projects/{project_id}/events/{id}"),
+        "project_url": format!("{base_url}/projects/{project_id}"),
+        "is_full_report": true,
+        "error_id": object_id(seed, 4, &[p, error_k as u64]),
+        "received_at": timestamp(seed, &[13, p, k as u64], rev),
+        "exceptions": [{
+            "errorClass": class,
+            "message": format!("{class}: cannot read property 'profile' of undefined (event {k})"),
+            "type": "android",
+            "stacktrace": stacktrace,
+        }],
+        "threads": [],
+        "metaData": {
+            "app": {"memoryUsage": rng.u64(10_000_000..900_000_000), "activeScreen": "MainActivity"},
+            "custom": {"cart.items": rng.u32(0..12), "A/B variant": (["a", "b"][k % 2]), "": "empty key", "trace id": format!("{:016x}", rng.u64(..))},
+        },
+        "customDiagnostics": {},
+        "request": {"url": format!("https://shop.example.com/item/{k}"), "httpMethod": "GET", "clientIp": "203.0.113.7"},
+        "app": {"releaseStage": "production", "version": format!("4.{}.{}", k % 7, k % 3), "versionCode": 400 + (k % 30) as i64, "type": "android", "duration": rng.u32(10..100_000)},
+        "device": {
+            "hostname": format!("host-{}", k % 50),
+            "osName": "android",
+            "osVersion": format!("{}.0", 9 + k % 5),
+            "manufacturer": (["Google", "Samsung", "Xiaomi"][k % 3]),
+            "model": (["Pixel 8", "Galaxy S24", "Mi 13"][k % 3]),
+            "totalMemory": 8_589_934_592i64,
+            "freeDisk": rng.u64(1_000_000_000..60_000_000_000),
+            "orientation": "portrait",
+            "jailbroken": false,
+            "locale": "de_DE",
+        },
+        "user": {"id": format!("user-{}", k % 997), "email": format!("user{}@example.com", k % 997), "name": "Jürgen Müller"},
+        "breadcrumbs": breadcrumbs,
+        "feature_flags": [{"featureFlag": "new-checkout", "variant": (["on", "off"][k % 2])}],
+        "context": format!("{} line {}", FILES[error_k % FILES.len()], 10 + error_k % 90),
+        "severity": if rev > 0 { "info" } else { ["error", "warning"][k % 2] },
+        "unhandled": k % 4 == 0,
+        "derived": {"deploy": null},
+    })
+}
+
+/// A stable 64-bit hash of an id string.
+pub fn hash_str(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}

@@ -1,0 +1,181 @@
+//! The pipeline file: the stages' sections nested in one file, loaded and checked.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use sink_parquet::ParquetSinkConfig;
+use source_errors::{ConfigError, Secrets, Source, config_error, read_pipeline_value};
+use transform::NormalizeConfig;
+
+/// Channel capacities (`[channels]` in the pipeline file).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Pages waiting for a transform worker. Default: 32.
+    #[serde(default = "default_pages")]
+    pub channel_capacity_pages: usize,
+    /// Page batches waiting for the sink. Default: 32.
+    #[serde(default = "default_batches")]
+    pub channel_capacity_batches: usize,
+    /// Transform workers. Default: 0, meaning one per core.
+    #[serde(default)]
+    pub transform_workers: usize,
+}
+
+fn default_pages() -> usize {
+    32
+}
+fn default_batches() -> usize {
+    32
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            channel_capacity_pages: default_pages(),
+            channel_capacity_batches: default_batches(),
+            transform_workers: 0,
+        }
+    }
+}
+
+/// What the command line may override in a pipeline file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `client.base_url`.
+    pub base_url: Option<String>,
+    /// Replaces `destination`.
+    pub destination: Option<String>,
+}
+
+/// A checked pipeline, ready to run.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Its name (`name`, or the file's stem).
+    pub name: String,
+    /// Where the tables go: a path, `file://` or `s3://` URL.
+    pub destination: String,
+    /// The source: client and resources.
+    pub source: Arc<Source>,
+    /// Normalization settings.
+    pub normalize: NormalizeConfig,
+    /// File sizing.
+    pub sink: ParquetSinkConfig,
+    /// Channel capacities and workers.
+    pub channels: ChannelConfig,
+}
+
+/// The keys of a pipeline file that belong to the composition root; the rest is the source's.
+const ROOT_KEYS: &[&str] = &["name", "destination", "normalize", "sink", "channels"];
+
+impl Pipeline {
+    /// Loads a `.toml` or `.json` pipeline file and checks it, before any request.
+    pub fn load(
+        file: &Path,
+        secrets: &Secrets,
+        overrides: &Overrides,
+    ) -> Result<Pipeline, ConfigError> {
+        let value = read_pipeline_value(file)?;
+        Pipeline::from_value(value, file, secrets, overrides)
+    }
+
+    /// Checks a pipeline given as a JSON value; `file` names it in errors.
+    pub fn from_value(
+        value: Value,
+        file: &Path,
+        secrets: &Secrets,
+        overrides: &Overrides,
+    ) -> Result<Pipeline, ConfigError> {
+        let Value::Object(mut map) = value else {
+            return Err(config_error(
+                file,
+                "",
+                "expected a table of keys at the top",
+            ));
+        };
+        let mut take = |key: &str| map.remove(key);
+        let name = match take("name") {
+            None => file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("pipeline")
+                .to_owned(),
+            Some(Value::String(s)) => s,
+            Some(other) => {
+                return Err(config_error(
+                    file,
+                    "name",
+                    format!("expected a string, got {other}"),
+                ));
+            }
+        };
+        let destination = match (overrides.destination.clone(), take("destination")) {
+            (Some(d), _) => d,
+            (None, None) => "./lake".to_owned(),
+            (None, Some(Value::String(s))) => s,
+            (None, Some(other)) => {
+                return Err(config_error(
+                    file,
+                    "destination",
+                    format!("expected a path or URL, got {other}"),
+                ));
+            }
+        };
+        let normalize: NormalizeConfig = section(file, "normalize", take("normalize"))?;
+        let sink: ParquetSinkConfig = section(file, "sink", take("sink"))?;
+        let channels: ChannelConfig = section(file, "channels", take("channels"))?;
+        debug_assert!(ROOT_KEYS.iter().all(|k| !map.contains_key(*k)));
+        let mut source_value = Value::Object(map);
+        if let Some(url) = &overrides.base_url {
+            if let Some(client) = source_value
+                .get_mut("client")
+                .and_then(Value::as_object_mut)
+            {
+                client.insert("base_url".into(), Value::String(url.clone()));
+            }
+        }
+        let source = Source::from_value(source_value, file, secrets).map_err(|e| match e {
+            source_errors::SourceError::Config(c) => c,
+            other => config_error(file, "", other.to_string()),
+        })?;
+        if channels.channel_capacity_pages == 0 || channels.channel_capacity_batches == 0 {
+            return Err(config_error(
+                file,
+                "channels",
+                "capacities must be at least 1",
+            ));
+        }
+        Ok(Pipeline {
+            file: file.to_path_buf(),
+            name,
+            destination,
+            source: Arc::new(source),
+            normalize,
+            sink,
+            channels,
+        })
+    }
+}
+
+fn section<T: serde::de::DeserializeOwned + Default>(
+    file: &Path,
+    key: &str,
+    value: Option<Value>,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(T::default()),
+        Some(v) => serde_path_to_error::deserialize(v).map_err(|e| {
+            let inner = e.path().to_string();
+            let key_path = if inner == "." {
+                key.to_owned()
+            } else {
+                format!("{key}.{inner}")
+            };
+            config_error(file, &key_path, e.into_inner().to_string())
+        }),
+    }
+}

@@ -1,0 +1,89 @@
+//! `cargo xtask demo`: the embedded mock API on loopback, the seed pipeline against it.
+
+use std::path::PathBuf;
+
+use mock_api::{DataSize, MockConfig, MockHandle};
+use pipeline::{Overrides, Pipeline, RunOptions};
+use source_errors::Secrets;
+
+use crate::run::print_summary;
+
+/// Arguments of `demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Where the tables go.
+    #[arg(long, default_value = "./lake")]
+    destination: String,
+    /// Organizations in the mock.
+    #[arg(long, default_value_t = 2)]
+    organizations: usize,
+    /// Projects per organization.
+    #[arg(long, default_value_t = 5)]
+    projects_per_org: usize,
+    /// Errors per project.
+    #[arg(long, default_value_t = 40)]
+    errors_per_project: usize,
+    /// Events per project (about 4 KB each, nested).
+    #[arg(long, default_value_t = 500)]
+    events_per_project: usize,
+    /// Serve this revision of the data (0, 1, 2, ...: later ones change and add rows), to see
+    /// a merge.
+    #[arg(long, default_value_t = 0)]
+    revision: u32,
+    /// The pipeline file to run.
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+}
+
+pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let token = format!("demo-{:016x}", fastrand_u64());
+    let mock = MockHandle::start(MockConfig {
+        seed: 7,
+        size: DataSize {
+            organizations: args.organizations,
+            projects_per_org: args.projects_per_org,
+            saved_searches_per_project: 3,
+            errors_per_project: args.errors_per_project,
+            events_per_project: args.events_per_project,
+        },
+        authorization: token.clone(),
+    })
+    .await?;
+    mock.set_revision(args.revision);
+    let file = args
+        .pipeline
+        .unwrap_or_else(|| crate::workspace_root().join("pipelines/errors.toml"));
+    println!(
+        "mock API on {} (revision {}); running {}",
+        mock.base_url(),
+        args.revision,
+        file.display()
+    );
+    let secrets = Secrets::from_map([("auth_token".to_owned(), token)]);
+    let overrides = Overrides {
+        base_url: Some(mock.base_url()),
+        destination: Some(args.destination.clone()),
+    };
+    let p = Pipeline::load(&file, &secrets, &overrides)?;
+    let report = pipeline::run(&p, &RunOptions::default()).await?;
+    print_summary(&report);
+    let events = report.rows.get("events").copied().unwrap_or(0);
+    if report.seconds > 0.0 {
+        println!("{:.0} events/s", events as f64 / report.seconds);
+    }
+    println!();
+    println!("query it with DuckDB:");
+    println!(
+        "  duckdb -c \"INSTALL delta; LOAD delta; SELECT severity, count(*) FROM delta_scan('{}/events') GROUP BY 1\"",
+        args.destination.trim_end_matches('/')
+    );
+    Ok(())
+}
+
+/// A random number for the demo's throwaway token.
+fn fastrand_u64() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}

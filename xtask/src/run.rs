@@ -1,0 +1,169 @@
+//! `cargo xtask run` and `cargo xtask check`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use pipeline::{Overrides, Pipeline, RunOptions, RunReport};
+use source_errors::Secrets;
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The pipeline file (.toml or .json).
+    pipeline: PathBuf,
+    /// Replaces the file's client.base_url.
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Replaces the file's destination: a path, file:// or s3:// URL.
+    #[arg(long)]
+    destination: Option<String>,
+    /// Only these resources, comma-separated (their parents are fetched, not written).
+    #[arg(long, value_delimiter = ',')]
+    resources: Option<Vec<String>>,
+    /// Stop each paging after this many pages.
+    #[arg(long)]
+    max_pages: Option<usize>,
+    /// An untracked TOML file of secrets (`auth_token = "..."`), read after the environment.
+    #[arg(long)]
+    secrets_file: Option<PathBuf>,
+    /// Write the run report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// Arguments of `check`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CheckArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut secrets = Secrets::from_env();
+    if let Some(path) = &args.secrets_file {
+        secrets = secrets.with_file(path).map_err(anyhow::Error::msg)?;
+    }
+    let overrides = Overrides {
+        base_url: args.base_url,
+        destination: args.destination,
+    };
+    let p = Pipeline::load(&args.pipeline, &secrets, &overrides)?;
+    let report = pipeline::run(
+        &p,
+        &RunOptions {
+            resources: args.resources,
+            max_pages: args.max_pages,
+        },
+    )
+    .await?;
+    print_summary(&report);
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Per table: rows added and removed, Delta version; then the totals.
+pub(crate) fn print_summary(report: &RunReport) {
+    println!("load {} into {}", report.load_id, report.destination);
+    println!(
+        "{:<44} {:>10} {:>10} {:>8}",
+        "table", "rows added", "replaced", "version"
+    );
+    for c in &report.commits {
+        println!(
+            "{:<44} {:>10} {:>10} {:>8}",
+            c.table, c.rows_added, c.rows_removed, c.version
+        );
+    }
+    if report.commits.is_empty() {
+        println!("(nothing changed: no table got a new version)");
+    }
+    let pages: u64 = report.resources.values().map(|r| r.pages).sum();
+    let records: u64 = report.resources.values().map(|r| r.records).sum();
+    println!(
+        "{} requests ({} retries), {pages} pages, {records} records, {:.1} MB in {:.2} s",
+        report.http.requests,
+        report.http.retries,
+        report.http.bytes as f64 / 1e6,
+        report.seconds
+    );
+}
+
+pub(crate) fn check(args: CheckArgs) -> anyhow::Result<()> {
+    // Secrets are not needed to check a file: any value stands in for them.
+    let secrets = Secrets::from_map(std::iter::empty::<(String, String)>());
+    let p = match Pipeline::load(&args.pipeline, &secrets, &Overrides::default()) {
+        Ok(p) => p,
+        Err(e) if e.message.starts_with("secret `") => {
+            let name = e
+                .message
+                .split('`')
+                .nth(1)
+                .unwrap_or("auth_token")
+                .to_owned();
+            let stand_in = Secrets::from_map([(name, "stand-in".to_owned())]);
+            Pipeline::load(&args.pipeline, &stand_in, &Overrides::default())?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "{}: pipeline `{}` is valid",
+        args.pipeline.display(),
+        p.name
+    );
+    println!("  base_url:    {}", p.source.client.base_url);
+    println!(
+        "  auth:        {}",
+        source_errors::describe_auth(&p.source.client.auth)
+    );
+    println!("  destination: {}", p.destination);
+    for r in &p.source.resources {
+        let depth = r.partition_keys.len();
+        let parent = r
+            .parent()
+            .map(|p| format!(" <- {}.{} as {}", p.resource, p.field, p.key))
+            .unwrap_or_default();
+        println!(
+            "  {}{}{parent}\n  {}  GET {}  paginator: {}, {} on {}",
+            "  ".repeat(depth),
+            r.name,
+            "  ".repeat(depth),
+            r.path_template,
+            r.strategy_name(),
+            r.write_disposition_name(),
+            r.primary_key.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+trait Describe {
+    fn strategy_name(&self) -> &'static str;
+    fn write_disposition_name(&self) -> &'static str;
+}
+
+impl Describe for source_errors::Resource {
+    fn strategy_name(&self) -> &'static str {
+        match self.strategy {
+            paginate_strategy::Link { .. } => "link header",
+            paginate_strategy::BodyCursor { .. } => "body cursor",
+            paginate_strategy::JsonLink { .. } => "json link",
+            paginate_strategy::Offset { .. } => "offset",
+            paginate_strategy::PageNumber { .. } => "page number",
+            paginate_strategy::SinglePage => "single page",
+        }
+    }
+
+    fn write_disposition_name(&self) -> &'static str {
+        match self.write_disposition {
+            source_errors::WriteDisposition::Append => "append",
+            source_errors::WriteDisposition::Replace => "replace",
+            source_errors::WriteDisposition::Merge => "merge",
+        }
+    }
+}
+
+use paginate::Strategy as paginate_strategy;

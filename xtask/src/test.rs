@@ -1,0 +1,75 @@
+//! `cargo xtask test`: the README's test command. It installs what the tests need and runs
+//! the whole suite.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Arguments of `test`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TestArgs {
+    /// Extra arguments for `cargo test` (after `--`).
+    #[arg(last = true)]
+    cargo_args: Vec<String>,
+}
+
+/// The target folder: `CARGO_TARGET_DIR` or `<root>/target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
+}
+
+/// A Python venv with the `deltalake` package, the independent Delta reader of the tests.
+fn python_with_deltalake() -> anyhow::Result<PathBuf> {
+    let venv = target_dir().join("errlake-py");
+    let python = venv.join("bin/python");
+    let has = |p: &PathBuf| {
+        Command::new(p)
+            .args(["-c", "import deltalake, pyarrow"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has(&python) {
+        return Ok(python);
+    }
+    let base = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    eprintln!(
+        "xtask test: creating {} with the deltalake package",
+        venv.display()
+    );
+    let status = Command::new(&base)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .with_context(|| format!("running {base} -m venv"))?;
+    if !status.success() {
+        bail!("{base} -m venv failed");
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "deltalake>=1.0", "pyarrow"])
+        .status()
+        .context("running pip")?;
+    if !status.success() || !has(&python) {
+        bail!("installing the deltalake Python package failed");
+    }
+    Ok(python)
+}
+
+pub(crate) fn test(args: TestArgs) -> anyhow::Result<()> {
+    let python = python_with_deltalake()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The release profile, like the runner: the heavy dependencies are compiled once.
+    let status = Command::new(&cargo)
+        .current_dir(crate::workspace_root())
+        .args(["test", "--release", "--workspace"])
+        .args(&args.cargo_args)
+        .env("ERRLAKE_TEST_PYTHON", &python)
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}
