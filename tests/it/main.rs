@@ -1,1 +1,14 @@
-fn main() {}
+//! End-to-end tests of whole pipelines: a real API server on loopback, the stages, and Delta
+//! tables in a temporary folder, read back by errlake and by an independent reader.
+
+/// Helpers: temp lakes, running pipelines, the independent Python Delta reader.
+mod support;
+
+/// The seed pipeline against the embedded mock: a full run, a merging rerun, a failing run.
+mod seed_pipeline;
+
+/// The pipeline files: TOML and JSON forms, paths and stop conditions as the seed means them.
+mod pipeline_files;
+
+/// `pipelines/bugsnag.toml` against the real recorded Bugsnag responses, served locally.
+mod bugsnag_recordings;

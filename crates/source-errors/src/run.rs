@@ -308,7 +308,14 @@ fn schedule_children(
         };
         let mut child_partition = partition.0.clone();
         child_partition.insert(parent.key.clone(), value.clone());
-        let key = Partition(child_partition.clone()).to_string();
+        // Deduplicated on the keys the child's path uses: the same project reached twice is
+        // fetched once.
+        let key: Vec<&str> = child
+            .partition_keys
+            .iter()
+            .filter_map(|k| child_partition.get(&k.key).map(String::as_str))
+            .collect();
+        let key = key.join("\u{1f}");
         let fresh = ctx
             .scheduled
             .lock()

@@ -1,0 +1,184 @@
+//! The seed pipeline (`pipelines/errors.toml`) against the embedded mock API.
+
+use std::collections::HashSet;
+
+use mock_api::{Fault, MockConfig, MockHandle};
+
+use crate::support::{column_by_id, load, pipeline_file, read_with_python, run};
+
+const TOKEN: &str = "it-token-5f3a";
+const ROOTS: [&str; 5] = [
+    "organizations",
+    "projects",
+    "saved_searches",
+    "errors",
+    "events",
+];
+const CHILDREN: [&str; 3] = [
+    "events__exceptions",
+    "events__exceptions__stacktrace",
+    "events__breadcrumbs",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_run_lands_every_resource_and_a_rerun_merges_on_id() {
+    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(
+        &pipeline_file("errors.toml"),
+        &mock.base_url(),
+        lake.path(),
+        TOKEN,
+    );
+
+    let first = run(&p).await.unwrap();
+    let all: Vec<&str> = ROOTS.iter().chain(CHILDREN.iter()).copied().collect();
+    let read = read_with_python(lake.path(), &all);
+    for (table, expected) in mock.expected_counts() {
+        let r = &read[table];
+        assert_eq!(
+            (r.rows as usize, r.distinct_keys as usize, r.version),
+            (expected, expected, 0),
+            "{table}"
+        );
+    }
+    for t in CHILDREN {
+        assert!(read[t].rows > 0, "{t} is empty");
+        assert_eq!(read[t].rows as u64, first.rows[t], "{t}");
+    }
+
+    // The server's data changes: some rows updated, some added, list elements removed.
+    mock.set_revision(1);
+    let second = run(&p).await.unwrap();
+    let read = read_with_python(lake.path(), &all);
+    for (table, expected) in mock.expected_counts() {
+        let r = &read[table];
+        assert_eq!(
+            (r.rows as usize, r.distinct_keys as usize, r.version),
+            (expected, expected, 1),
+            "{table}"
+        );
+        assert_eq!(
+            r.glob_rows, r.rows,
+            "{table}: a *.parquet glob sees other rows than the table"
+        );
+    }
+    for t in CHILDREN {
+        // Every event came again, so the children are exactly this run's children: the old
+        // ones were replaced with their root, removed breadcrumbs are gone.
+        assert_eq!(read[t].rows as u64, second.rows[t], "{t}");
+        assert_eq!(read[t].distinct_keys, read[t].rows, "{t}");
+        assert_eq!(read[t].glob_rows, read[t].rows, "{t}");
+    }
+    assert!(second.rows["events__breadcrumbs"] < first.rows["events__breadcrumbs"] + 25 * 9 * 6);
+
+    // The changed values landed: revision 1 turns every tenth event (index % 10 == 1) to info.
+    let severity = column_by_id(lake.path(), "events", "severity");
+    let n_info = severity.values().filter(|v| *v == "info").count();
+    let per_project = mock_api::count_at(75, 1);
+    let expected_info = (0..per_project).filter(|k| k % 10 == 1).count() * 6;
+    assert_eq!(n_info, expected_info);
+    let names = column_by_id(lake.path(), "projects", "name");
+    assert!(
+        names.values().any(|n| n.contains("(renamed r1)")),
+        "{names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_midway_commits_nothing() {
+    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(
+        &pipeline_file("errors.toml"),
+        &mock.base_url(),
+        lake.path(),
+        TOKEN,
+    );
+    run(&p).await.unwrap();
+    let before = read_with_python(lake.path(), &ROOTS);
+
+    mock.set_revision(1);
+    mock.add_fault(Fault {
+        path_contains: "/events".into(),
+        offset: 50,
+        status: 200,
+        body: "{\"data\": [{\"id\": ".into(),
+        retry_after: None,
+        times: usize::MAX,
+    });
+    let err = run(&p).await.unwrap_err();
+    let message = anyhow_like(err);
+    assert!(
+        message.contains("page 1 of `events[organization_id="),
+        "{message}"
+    );
+    assert!(message.contains("offset=50"), "{message}");
+    assert!(message.contains("is not valid JSON"), "{message}");
+
+    let after = read_with_python(lake.path(), &ROOTS);
+    assert_eq!(before, after, "a failed run changed the lake");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_statuses_are_retried_with_retry_after() {
+    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(
+        &pipeline_file("errors.toml"),
+        &mock.base_url(),
+        lake.path(),
+        TOKEN,
+    );
+    for status in [429, 503] {
+        mock.add_fault(Fault {
+            path_contains: "/errors".into(),
+            offset: 0,
+            status,
+            body: "<html>busy</html>".into(),
+            retry_after: Some("0".into()),
+            times: 1,
+        });
+    }
+    let report = run(&p).await.unwrap();
+    assert_eq!(report.http.retries, 2);
+    assert_eq!(report.http.by_status.get(&429), Some(&1));
+    assert_eq!(report.http.by_status.get(&503), Some(&1));
+    let read = read_with_python(lake.path(), &["errors"]);
+    assert_eq!(
+        read["errors"].rows as usize,
+        mock.expected_counts()["errors"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_fails_with_advice_and_no_secret() {
+    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(
+        &pipeline_file("errors.toml"),
+        &mock.base_url(),
+        lake.path(),
+        "wrong-secret-value",
+    );
+    let message = anyhow_like(run(&p).await.unwrap_err());
+    assert!(message.contains("401 (check the auth token)"), "{message}");
+    assert!(!message.contains("wrong-secret-value"), "{message}");
+    let tables: HashSet<String> = std::fs::read_dir(lake.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(tables.is_empty(), "{tables:?}");
+}
+
+/// The error with its whole chain of causes, as the runner prints it.
+fn anyhow_like(e: pipeline::PipelineError) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
