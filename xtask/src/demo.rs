@@ -35,6 +35,62 @@ pub(crate) struct DemoArgs {
     pipeline: Option<PathBuf>,
 }
 
+/// Arguments of `mock`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MockArgs {
+    /// The loopback port (0: any free one).
+    #[arg(long, default_value_t = 8377)]
+    port: u16,
+    /// The exact `Authorization` header value the mock accepts (the pipeline's `auth_token`).
+    #[arg(long, env = "AUTH_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Organizations.
+    #[arg(long, default_value_t = 2)]
+    organizations: usize,
+    /// Projects per organization.
+    #[arg(long, default_value_t = 5)]
+    projects_per_org: usize,
+    /// Errors per project.
+    #[arg(long, default_value_t = 40)]
+    errors_per_project: usize,
+    /// Events per project.
+    #[arg(long, default_value_t = 500)]
+    events_per_project: usize,
+    /// The revision of the data (later ones change and add rows).
+    #[arg(long, default_value_t = 0)]
+    revision: u32,
+}
+
+pub(crate) async fn mock(args: MockArgs) -> anyhow::Result<()> {
+    let mock = MockHandle::start_on(
+        std::net::SocketAddr::from(([127, 0, 0, 1], args.port)),
+        MockConfig {
+            seed: 7,
+            size: DataSize {
+                organizations: args.organizations,
+                projects_per_org: args.projects_per_org,
+                saved_searches_per_project: 3,
+                errors_per_project: args.errors_per_project,
+                events_per_project: args.events_per_project,
+            },
+            authorization: args.token,
+        },
+    )
+    .await?;
+    mock.set_revision(args.revision);
+    println!(
+        "mock API (revision {}) on {}; Ctrl-C stops it",
+        args.revision,
+        mock.base_url()
+    );
+    println!(
+        "  AUTH_TOKEN=... cargo xtask run pipelines/errors.toml --base-url {} --destination ./lake",
+        mock.base_url()
+    );
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
 pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let token = format!("demo-{:016x}", fastrand_u64());
     let mock = MockHandle::start(MockConfig {

@@ -26,6 +26,8 @@ enum Task {
     Run(run::RunArgs),
     /// Start the embedded mock API on loopback and run pipelines/errors.toml against it into ./lake.
     Demo(demo::DemoArgs),
+    /// Serve the embedded mock API on a loopback port until Ctrl-C, to run pipelines against.
+    Mock(demo::MockArgs),
     /// Check a pipeline file and print its resource graph, without sending a request.
     Check(run::CheckArgs),
     /// Show the tables of a destination: versions, rows, files, columns, last loads.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     let result = match task {
         Task::Run(a) => runtime().and_then(|rt| rt.block_on(run::run(a))),
         Task::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::demo(a))),
+        Task::Mock(a) => runtime().and_then(|rt| rt.block_on(demo::mock(a))),
         Task::Check(a) => run::check(a),
         Task::Inspect(a) => runtime().and_then(|rt| rt.block_on(inspect::inspect(a))),
         Task::Test(a) => test::test(a),

@@ -110,7 +110,7 @@ pub fn organization(seed: u64, i: usize, base_url: &str) -> Value {
         "projects_url": format!("{base_url}/organizations/{id}/projects"),
         "created_at": timestamp(seed, &[1, i as u64], 0),
         "updated_at": timestamp(seed, &[2, i as u64], 0),
-        "auto_upgrade": i % 2 == 0,
+        "auto_upgrade": i.is_multiple_of(2),
         "upgrade_url": format!("{base_url}/settings/org-{i}/plans-billing?plansBilling%5Bstep%5D=collaborators-and-events"),
         "can_start_pro_trial": false,
         "pro_trial_ends_at": null,
@@ -124,7 +124,7 @@ pub fn organization(seed: u64, i: usize, base_url: &str) -> Value {
 /// Project `j` of organization `i`.
 pub fn project(seed: u64, i: usize, j: usize, revision: u32, base_url: &str) -> Value {
     let id = object_id(seed, 2, &[i as u64, j as u64]);
-    let renamed = changed(j, revision) || (revision > 0 && j % 3 == 0);
+    let renamed = changed(j, revision) || (revision > 0 && j.is_multiple_of(3));
     let name = if renamed {
         format!("project {i}-{j} (renamed r{revision})")
     } else {
@@ -139,7 +139,7 @@ pub fn project(seed: u64, i: usize, j: usize, revision: u32, base_url: &str) -> 
         "type": (["android", "js", "rails", "go"][j % 4]),
         "is_full_view": true,
         "release_stages": ["production", "staging"],
-        "language": if j % 3 == 0 { Value::Null } else { json!("java") },
+        "language": if j.is_multiple_of(3) { Value::Null } else { json!("java") },
         "created_at": timestamp(seed, &[4, i as u64, j as u64], 0),
         "updated_at": timestamp(seed, &[5, i as u64, j as u64], if renamed { revision } else { 0 }),
         "errors_url": format!("{base_url}/projects/{id}/errors"),
@@ -165,7 +165,7 @@ pub fn saved_search(seed: u64, project_id: &str, k: usize) -> Value {
         "name": format!("search {k}"),
         "filters": {"event.since": [{"type": "eq", "value": "7d"}], "error.status": [{"type": "eq", "value": "open"}]},
         "sort": (["last_seen", "first_seen", "users"][k % 3]),
-        "shared": k % 2 == 0,
+        "shared": k.is_multiple_of(2),
         "is_default": k == 0,
         "created_at": "2021-07-08T14:26:55+00:00",
     })
@@ -282,7 +282,7 @@ pub fn event(
         "feature_flags": [{"featureFlag": "new-checkout", "variant": (["on", "off"][k % 2])}],
         "context": format!("{} line {}", FILES[error_k % FILES.len()], 10 + error_k % 90),
         "severity": if rev > 0 { "info" } else { ["error", "warning"][k % 2] },
-        "unhandled": k % 4 == 0,
+        "unhandled": k.is_multiple_of(4),
         "derived": {"deploy": null},
     })
 }

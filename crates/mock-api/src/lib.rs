@@ -106,7 +106,12 @@ pub struct MockHandle {
 impl MockHandle {
     /// Starts the mock on a free loopback port.
     pub async fn start(config: MockConfig) -> std::io::Result<MockHandle> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        MockHandle::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// Starts the mock on `addr` (port 0: a free one).
+    pub async fn start_on(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockHandle> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
         let mut orgs = HashMap::new();
@@ -132,9 +137,7 @@ impl MockHandle {
         let app = Router::new()
             .route("/user/organizations", get(organizations))
             .route("/organizations/{org_id}/projects", get(projects_of))
-            .route("/projects/{project_id}/saved_searches", get(saved_searches))
-            .route("/projects/{project_id}/errors", get(errors))
-            .route("/projects/{project_id}/events", get(events))
+            .route("/projects/{project_id}/{resource}", get(project_resource))
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -345,70 +348,50 @@ async fn projects_of(
     )
 }
 
-async fn saved_searches(
+/// `/projects/{project_id}/{saved_searches|errors|events}`.
+async fn project_resource(
     State(s): State<Arc<Shared>>,
-    Path(project_id): Path<String>,
+    Path((project_id, resource)): Path<(String, String)>,
     headers: HeaderMap,
     Query(p): Query<PageParams>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let path = format!("/projects/{project_id}/saved_searches");
-    if let Some(r) = check(&s, &headers, &path, 0) {
-        return r;
-    }
-    if !s.projects.contains_key(&project_id) {
-        return not_found("Project");
-    }
-    page(
+    let path = format!("/projects/{project_id}/{resource}");
+    let paged = resource != "saved_searches";
+    if let Some(r) = check(
         &s,
+        &headers,
         &path,
-        q,
-        &p,
-        s.config.size.saved_searches_per_project,
-        false,
-        |k| data::saved_search(s.config.seed, &project_id, k),
-    )
-}
-
-async fn errors(
-    State(s): State<Arc<Shared>>,
-    Path(project_id): Path<String>,
-    headers: HeaderMap,
-    Query(p): Query<PageParams>,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let path = format!("/projects/{project_id}/errors");
-    if let Some(r) = check(&s, &headers, &path, p.offset.unwrap_or(0)) {
+        if paged { p.offset.unwrap_or(0) } else { 0 },
+    ) {
         return r;
     }
     if !s.projects.contains_key(&project_id) {
         return not_found("Project");
     }
+    let seed = s.config.seed;
+    let size = &s.config.size;
     let rev = s.revision.load(Ordering::SeqCst);
-    let total = count_at(s.config.size.errors_per_project, rev);
-    page(&s, &path, q, &p, total, true, |k| {
-        data::error(s.config.seed, &project_id, k, rev, &s.base_url)
-    })
-}
-
-async fn events(
-    State(s): State<Arc<Shared>>,
-    Path(project_id): Path<String>,
-    headers: HeaderMap,
-    Query(p): Query<PageParams>,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let path = format!("/projects/{project_id}/events");
-    if let Some(r) = check(&s, &headers, &path, p.offset.unwrap_or(0)) {
-        return r;
+    let n_errors = count_at(size.errors_per_project, rev);
+    match resource.as_str() {
+        "saved_searches" => page(
+            &s,
+            &path,
+            q,
+            &p,
+            size.saved_searches_per_project,
+            false,
+            |k| data::saved_search(seed, &project_id, k),
+        ),
+        "errors" => page(&s, &path, q, &p, n_errors, true, |k| {
+            data::error(seed, &project_id, k, rev, &s.base_url)
+        }),
+        "events" => {
+            let total = count_at(size.events_per_project, rev);
+            page(&s, &path, q, &p, total, true, |k| {
+                data::event(seed, &project_id, n_errors, k, rev, &s.base_url)
+            })
+        }
+        _ => not_found("Resource"),
     }
-    if !s.projects.contains_key(&project_id) {
-        return not_found("Project");
-    }
-    let rev = s.revision.load(Ordering::SeqCst);
-    let total = count_at(s.config.size.events_per_project, rev);
-    let n_errors = count_at(s.config.size.errors_per_project, rev);
-    page(&s, &path, q, &p, total, true, |k| {
-        data::event(s.config.seed, &project_id, n_errors, k, rev, &s.base_url)
-    })
 }

@@ -339,12 +339,11 @@ impl Paginator {
                 rel,
                 stop_condition,
             } => {
-                if let Some(c) = stop_condition {
-                    if c.evaluate(headers, body, records)
+                if let Some(c) = stop_condition
+                    && c.evaluate(headers, body, records)
                         .map_err(PagingProblem::StopCondition)?
-                    {
-                        return Ok(Next::Stop);
-                    }
+                {
+                    return Ok(Next::Stop);
                 }
                 match next_link(headers, url, rel)? {
                     Some(u) => Next::Url(u),
@@ -356,12 +355,11 @@ impl Paginator {
                 cursor_param,
                 stop_condition,
             } => {
-                if let Some(c) = stop_condition {
-                    if c.evaluate(headers, body, records)
+                if let Some(c) = stop_condition
+                    && c.evaluate(headers, body, records)
                         .map_err(PagingProblem::StopCondition)?
-                    {
-                        return Ok(Next::Stop);
-                    }
+                {
+                    return Ok(Next::Stop);
                 }
                 match cursor_path.get(body) {
                     None | Some(Value::Null) => Next::Stop,
@@ -429,10 +427,10 @@ impl Paginator {
                 }
             }
         };
-        if let Next::Url(u) = &next {
-            if self.seen.contains(u.as_str()) {
-                return Err(PagingProblem::Repeated(u.as_str().to_owned()));
-            }
+        if let Next::Url(u) = &next
+            && self.seen.contains(u.as_str())
+        {
+            return Err(PagingProblem::Repeated(u.as_str().to_owned()));
         }
         Ok(next)
     }

@@ -130,13 +130,12 @@ impl Pipeline {
         let channels: ChannelConfig = section(file, "channels", take("channels"))?;
         debug_assert!(ROOT_KEYS.iter().all(|k| !map.contains_key(*k)));
         let mut source_value = Value::Object(map);
-        if let Some(url) = &overrides.base_url {
-            if let Some(client) = source_value
+        if let Some(url) = &overrides.base_url
+            && let Some(client) = source_value
                 .get_mut("client")
                 .and_then(Value::as_object_mut)
-            {
-                client.insert("base_url".into(), Value::String(url.clone()));
-            }
+        {
+            client.insert("base_url".into(), Value::String(url.clone()));
         }
         let source = Source::from_value(source_value, file, secrets).map_err(|e| match e {
             source_errors::SourceError::Config(c) => c,

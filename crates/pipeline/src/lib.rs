@@ -61,8 +61,14 @@ pub enum PipelineError {
     },
     /// Writing or committing failed.
     #[error(transparent)]
-    Sink(#[from] sink_parquet::SinkError),
+    Sink(Box<sink_parquet::SinkError>),
     /// A stage was cancelled.
     #[error("pipeline: cancelled")]
     Cancelled,
+}
+
+impl From<sink_parquet::SinkError> for PipelineError {
+    fn from(e: sink_parquet::SinkError) -> Self {
+        PipelineError::Sink(Box::new(e))
+    }
 }

@@ -168,7 +168,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         while let Ok(msg) = batches_rx.recv().await {
             if let Err(e) = writer.write(msg.page_seq, msg.batches).await {
                 batches_rx.close();
-                return (writer, Err(PipelineError::Sink(e)));
+                return (writer, Err(PipelineError::from(e)));
             }
         }
         (writer, Ok(()))

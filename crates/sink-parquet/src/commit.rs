@@ -125,16 +125,14 @@ async fn commit_table(
     let merge = meta.write_disposition == WriteDisposition::Merge;
 
     // Within the load, the last page of a root id wins: drop older copies from staged files.
-    if let (true, Some(ids)) = (merge, root_ids) {
-        if !ids.repeated.is_empty() {
-            let mut kept = Vec::new();
-            for file in staged {
-                kept.extend(
-                    drop_superseded(lake, config, table_name, key_column, file, ids).await?,
-                );
-            }
-            staged = kept;
+    if let (true, Some(ids)) = (merge, root_ids)
+        && !ids.repeated.is_empty()
+    {
+        let mut kept = Vec::new();
+        for file in staged {
+            kept.extend(drop_superseded(lake, config, table_name, key_column, file, ids).await?);
         }
+        staged = kept;
     }
 
     let table = lake.load_table(table_name).await?;
@@ -268,10 +266,7 @@ async fn commit_table(
                 .with_commit_properties(properties)
                 .await
                 .map_err(delta_err)?;
-            created
-                .version()
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0)
+            created.version().unwrap_or(0)
         }
         Some(t) => {
             let snapshot = t.snapshot().map_err(delta_err)?;

@@ -243,7 +243,7 @@ impl Lake {
             .iter()
             .map(|f| (f.name().clone(), f.data_type().to_string()))
             .collect();
-        let version = t.version().and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+        let version = t.version().unwrap_or(0);
         let mut last_load_id = None;
         {
             use futures::StreamExt;

@@ -41,6 +41,10 @@ pub struct ParquetSinkConfig {
     /// Buffered Arrow bytes of one table that make a data file. Default: 128 MiB.
     #[serde(default = "default_target_file_bytes")]
     pub target_file_bytes: usize,
+    /// Buffered Arrow bytes of all tables together; past it the largest buffer is written
+    /// out as a file. Bounds the sink's memory. Default: 256 MiB.
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: usize,
     /// Rows per Parquet row group. Default: 122880 (DuckDB's row group size).
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
@@ -51,6 +55,9 @@ pub struct ParquetSinkConfig {
 
 fn default_target_file_bytes() -> usize {
     128 * 1024 * 1024
+}
+fn default_max_buffered_bytes() -> usize {
+    256 * 1024 * 1024
 }
 fn default_row_group_rows() -> usize {
     122_880
@@ -63,6 +70,7 @@ impl Default for ParquetSinkConfig {
     fn default() -> Self {
         ParquetSinkConfig {
             target_file_bytes: default_target_file_bytes(),
+            max_buffered_bytes: default_max_buffered_bytes(),
             row_group_rows: default_row_group_rows(),
             zstd_level: default_zstd_level(),
         }
@@ -126,3 +134,6 @@ pub enum SinkError {
 
 /// The result type of this crate.
 pub type Result<T, E = SinkError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

@@ -117,10 +117,10 @@ impl LoadWriter {
                         message: format!("batch of `{name}` has no {ROW_ID} column"),
                     })?;
                 for id in ids.as_string::<i32>().iter().flatten() {
-                    if let Some(previous) = writer.last_page_of_id.insert(id.to_owned(), page_seq) {
-                        if previous != page_seq {
-                            writer.repeated_ids.insert(id.to_owned());
-                        }
+                    if let Some(previous) = writer.last_page_of_id.insert(id.to_owned(), page_seq)
+                        && previous != page_seq
+                    {
+                        writer.repeated_ids.insert(id.to_owned());
                     }
                 }
             }
@@ -128,23 +128,47 @@ impl LoadWriter {
             writer.buffered_bytes += tb.batch.get_array_memory_size();
             writer.buffered.push((page_seq, tb.batch));
             if writer.buffered_bytes >= self.config.target_file_bytes {
-                self.n_files += 1;
-                let file_no = self.n_files;
-                let writer = self.tables.get_mut(&name).expect("inserted above");
-                flush(&self.lake, &self.config, &self.load_id, file_no, writer).await?;
+                self.flush_table(&name).await?;
             }
         }
+        // Over the memory budget of all tables: write the largest buffer out.
+        while self
+            .tables
+            .values()
+            .map(|t| t.buffered_bytes)
+            .sum::<usize>()
+            > self.config.max_buffered_bytes
+        {
+            let Some(largest) = self
+                .tables
+                .iter()
+                .max_by_key(|(_, t)| t.buffered_bytes)
+                .map(|(n, _)| n.clone())
+            else {
+                break;
+            };
+            self.flush_table(&largest).await?;
+        }
         Ok(())
+    }
+
+    async fn flush_table(&mut self, name: &str) -> Result<()> {
+        self.n_files += 1;
+        let file_no = self.n_files;
+        let writer = self
+            .tables
+            .get_mut(name)
+            .ok_or_else(|| SinkError::Internal {
+                message: format!("no writer for `{name}`"),
+            })?;
+        flush(&self.lake, &self.config, &self.load_id, file_no, writer).await
     }
 
     /// Writes what is still buffered.
     pub(crate) async fn flush_all(&mut self) -> Result<()> {
         let names: Vec<String> = self.tables.keys().cloned().collect();
         for name in names {
-            self.n_files += 1;
-            let file_no = self.n_files;
-            let writer = self.tables.get_mut(&name).expect("listed above");
-            flush(&self.lake, &self.config, &self.load_id, file_no, writer).await?;
+            self.flush_table(&name).await?;
         }
         Ok(())
     }

@@ -59,7 +59,7 @@ fn cell(b: &RecordBatch, col: usize, row: usize) -> String {
     match a.data_type() {
         DataType::Boolean => a.as_boolean().value(row).to_string(),
         DataType::Int64 => a.as_primitive::<Int64Type>().value(row).to_string(),
-        DataType::Float64 => a.as_primitive::<Float64Type>().value(row).to_string(),
+        DataType::Float64 => format!("{:?}", a.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => format!("{:?}", a.as_string::<i32>().value(row)),
         DataType::Timestamp(..) => {
             let micros = a.as_primitive::<TimestampMicrosecondType>().value(row);

@@ -1,0 +1,230 @@
+//! Tests of the sink: loads into a temporary lake, read back from the committed files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::{Value, json};
+
+use transform::{NormalizeConfig, Normalizer, SchemaRegistry, TableMeta, WriteDisposition};
+
+use crate::*;
+
+fn root(disposition: WriteDisposition) -> Arc<TableMeta> {
+    Arc::new(TableMeta {
+        name: "events".into(),
+        parent: None,
+        root: "events".into(),
+        primary_key: Some("id".into()),
+        write_disposition: disposition,
+    })
+}
+
+/// Runs one load: each inner list is one page.
+async fn load(lake: &Lake, meta: &Arc<TableMeta>, pages: &[Vec<Value>]) -> Vec<TableCommit> {
+    let registry = SchemaRegistry::new(lake.schemas().await.unwrap());
+    let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
+    let load_id = uuid::Uuid::new_v4().to_string();
+    let mut writer = LoadWriter::new(
+        lake.clone(),
+        ParquetSinkConfig::default(),
+        load_id.clone(),
+        vec![meta.clone()],
+    );
+    for (seq, records) in pages.iter().enumerate() {
+        let batches = normalizer
+            .normalize(meta, &load_id, seq as u64, records)
+            .unwrap();
+        writer.write(seq as u64, batches).await.unwrap();
+    }
+    writer.commit().await.unwrap()
+}
+
+/// The committed rows of a table: `id` (or `_dlt_root_id` for a child) -> `v` values.
+async fn rows(lake: &Lake, table: &str, key: &str) -> BTreeMap<String, Vec<i64>> {
+    let t = lake.load_table(table).await.unwrap().unwrap();
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for f in t.snapshot().unwrap().log_data().iter() {
+        let path = lake.file_path(table, &f.path());
+        let bytes = lake
+            .store()
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let b = b.unwrap();
+            let keys = b.column_by_name(key).unwrap().as_string::<i32>().clone();
+            let vals = b
+                .column_by_name("v")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            for i in 0..b.num_rows() {
+                out.entry(keys.value(i).to_owned())
+                    .or_default()
+                    .push(vals.value(i));
+            }
+        }
+    }
+    out.values_mut().for_each(|v| v.sort_unstable());
+    out
+}
+
+fn parquet_files(dir: &std::path::Path, table: &str) -> usize {
+    std::fs::read_dir(dir.join(table))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "parquet")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn merge_replaces_rows_and_their_children_and_the_later_page_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    load(
+        &lake,
+        &m,
+        &[vec![
+            json!({"id": "a", "v": 1, "items": [{"v": 10}, {"v": 11}]}),
+            json!({"id": "b", "v": 2}),
+        ]],
+    )
+    .await;
+
+    // Second load: `a` comes twice, in two pages; the later page wins, with its children.
+    let commits = load(
+        &lake,
+        &m,
+        &[
+            vec![json!({"id": "a", "v": 3, "items": [{"v": 30}, {"v": 31}, {"v": 32}]})],
+            vec![
+                json!({"id": "a", "v": 4, "items": [{"v": 40}]}),
+                json!({"id": "c", "v": 5}),
+            ],
+        ],
+    )
+    .await;
+    let root_rows = rows(&lake, "events", "id").await;
+    assert_eq!(
+        root_rows,
+        BTreeMap::from([
+            ("a".into(), vec![4]),
+            ("b".into(), vec![2]),
+            ("c".into(), vec![5])
+        ])
+    );
+    let child_rows: Vec<i64> = rows(&lake, "events__items", "_dlt_root_id")
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(child_rows, vec![40]);
+    let versions: BTreeMap<String, u64> = commits
+        .iter()
+        .map(|c| (c.table.clone(), c.version))
+        .collect();
+    assert_eq!(
+        versions,
+        BTreeMap::from([("events".into(), 1), ("events__items".into(), 1)])
+    );
+    // The replaced files are gone from the folder.
+    let t = lake.load_table("events").await.unwrap().unwrap();
+    assert_eq!(
+        parquet_files(dir.path(), "events"),
+        t.snapshot().unwrap().log_data().iter().count()
+    );
+}
+
+#[tokio::test]
+async fn merge_removes_children_of_a_row_whose_list_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    load(
+        &lake,
+        &m,
+        &[vec![json!({"id": "a", "v": 1, "items": [{"v": 10}]})]],
+    )
+    .await;
+    load(&lake, &m, &[vec![json!({"id": "a", "v": 2, "items": []})]]).await;
+    assert!(
+        rows(&lake, "events__items", "_dlt_root_id")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn append_adds_and_replace_swaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let a = root(WriteDisposition::Append);
+    load(&lake, &a, &[vec![json!({"id": "a", "v": 1})]]).await;
+    load(&lake, &a, &[vec![json!({"id": "a", "v": 2})]]).await;
+    assert_eq!(
+        rows(&lake, "events", "id").await,
+        BTreeMap::from([("a".into(), vec![1, 2])])
+    );
+
+    let r = root(WriteDisposition::Replace);
+    let commits = load(
+        &lake,
+        &r,
+        &[vec![json!({"id": "z", "v": 9, "new_col": true})]],
+    )
+    .await;
+    assert_eq!(
+        rows(&lake, "events", "id").await,
+        BTreeMap::from([("z".into(), vec![9])])
+    );
+    assert_eq!(commits[0].rows_removed, 2);
+    assert_eq!(parquet_files(dir.path(), "events"), 1);
+    let info = lake.table_info("events").await.unwrap().unwrap();
+    assert!(
+        info.columns.iter().any(|(c, _)| c == "new_col"),
+        "{:?}",
+        info.columns
+    );
+}
+
+#[tokio::test]
+async fn an_aborted_load_leaves_no_file_and_no_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    let mut normalizer = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+    let config = ParquetSinkConfig {
+        target_file_bytes: 1,
+        ..ParquetSinkConfig::default()
+    };
+    let mut writer = LoadWriter::new(lake.clone(), config, "l".into(), vec![m.clone()]);
+    let batches = normalizer
+        .normalize(&m, "l", 0, &[json!({"id": "a", "v": 1})])
+        .unwrap();
+    writer.write(0, batches).await.unwrap();
+    assert_eq!(
+        parquet_files(dir.path(), "events"),
+        1,
+        "the tiny target makes a staged file at once"
+    );
+    writer.abort().await;
+    assert_eq!(parquet_files(dir.path(), "events"), 0);
+    assert!(lake.load_table("events").await.unwrap().is_none());
+}
