@@ -12,3 +12,9 @@ mod pipeline_files;
 
 /// `pipelines/bugsnag.toml` against the real recorded Bugsnag responses, served locally.
 mod bugsnag_recordings;
+
+/// Checks of the tree: module docs, no skipped tests, allowed dependency edges, no secrets.
+mod tidy;
+
+/// Pipelines into `s3://` destinations on a moto server started by the test.
+mod s3;

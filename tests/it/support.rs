@@ -24,6 +24,7 @@ pub(crate) fn load(file: &Path, base_url: &str, destination: &Path, token: &str)
     let overrides = Overrides {
         base_url: Some(base_url.to_owned()),
         destination: Some(destination.display().to_string()),
+        ..Overrides::default()
     };
     Pipeline::load(file, &secrets, &overrides).unwrap()
 }
@@ -76,19 +77,8 @@ print(json.dumps(out), flush=True)
 # Leave at once: the reader's threads can abort interpreter shutdown.
 import os; os._exit(0)
 "#;
-    let output = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(lake)
-        .arg(tables.join(","))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "python reader failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let parsed: BTreeMap<String, [i64; 4]> = serde_json::from_slice(&output.stdout).unwrap();
+    let parsed: BTreeMap<String, [i64; 4]> =
+        run_python(script, &[&lake.display().to_string(), &tables.join(",")]);
     parsed
         .into_iter()
         .map(|(k, [version, rows, distinct_keys, glob_rows])| {
@@ -115,12 +105,15 @@ ids, vals = tab.column("id").to_pylist(), tab.column(sys.argv[3]).to_pylist()
 print(json.dumps({i: str(v) for i, v in zip(ids, vals)}), flush=True)
 import os; os._exit(0)
 "#;
+    run_python(script, &[&lake.display().to_string(), table, column])
+}
+
+/// Runs a Python script with the Delta reader and parses what it prints as JSON.
+fn run_python<T: serde::de::DeserializeOwned>(script: &str, args: &[&str]) -> T {
     let output = Command::new(python())
         .arg("-c")
         .arg(script)
-        .arg(lake)
-        .arg(table)
-        .arg(column)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -129,4 +122,101 @@ import os; os._exit(0)
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A moto S3 server on a free loopback port, with one bucket; stopped on drop.
+pub(crate) struct S3Server {
+    child: std::process::Child,
+    pub(crate) endpoint: String,
+}
+
+impl S3Server {
+    pub(crate) fn start(bucket: &str) -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let moto = python().parent().unwrap().join("moto_server");
+        assert!(
+            moto.exists(),
+            "moto_server is missing: run the suite with `cargo xtask test`, which installs it"
+        );
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        // Wait for it to listen, then create the bucket (moto takes unsigned requests).
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let request = format!(
+                    "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes()).unwrap();
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                assert!(
+                    answer.starts_with("HTTP/1.1 200"),
+                    "creating the bucket: {answer}"
+                );
+                return server;
+            }
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "moto_server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Storage options for errlake and for the Python reader.
+    pub(crate) fn options(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("aws_endpoint".to_owned(), self.endpoint.clone()),
+            ("aws_region".to_owned(), "us-east-1".to_owned()),
+            ("aws_access_key_id".to_owned(), "testing".to_owned()),
+            ("aws_secret_access_key".to_owned(), "testing".to_owned()),
+            ("aws_allow_http".to_owned(), "true".to_owned()),
+        ])
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Per table: (Delta version, rows, distinct keys) of tables under an `s3://` URL, read by the
+/// `deltalake` Python package.
+pub(crate) fn read_s3_with_python(
+    url: &str,
+    tables: &[&str],
+    options: &BTreeMap<String, String>,
+) -> BTreeMap<String, [i64; 3]> {
+    let script = r#"
+import json, sys
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+url, tables, options = sys.argv[1], sys.argv[2].split(","), json.loads(sys.argv[3])
+out = {}
+for t in tables:
+    dt = DeltaTable(f"{url}/{t}", storage_options=options)
+    tab = dt.to_pyarrow_table()
+    key = "id" if "__" not in t else "_dlt_id"
+    out[t] = [dt.version(), tab.num_rows, len(pc.unique(tab.column(key)))]
+print(json.dumps(out), flush=True)
+import os; os._exit(0)
+"#;
+    let options = serde_json::to_string(options).unwrap();
+    run_python(script, &[url, &tables.join(","), &options])
 }

@@ -119,6 +119,7 @@ pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         base_url: Some(mock.base_url()),
         destination: Some(args.destination.clone()),
+        ..Overrides::default()
     };
     let p = Pipeline::load(&file, &secrets, &overrides)?;
     let report = pipeline::run(&p, &RunOptions::default()).await?;

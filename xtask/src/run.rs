@@ -18,6 +18,10 @@ pub(crate) struct RunArgs {
     /// Replaces the file's destination: a path, file:// or s3:// URL.
     #[arg(long)]
     destination: Option<String>,
+    /// An option of an s3:// destination, as key=value (repeatable): aws_endpoint,
+    /// aws_region, aws_allow_http, ... Credentials belong in the environment.
+    #[arg(long, value_parser = parse_key_value)]
+    storage_option: Vec<(String, String)>,
     /// Only these resources, comma-separated (their parents are fetched, not written).
     #[arg(long, value_delimiter = ',')]
     resources: Option<Vec<String>>,
@@ -47,6 +51,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         base_url: args.base_url,
         destination: args.destination,
+        storage_options: args.storage_option.into_iter().collect(),
     };
     let p = Pipeline::load(&args.pipeline, &secrets, &overrides)?;
     let report = pipeline::run(
@@ -167,3 +172,9 @@ impl Describe for source_errors::Resource {
 }
 
 use paginate::Strategy as paginate_strategy;
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("`{s}` is not key=value"))
+}

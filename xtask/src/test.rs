@@ -21,13 +21,15 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
-/// A Python venv with the `deltalake` package, the independent Delta reader of the tests.
+/// A Python venv with the `deltalake` package (the independent Delta reader of the tests) and
+/// moto (its server is the S3-compatible store the tests start on loopback: it honors the
+/// conditional puts Delta commits need, which s3s-fs does not under races).
 fn python_with_deltalake() -> anyhow::Result<PathBuf> {
     let venv = target_dir().join("errlake-py");
     let python = venv.join("bin/python");
     let has = |p: &PathBuf| {
         Command::new(p)
-            .args(["-c", "import deltalake, pyarrow"])
+            .args(["-c", "import deltalake, pyarrow, moto"])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -36,7 +38,7 @@ fn python_with_deltalake() -> anyhow::Result<PathBuf> {
     }
     let base = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     eprintln!(
-        "xtask test: creating {} with the deltalake package",
+        "xtask test: creating {} with the deltalake and moto packages",
         venv.display()
     );
     let status = Command::new(&base)
@@ -48,11 +50,17 @@ fn python_with_deltalake() -> anyhow::Result<PathBuf> {
         bail!("{base} -m venv failed");
     }
     let status = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "deltalake>=1.0", "pyarrow"])
+        .args([
+            "install",
+            "--quiet",
+            "deltalake>=1.0",
+            "pyarrow",
+            "moto[server]>=5",
+        ])
         .status()
         .context("running pip")?;
     if !status.success() || !has(&python) {
-        bail!("installing the deltalake Python package failed");
+        bail!("installing the deltalake and moto Python packages failed");
     }
     Ok(python)
 }

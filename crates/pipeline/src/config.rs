@@ -1,5 +1,6 @@
 //! The pipeline file: the stages' sections nested in one file, loaded and checked.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ pub struct Overrides {
     pub base_url: Option<String>,
     /// Replaces `destination`.
     pub destination: Option<String>,
+    /// Added to (and overriding) `storage_options`.
+    pub storage_options: BTreeMap<String, String>,
 }
 
 /// A checked pipeline, ready to run.
@@ -59,6 +62,9 @@ pub struct Pipeline {
     pub name: String,
     /// Where the tables go: a path, `file://` or `s3://` URL.
     pub destination: String,
+    /// Options of an `s3://` destination (`aws_endpoint`, `aws_region`, `aws_allow_http`, ...);
+    /// credentials belong in the environment (`AWS_ACCESS_KEY_ID`, ...), not in the file.
+    pub storage_options: BTreeMap<String, String>,
     /// The source: client and resources.
     pub source: Arc<Source>,
     /// Normalization settings.
@@ -70,7 +76,14 @@ pub struct Pipeline {
 }
 
 /// The keys of a pipeline file that belong to the composition root; the rest is the source's.
-const ROOT_KEYS: &[&str] = &["name", "destination", "normalize", "sink", "channels"];
+const ROOT_KEYS: &[&str] = &[
+    "name",
+    "destination",
+    "storage_options",
+    "normalize",
+    "sink",
+    "channels",
+];
 
 impl Pipeline {
     /// Loads a `.toml` or `.json` pipeline file and checks it, before any request.
@@ -125,6 +138,9 @@ impl Pipeline {
                 ));
             }
         };
+        let mut storage_options: BTreeMap<String, String> =
+            section(file, "storage_options", take("storage_options"))?;
+        storage_options.extend(overrides.storage_options.clone());
         let normalize: NormalizeConfig = section(file, "normalize", take("normalize"))?;
         let sink: ParquetSinkConfig = section(file, "sink", take("sink"))?;
         let channels: ChannelConfig = section(file, "channels", take("channels"))?;
@@ -152,6 +168,7 @@ impl Pipeline {
             file: file.to_path_buf(),
             name,
             destination,
+            storage_options,
             source: Arc::new(source),
             normalize,
             sink,

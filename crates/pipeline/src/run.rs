@@ -61,7 +61,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
             }
         }
     }
-    let lake = Lake::open(&pipeline.destination)?;
+    let lake = Lake::open_with_options(&pipeline.destination, &pipeline.storage_options)?;
     let registry = SchemaRegistry::new(lake.schemas().await?);
     let client = Client::new(source.client.clone())
         .map_err(|e| PipelineError::Source(e.into_source_error()))?;

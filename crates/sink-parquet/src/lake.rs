@@ -1,6 +1,6 @@
 //! The lake: a destination URL, its object store, and the Delta tables under it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use deltalake::kernel::StructType;
@@ -30,6 +30,16 @@ impl Lake {
     /// `s3://bucket/prefix` URL (credentials, region and endpoint from the standard AWS
     /// environment variables, e.g. `AWS_ENDPOINT_URL` for an S3-compatible server).
     pub fn open(destination: &str) -> Result<Lake> {
+        Lake::open_with_options(destination, &BTreeMap::new())
+    }
+
+    /// Opens a destination with storage options that take precedence over the environment:
+    /// for S3, `object_store`'s `AmazonS3ConfigKey` names such as `aws_endpoint`,
+    /// `aws_region`, `aws_allow_http`, `aws_access_key_id`.
+    pub fn open_with_options(
+        destination: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Lake> {
         let bad = |message: String| SinkError::Destination {
             destination: destination.to_owned(),
             message,
@@ -49,6 +59,11 @@ impl Lake {
             url.set_path(&p);
         }
         let (store, prefix): (Arc<dyn ObjectStore>, StorePath) = match url.scheme() {
+            "file" if !options.is_empty() => {
+                return Err(bad(
+                    "storage options apply to s3:// destinations only".into()
+                ));
+            }
             "file" => {
                 let path = url
                     .to_file_path()
@@ -65,10 +80,15 @@ impl Lake {
                     .host_str()
                     .ok_or_else(|| bad("no bucket in the URL".into()))?
                     .to_owned();
-                let store = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(&bucket)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?;
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
+                for (key, value) in options {
+                    let key: object_store::aws::AmazonS3ConfigKey = key
+                        .parse()
+                        .map_err(|_| bad(format!("unknown storage option `{key}`")))?;
+                    builder = builder.with_config(key, value);
+                }
+                let store = builder.build().map_err(|e| bad(e.to_string()))?;
                 register_s3_logstore();
                 (
                     Arc::new(store),

@@ -1,0 +1,50 @@
+//! The seed pipeline into an `s3://` destination on a real S3-compatible server (moto) on
+//! loopback.
+
+use pipeline::{Overrides, Pipeline};
+use source_errors::Secrets;
+
+use mock_api::{MockConfig, MockHandle};
+
+use crate::support::{S3Server, pipeline_file, read_s3_with_python, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_pipeline_lands_and_merges_on_s3() {
+    let s3 = S3Server::start("errlake");
+    let mock = MockHandle::start(MockConfig::small("s3-token"))
+        .await
+        .unwrap();
+    let url = "s3://errlake/lakes/errors";
+    let overrides = Overrides {
+        base_url: Some(mock.base_url()),
+        destination: Some(url.to_owned()),
+        storage_options: s3.options(),
+    };
+    let secrets = Secrets::from_map([("auth_token".to_owned(), "s3-token".to_owned())]);
+    let p = Pipeline::load(&pipeline_file("errors.toml"), &secrets, &overrides).unwrap();
+    run(&p).await.unwrap();
+    mock.set_revision(1);
+    let second = run(&p).await.unwrap();
+
+    let tables = [
+        "organizations",
+        "projects",
+        "saved_searches",
+        "errors",
+        "events",
+        "events__breadcrumbs",
+    ];
+    let read = read_s3_with_python(url, &tables, &s3.options());
+    for (table, expected) in mock.expected_counts() {
+        assert_eq!(
+            read[table],
+            [1, expected as i64, expected as i64],
+            "{table}"
+        );
+    }
+    let crumbs = read["events__breadcrumbs"];
+    assert_eq!(
+        (crumbs[1], crumbs[2]),
+        (second.rows["events__breadcrumbs"] as i64, crumbs[1])
+    );
+}
