@@ -126,7 +126,13 @@ pub(crate) fn check(args: CheckArgs) -> anyhow::Result<()> {
     );
     println!("  destination: {}", p.destination);
     for r in &p.source.resources {
-        let depth = r.partition_keys.len();
+        // Depth in the resource tree: how many parents up to a root.
+        let mut depth = 0;
+        let mut parent = r.parent();
+        while let Some(pr) = parent {
+            depth += 1;
+            parent = p.source.resource(&pr.resource).and_then(|r| r.parent());
+        }
         let parent = r
             .parent()
             .map(|p| format!(" <- {}.{} as {}", p.resource, p.field, p.key))
