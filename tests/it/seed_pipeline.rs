@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use mock_api::{Fault, MockConfig, MockHandle};
 
-use crate::support::{column_by_id, load, pipeline_file, read_with_python, run};
+use crate::support::{column_by_id, load, pipeline_file, read_with_duckdb, read_with_python, run};
 
 const TOKEN: &str = "it-token-5f3a";
 const ROOTS: [&str; 5] = [
@@ -71,6 +71,12 @@ async fn full_run_lands_every_resource_and_a_rerun_merges_on_id() {
         assert_eq!(read[t].glob_rows, read[t].rows, "{t}");
     }
     assert!(second.rows["events__breadcrumbs"] < first.rows["events__breadcrumbs"] + 25 * 9 * 6);
+
+    // DuckDB's delta extension reads the same tables.
+    let duck = read_with_duckdb(lake.path(), &all);
+    for t in &all {
+        assert_eq!(duck[*t], [read[*t].rows, read[*t].rows], "{t}");
+    }
 
     // The changed values landed: revision 1 turns every tenth event (index % 10 == 1) to info.
     let severity = column_by_id(lake.path(), "events", "severity");

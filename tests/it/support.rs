@@ -220,3 +220,22 @@ import os; os._exit(0)
     let options = serde_json::to_string(options).unwrap();
     run_python(script, &[url, &tables.join(","), &options])
 }
+
+/// Per table: (rows, distinct keys) as DuckDB's `delta_scan` reads them (the delta extension
+/// comes from the `duckdb-ext-delta` package that `cargo xtask test` installs).
+pub(crate) fn read_with_duckdb(lake: &Path, tables: &[&str]) -> BTreeMap<String, [i64; 2]> {
+    let script = r#"
+import json, os, sys, sysconfig
+import duckdb
+con = duckdb.connect()
+con.execute("SET extension_directory='" + os.path.join(sysconfig.get_paths()["purelib"], "duckdb_ext", "extensions") + "'")
+con.execute("LOAD delta")
+out = {}
+for t in sys.argv[2].split(","):
+    key = "id" if "__" not in t else "_dlt_id"
+    out[t] = list(con.execute(f"SELECT count(*), count(DISTINCT {key}) FROM delta_scan('{sys.argv[1]}/{t}')").fetchone())
+print(json.dumps(out), flush=True)
+os._exit(0)
+"#;
+    run_python(script, &[&lake.display().to_string(), &tables.join(",")])
+}

@@ -21,15 +21,25 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
+/// What the tests need from PyPI; `duckdb-ext-delta` is pinned to its DuckDB version.
+const TEST_PACKAGES: &[&str] = &[
+    "deltalake>=1.0",
+    "pyarrow",
+    "moto[server]>=5",
+    "duckdb==1.4.4",
+    "duckdb-ext-delta==1.4.4.20260205",
+];
+
 /// A Python venv with the `deltalake` package (the independent Delta reader of the tests) and
 /// moto (its server is the S3-compatible store the tests start on loopback: it honors the
-/// conditional puts Delta commits need, which s3s-fs does not under races).
+/// conditional puts Delta commits need, which s3s-fs does not under races), and DuckDB with
+/// its delta extension from PyPI (DuckDB would otherwise download it at `INSTALL delta`).
 fn python_with_deltalake() -> anyhow::Result<PathBuf> {
     let venv = target_dir().join("errlake-py");
     let python = venv.join("bin/python");
     let has = |p: &PathBuf| {
         Command::new(p)
-            .args(["-c", "import deltalake, pyarrow, moto"])
+            .args(["-c", "import deltalake, pyarrow, moto, duckdb"])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -38,7 +48,7 @@ fn python_with_deltalake() -> anyhow::Result<PathBuf> {
     }
     let base = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     eprintln!(
-        "xtask test: creating {} with the deltalake and moto packages",
+        "xtask test: creating {} with the deltalake, moto and duckdb packages",
         venv.display()
     );
     let status = Command::new(&base)
@@ -49,18 +59,20 @@ fn python_with_deltalake() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("{base} -m venv failed");
     }
-    let status = Command::new(venv.join("bin/pip"))
+    let status = Command::new(venv.join("bin/python"))
         .args([
+            "-m",
+            "pip",
             "install",
-            "--quiet",
-            "deltalake>=1.0",
-            "pyarrow",
-            "moto[server]>=5",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
         ])
+        .args(TEST_PACKAGES)
         .status()
         .context("running pip")?;
     if !status.success() || !has(&python) {
-        bail!("installing the deltalake and moto Python packages failed");
+        bail!("installing the deltalake, moto and duckdb Python packages failed");
     }
     Ok(python)
 }
