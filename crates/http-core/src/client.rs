@@ -1,17 +1,17 @@
 //! The HTTP client: one GET with auth, retries, a shared pause per host, timeouts and a body
 //! size limit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::time::Instant;
 use url::Url;
 
-use crate::retry::{RetryConfig, is_retryable_status, parse_retry_after};
+use crate::pacing::{Budget, Pacer, RateLimitConfig};
+use crate::retry::{FullJitter, RetryConfig, is_retryable_status, parse_retry_after};
 use crate::secret::{Secret, redact_text, redact_url};
 use crate::{FetchError, Result};
 
@@ -31,6 +31,9 @@ pub struct ClientConfig {
     /// Retries and backoff.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Rate limits and pacing.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
     /// The longest a whole request (connect, send, read the body) may take, in seconds.
     /// Default: 120.
     #[serde(default = "default_timeout_secs")]
@@ -146,6 +149,8 @@ pub struct ClientSettings {
     pub auth: Option<Auth>,
     /// Retries and backoff.
     pub retry: RetryConfig,
+    /// Rate limits and pacing.
+    pub rate_limit: RateLimitConfig,
     /// Whole-request timeout.
     pub timeout: Duration,
     /// Connect timeout.
@@ -194,6 +199,7 @@ impl ClientSettings {
             headers,
             auth,
             retry: config.retry.clone(),
+            rate_limit: config.rate_limit.clone(),
             timeout: Duration::from_secs_f64(config.timeout_secs),
             connect_timeout: Duration::from_secs_f64(config.connect_timeout_secs),
             max_response_bytes: config.max_response_bytes,
@@ -253,8 +259,20 @@ pub struct Client {
     http: reqwest::Client,
     settings: Arc<ClientSettings>,
     stats: Arc<ClientStats>,
-    /// Per host: no request starts before this instant (set by 429 and `Retry-After`).
-    paused_until: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Per host: pauses after 429s, pacing from rate-limit headers, the client-side rate
+    /// limit and the slots for requests in flight; shared by every clone.
+    pacer: Arc<Pacer>,
+}
+
+/// The most redirects one request follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// What one request came to.
+enum Hop {
+    /// A 2xx response.
+    Done(Response),
+    /// A redirect to follow.
+    Redirect(Url),
 }
 
 /// Why one attempt failed, with what the retry loop needs.
@@ -270,8 +288,8 @@ impl Client {
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             .user_agent(concat!("errlake/", env!("CARGO_PKG_VERSION")))
-            // Redirects are not followed: a redirect to another host must not carry the
-            // credentials, and the caller sees the status instead.
+            // Redirects are followed by `attempt`, which decides per hop whether the
+            // credentials may go along.
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|source| FetchError::Client {
@@ -279,9 +297,9 @@ impl Client {
             })?;
         Ok(Client {
             http,
-            settings: Arc::new(settings),
             stats: Arc::default(),
-            paused_until: Arc::default(),
+            pacer: Arc::new(Pacer::new(settings.rate_limit.clone())),
+            settings: Arc::new(settings),
         })
     }
 
@@ -331,15 +349,12 @@ impl Client {
     }
 
     /// GETs `url`, retrying 429, 500, 502, 503, 504 and timeouts with exponential backoff and
-    /// jitter, honoring `Retry-After` (capped). Other statuses are errors at once.
+    /// full jitter, honoring `Retry-After` (capped). Other statuses are errors at once.
+    /// Redirects are followed (at most 10 hops), each hop getting the credentials only if it
+    /// is trusted.
     pub async fn get(&self, url: &Url) -> Result<Response> {
         let retry = &self.settings.retry;
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs_f64(retry.backoff_base_secs.max(0.0)))
-            .with_max_delay(Duration::from_secs_f64(retry.backoff_max_secs.max(0.0)))
-            .with_factor(2.0)
-            .with_max_times(retry.max_retries)
-            .with_jitter();
+        let backoff = FullJitter::new(retry);
         let cap = Duration::from_secs_f64(retry.retry_after_max_secs.max(0.0));
         let n_retries = AtomicU64::new(0);
         let result = (|| async {
@@ -368,7 +383,28 @@ impl Client {
         url: &Url,
         n_retries: u32,
     ) -> std::result::Result<Response, AttemptError> {
-        self.wait_for_host(url).await;
+        let mut current = url.clone();
+        for _hop in 0..=MAX_REDIRECTS {
+            match self.send_once(&current, n_retries).await? {
+                Hop::Done(response) => return Ok(response),
+                Hop::Redirect(next) => {
+                    tracing::debug!(from = %self.redact(&current), to = %self.redact(&next), "following a redirect");
+                    current = next;
+                }
+            }
+        }
+        Err(AttemptError {
+            error: FetchError::Redirects {
+                url: self.redact(url),
+                max: MAX_REDIRECTS,
+            },
+            retry_after: None,
+        })
+    }
+
+    /// One request, no retry: a response, a redirect to follow, or an error.
+    async fn send_once(&self, url: &Url, n_retries: u32) -> std::result::Result<Hop, AttemptError> {
+        let _slot = self.pacer.admit(url).await;
         let redacted = self.redact(url);
         let mut request_url = url.clone();
         let mut request = self
@@ -416,24 +452,41 @@ impl Client {
             .bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
 
+        let cap = Duration::from_secs_f64(self.settings.retry.retry_after_max_secs.max(0.0));
+        self.pacer.observe(url, &headers, cap);
         if (200..300).contains(&status) {
-            return Ok(Response {
+            return Ok(Hop::Done(Response {
                 url: url.clone(),
                 status,
                 headers,
                 body,
                 n_retries,
-            });
+            }));
         }
+        if matches!(status, 301 | 302 | 303 | 307 | 308)
+            && let Some(next) = headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| url.join(v).ok())
+        {
+            return Ok(Hop::Redirect(next));
+        }
+        // Retry-After, or for a 429 without it (Sentry's), the rate-limit headers' reset.
         let retry_after = headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+            .or_else(|| {
+                (status == 429)
+                    .then(|| Budget::from_headers(&headers, SystemTime::now()))
+                    .flatten()
+                    .and_then(|b| b.reset_in)
+                    // A reset in the past (or clock skew) says nothing: back off instead.
+                    .filter(|d| !d.is_zero())
+            });
         if status == 429 || (retry_after.is_some() && is_retryable_status(status)) {
-            let wait = retry_after.unwrap_or_default().min(Duration::from_secs_f64(
-                self.settings.retry.retry_after_max_secs.max(0.0),
-            ));
-            self.pause_host(url, wait);
+            self.pacer
+                .pause(url, retry_after.unwrap_or_default().min(cap));
         }
         let secrets: Vec<&Secret> = self.settings.auth.iter().map(Auth::secret).collect();
         let snippet: String = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
@@ -480,37 +533,6 @@ impl Client {
                     });
                 }
             }
-        }
-    }
-
-    fn host_key(url: &Url) -> String {
-        format!(
-            "{}:{}",
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default().unwrap_or(0)
-        )
-    }
-
-    fn pause_host(&self, url: &Url, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut map = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(Self::host_key(url)).or_insert(until);
-        if *entry < until {
-            *entry = until;
-        }
-    }
-
-    async fn wait_for_host(&self, url: &Url) {
-        let until = {
-            let map = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(&Self::host_key(url)).copied()
-        };
-        if let Some(until) = until.filter(|u| *u > Instant::now()) {
-            tracing::debug!(
-                host = url.host_str().unwrap_or(""),
-                "waiting for the host's rate-limit pause"
-            );
-            tokio::time::sleep_until(until).await;
         }
     }
 }

@@ -21,13 +21,15 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod client;
+mod pacing;
 mod retry;
 mod secret;
 
 pub use client::{
     ApiKeyLocation, Auth, AuthConfig, Client, ClientConfig, ClientSettings, Response, StatsSnapshot,
 };
-pub use retry::{RetryConfig, is_retryable_status, parse_retry_after};
+pub use pacing::RateLimitConfig;
+pub use retry::{FullJitter, RetryConfig, is_retryable_status, parse_retry_after};
 pub use secret::{Secret, redact_text, redact_url};
 
 /// Why a request failed. URLs in it are redacted; bodies are cut to a snippet.
@@ -61,6 +63,14 @@ pub enum FetchError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// A request was redirected more often than allowed.
+    #[error("http: GET {url} was redirected more than {max} times")]
+    Redirects {
+        /// The URL first asked for, redacted.
+        url: String,
+        /// The most redirects followed.
+        max: usize,
+    },
     /// The HTTP client could not be built.
     #[error("http: building the client")]
     Client {
@@ -92,7 +102,9 @@ impl FetchError {
                     || source.is_request()
                     || source.is_body()
             }
-            FetchError::TooLarge { .. } | FetchError::Client { .. } => false,
+            FetchError::TooLarge { .. }
+            | FetchError::Redirects { .. }
+            | FetchError::Client { .. } => false,
         }
     }
 

@@ -45,6 +45,47 @@ impl Default for RetryConfig {
     }
 }
 
+/// Exponential backoff with full jitter: the n-th delay is drawn uniformly from
+/// `[0, min(max, base * 2^n)]`, so that clients that failed together do not retry together.
+#[derive(Debug, Clone)]
+pub struct FullJitter {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    remaining: usize,
+    rng: fastrand::Rng,
+}
+
+impl FullJitter {
+    /// Delays for the retries of `config`.
+    pub fn new(config: &RetryConfig) -> Self {
+        FullJitter {
+            base: Duration::from_secs_f64(config.backoff_base_secs.max(0.0)),
+            max: Duration::from_secs_f64(config.backoff_max_secs.max(0.0)),
+            attempt: 0,
+            remaining: config.max_retries,
+            rng: fastrand::Rng::new(),
+        }
+    }
+}
+
+impl Iterator for FullJitter {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(30))
+            .min(self.max);
+        self.attempt += 1;
+        Some(ceiling.mul_f64(self.rng.f64()))
+    }
+}
+
 /// Statuses that are retried.
 pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 429 | 500 | 502 | 503 | 504)
@@ -64,6 +105,22 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_jitter_stays_under_the_doubling_ceiling_and_stops() {
+        let config = RetryConfig {
+            max_retries: 5,
+            backoff_base_secs: 1.0,
+            backoff_max_secs: 8.0,
+            ..RetryConfig::default()
+        };
+        let delays: Vec<Duration> = FullJitter::new(&config).collect();
+        assert_eq!(delays.len(), 5);
+        for (n, d) in delays.iter().enumerate() {
+            let ceiling = Duration::from_secs((1u64 << n).min(8));
+            assert!(*d <= ceiling, "retry {n}: {d:?} > {ceiling:?}");
+        }
+    }
 
     #[test]
     fn retry_after_forms() {

@@ -176,3 +176,220 @@ async fn bodies_over_the_limit_are_refused() {
         "{err}"
     );
 }
+
+fn settings_with(base: &str, auth: Option<Auth>, extra: serde_json::Value) -> ClientSettings {
+    let mut config = serde_json::json!({
+        "base_url": base,
+        "retry": {"backoff_base_secs": 0.01, "backoff_max_secs": 0.05},
+    });
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    let config: ClientConfig = serde_json::from_value(config).unwrap();
+    ClientSettings::from_config(&config, auth).unwrap()
+}
+
+#[tokio::test]
+async fn redirects_keep_credentials_only_for_trusted_hosts() {
+    let home = MockServer::start().await;
+    let other = MockServer::start().await;
+    let echo_auth = |req: &Request| {
+        let has_auth = req.headers.contains_key("authorization");
+        ResponseTemplate::new(200).set_body_string(if has_auth {
+            "with-auth"
+        } else {
+            "without-auth"
+        })
+    };
+    Mock::given(path("/away"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("Location", format!("{}/landing", other.uri()).as_str()),
+        )
+        .mount(&home)
+        .await;
+    Mock::given(path("/here"))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", "/landing"))
+        .mount(&home)
+        .await;
+    Mock::given(path("/landing"))
+        .respond_with(echo_auth)
+        .mount(&home)
+        .await;
+    Mock::given(path("/landing"))
+        .respond_with(echo_auth)
+        .mount(&other)
+        .await;
+    let client = Client::new(settings(&home.uri(), Some(token_auth()))).unwrap();
+    let away = client
+        .get(&format!("{}/away", home.uri()).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(away.body, b"without-auth");
+    assert_eq!(away.url.as_str(), format!("{}/landing", other.uri()));
+    let here = client
+        .get(&format!("{}/here", home.uri()).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(here.body, b"with-auth");
+}
+
+#[tokio::test]
+async fn endless_redirects_end_with_an_error() {
+    let server = MockServer::start().await;
+    Mock::given(path("/loop"))
+        .respond_with(ResponseTemplate::new(302).insert_header("Location", "/loop"))
+        .mount(&server)
+        .await;
+    let client = Client::new(settings(&server.uri(), None)).unwrap();
+    let err = client
+        .get(&format!("{}/loop", server.uri()).parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::Redirects { max: 10, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_sentry_429_without_retry_after_waits_for_the_reset_header() {
+    let server = MockServer::start().await;
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    Mock::given(path("/x"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("X-Sentry-Rate-Limit-Remaining", "0")
+                .insert_header("X-Sentry-Rate-Limit-Reset", reset.to_string().as_str())
+                .set_body_string(
+                    "{\"detail\":\"You are attempting to use this endpoint too frequently.\"}",
+                ),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&server)
+        .await;
+    let client = Client::new(settings(&server.uri(), None)).unwrap();
+    let started = Instant::now();
+    client
+        .get(&format!("{}/x", server.uri()).parse().unwrap())
+        .await
+        .unwrap();
+    // The reset is 1 to 2 seconds away (epoch seconds are whole); the backoff alone is 50 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "waited {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_client_side_rate_limit_spaces_requests() {
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let client = Client::new(settings_with(
+        &server.uri(),
+        None,
+        serde_json::json!({"rate_limit": {"requests_per_minute": 600}}),
+    ))
+    .unwrap();
+    let started = Instant::now();
+    for _ in 0..4 {
+        client
+            .get(&format!("{}/x", server.uri()).parse().unwrap())
+            .await
+            .unwrap();
+    }
+    // 600 a minute is one per 100 ms: the fourth request starts 300 ms after the first.
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_headers_pace_the_next_request() {
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("X-Ratelimit-Limit", "120")
+                .insert_header("X-Ratelimit-Remaining", "100"),
+        )
+        .mount(&server)
+        .await;
+    let client = Client::new(settings_with(
+        &server.uri(),
+        None,
+        serde_json::json!({"rate_limit": {"window_secs": 60}}),
+    ))
+    .unwrap();
+    let started = Instant::now();
+    for _ in 0..3 {
+        client
+            .get(&format!("{}/x", server.uri()).parse().unwrap())
+            .await
+            .unwrap();
+    }
+    // 120 a minute without a reset time: one every 500 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(990),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn requests_in_flight_per_host_are_limited() {
+    let server = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(200)))
+        .mount(&server)
+        .await;
+    let client = Client::new(settings_with(
+        &server.uri(),
+        None,
+        serde_json::json!({"rate_limit": {"max_concurrent_per_host": 1}}),
+    ))
+    .unwrap();
+    let url: url::Url = format!("{}/slow", server.uri()).parse().unwrap();
+    let started = Instant::now();
+    let (a, b, c) = tokio::join!(client.get(&url), client.get(&url), client.get(&url));
+    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+    assert!(
+        started.elapsed() >= Duration::from_millis(590),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn garbage_retry_after_falls_back_to_backoff() {
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "soon-ish"))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&server)
+        .await;
+    let client = Client::new(settings(&server.uri(), None)).unwrap();
+    let r = client
+        .get(&format!("{}/x", server.uri()).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!((r.n_retries, r.body.as_slice()), (2, b"ok".as_slice()));
+}
