@@ -18,3 +18,6 @@ mod tidy;
 
 /// Pipelines into `s3://` destinations on a moto server started by the test.
 mod s3;
+
+/// Property tests of the fan-out: random trees, page counts and faults.
+mod fan_out;

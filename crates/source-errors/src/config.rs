@@ -53,6 +53,10 @@ pub struct ResourceConfig {
     /// The table name, when it is not the resource name. Default: the resource name.
     #[serde(default)]
     pub table_name: Option<String>,
+    /// Requests of this resource in flight at most, over all its partitions (within the
+    /// source's `concurrency`). Default: no limit of its own.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 /// An endpoint as written.
@@ -126,6 +130,8 @@ pub struct Resource {
     /// The partition keys the path uses, with where they come from; the last is the direct
     /// parent, the others its ancestors.
     pub partition_keys: Vec<ParentRef>,
+    /// Requests of this resource in flight at most.
+    pub concurrency: Option<usize>,
 }
 
 impl Resource {
@@ -208,6 +214,9 @@ impl Source {
                     at("endpoint.method"),
                     format!("only GET is supported, got `{}`", rc.endpoint.method),
                 ));
+            }
+            if rc.concurrency == Some(0) {
+                return Err(err(at("concurrency"), "must be at least 1".into()));
             }
             if rc.write_disposition == WriteDisposition::Merge && rc.primary_key.is_none() {
                 return Err(err(at("primary_key"), "merge needs a primary key".into()));
@@ -307,6 +316,7 @@ impl Source {
                 primary_key: rc.primary_key.clone(),
                 write_disposition: rc.write_disposition,
                 partition_keys: refs,
+                concurrency: rc.concurrency,
             });
         }
         let resources = order_by_parent(resources).map_err(|m| err("resources".into(), m))?;

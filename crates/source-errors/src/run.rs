@@ -85,6 +85,8 @@ struct Context {
     /// Requests in flight; a task holds a permit only while it fetches one page, so children
     /// start while their parents still page.
     permits: Semaphore,
+    /// Requests in flight per resource, for resources with a `concurrency` of their own.
+    resource_permits: HashMap<String, Semaphore>,
     /// Child jobs found by a task, spawned by the coordinator; every send happens before the
     /// sending task ends, so an empty task set with an empty queue means the run is done.
     spawn_tx: mpsc::UnboundedSender<Job>,
@@ -116,6 +118,11 @@ pub async fn run(
     let needed = needed_resources(&source, options.selected.as_ref());
     let ctx = Arc::new(Context {
         permits: Semaphore::new(source.concurrency),
+        resource_permits: source
+            .resources
+            .iter()
+            .filter_map(|r| r.concurrency.map(|n| (r.name.clone(), Semaphore::new(n))))
+            .collect(),
         source: source.clone(),
         resources,
         client,
@@ -237,6 +244,10 @@ async fn fetch_paging(ctx: Arc<Context>, job: Job, needed: Arc<HashSet<String>>)
 
     loop {
         let fetched = {
+            let _resource_permit = match ctx.resource_permits.get(&resource.name) {
+                Some(s) => Some(s.acquire().await.map_err(|_| SourceError::Cancelled)?),
+                None => None,
+            };
             let _permit = ctx
                 .permits
                 .acquire()
