@@ -41,6 +41,10 @@ pub struct ClientConfig {
     /// The longest connecting may take, in seconds. Default: 10.
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: f64,
+    /// The longest the server may stay silent while the response is read, in seconds.
+    /// Default: 60.
+    #[serde(default = "default_read_timeout_secs")]
+    pub read_timeout_secs: f64,
     /// The largest response body accepted, in bytes; real full events exceed 1 MB.
     /// Default: 64 MiB.
     #[serde(default = "default_max_response_bytes")]
@@ -55,6 +59,9 @@ fn default_timeout_secs() -> f64 {
 }
 fn default_connect_timeout_secs() -> f64 {
     10.0
+}
+fn default_read_timeout_secs() -> f64 {
+    60.0
 }
 fn default_max_response_bytes() -> u64 {
     64 * 1024 * 1024
@@ -155,6 +162,8 @@ pub struct ClientSettings {
     pub timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Read timeout: the longest silence while reading.
+    pub read_timeout: Duration,
     /// The largest body accepted, in bytes.
     pub max_response_bytes: u64,
     /// Further hosts that may receive credentials.
@@ -187,6 +196,7 @@ impl ClientSettings {
         for (field, secs) in [
             ("timeout_secs", config.timeout_secs),
             ("connect_timeout_secs", config.connect_timeout_secs),
+            ("read_timeout_secs", config.read_timeout_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
                 return Err(format!(
@@ -202,6 +212,7 @@ impl ClientSettings {
             rate_limit: config.rate_limit.clone(),
             timeout: Duration::from_secs_f64(config.timeout_secs),
             connect_timeout: Duration::from_secs_f64(config.connect_timeout_secs),
+            read_timeout: Duration::from_secs_f64(config.read_timeout_secs),
             max_response_bytes: config.max_response_bytes,
             trusted_hosts: config.trusted_hosts.clone(),
         })
@@ -287,6 +298,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.read_timeout)
             .user_agent(concat!("errlake/", env!("CARGO_PKG_VERSION")))
             // Redirects are followed by `attempt`, which decides per hop whether the
             // credentials may go along.

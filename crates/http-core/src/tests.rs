@@ -393,3 +393,91 @@ async fn garbage_retry_after_falls_back_to_backoff() {
         .unwrap();
     assert_eq!((r.n_retries, r.body.as_slice()), (2, b"ok".as_slice()));
 }
+
+#[tokio::test]
+async fn a_server_too_slow_to_answer_is_retried_then_reported_as_a_timeout() {
+    let server = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let client = Client::new(settings_with(
+        &server.uri(),
+        None,
+        serde_json::json!({"timeout_secs": 0.3, "retry": {"max_retries": 1, "backoff_base_secs": 0.01}}),
+    ))
+    .unwrap();
+    let err = client
+        .get(&format!("{}/slow", server.uri()).parse().unwrap())
+        .await
+        .unwrap_err();
+    match &err {
+        FetchError::Transport { source, .. } => assert!(source.is_timeout(), "{err:?}"),
+        other => panic!("expected a timeout, got {other}"),
+    }
+    assert_eq!(client.stats().retries, 1);
+}
+
+#[tokio::test]
+async fn bearer_and_basic_auth_are_sent_as_their_headers() {
+    let server = MockServer::start().await;
+    Mock::given(path("/bearer"))
+        .and(header("Authorization", "Bearer sntrys_abc"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // "me:pw" in base64.
+    Mock::given(path("/basic"))
+        .and(header("Authorization", "Basic bWU6cHc="))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let bearer = Client::new(settings(
+        &server.uri(),
+        Some(Auth::Bearer(Secret::new("sntrys_abc"))),
+    ))
+    .unwrap();
+    bearer
+        .get(&format!("{}/bearer", server.uri()).parse().unwrap())
+        .await
+        .unwrap();
+    let basic = Client::new(settings(
+        &server.uri(),
+        Some(Auth::Basic {
+            username: "me".into(),
+            password: Secret::new("pw"),
+        }),
+    ))
+    .unwrap();
+    basic
+        .get(&format!("{}/basic", server.uri()).parse().unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_decompressed() {
+    use std::io::Write;
+    let server = MockServer::start().await;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(b"{\"data\": [1, 2, 3]}").unwrap();
+    let gz = encoder.finish().unwrap();
+    Mock::given(path("/gz"))
+        .and(header("Accept-Encoding", "gzip"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Content-Encoding", "gzip")
+                .set_body_bytes(gz),
+        )
+        .mount(&server)
+        .await;
+    let client = Client::new(settings(&server.uri(), None)).unwrap();
+    let r = client
+        .get(&format!("{}/gz", server.uri()).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.body, b"{\"data\": [1, 2, 3]}");
+}

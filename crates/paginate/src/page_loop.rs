@@ -140,7 +140,7 @@ impl PageLoop {
             }
         };
         if let Next::Url(u) = next {
-            if records.is_empty() {
+            if records.is_empty() && !self.paginator.continues_past_empty_pages() {
                 tracing::warn!(paging = %self.label, page_idx, "empty page although a next page was announced; stopping");
             } else {
                 self.next = Some(u);

@@ -11,6 +11,15 @@ use crate::json_path::JsonPath;
 use crate::stop_condition::StopCondition;
 
 /// A paginator as written in a pipeline file (`endpoint.paginator`), with dlt's names.
+///
+/// Defaults follow dlt's where they are safe. Where dlt's are traps, ours differ:
+/// - `offset` and `page_number` have no `total_path` by default (dlt's `total` fails on APIs
+///   that do not send a total); without one, an empty page ends the paging;
+/// - `page_number` starts at page 1 (dlt: 0, which many APIs answer like page 1, so the first
+///   page would be loaded twice);
+/// - `cursor` with `cursor_param = "Link"` reads the Link header per RFC 8288 instead of
+///   taking the header's first URL (which is Sentry's `rel="previous"`);
+/// - a next URL seen before in the same paging is an error, not a loop.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PaginatorConfig {
@@ -71,6 +80,10 @@ pub enum PaginatorConfig {
         /// Stop before this offset. Default: none.
         #[serde(default)]
         maximum_offset: Option<u64>,
+        /// An empty page ends the paging. Default: true. With false, `total_path` or
+        /// `maximum_offset` must say where the end is.
+        #[serde(default = "default_true")]
+        stop_after_empty_page: bool,
     },
     /// A page number query parameter.
     PageNumber {
@@ -86,6 +99,10 @@ pub enum PaginatorConfig {
         /// Stop after this page. Default: none.
         #[serde(default)]
         maximum_page: Option<u64>,
+        /// An empty page ends the paging. Default: true. With false, `total_path` or
+        /// `maximum_page` must say where the end is.
+        #[serde(default = "default_true")]
+        stop_after_empty_page: bool,
     },
     /// One request, no paging.
     SinglePage,
@@ -108,6 +125,9 @@ fn default_offset_param() -> String {
 }
 fn default_limit_param() -> String {
     "limit".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_base_page() -> u64 {
     1
@@ -155,6 +175,8 @@ pub enum Strategy {
         total_path: Option<JsonPath>,
         /// Stop before this offset.
         maximum_offset: Option<u64>,
+        /// An empty page ends the paging.
+        stop_after_empty_page: bool,
     },
     /// A page number parameter.
     PageNumber {
@@ -166,6 +188,8 @@ pub enum Strategy {
         total_path: Option<JsonPath>,
         /// Stop after this page.
         maximum_page: Option<u64>,
+        /// An empty page ends the paging.
+        stop_after_empty_page: bool,
     },
     /// One request.
     SinglePage,
@@ -235,9 +259,13 @@ impl PaginatorConfig {
                 limit_param,
                 total_path,
                 maximum_offset,
+                stop_after_empty_page,
             } => {
                 if *limit == 0 {
                     return Err("limit: must be at least 1".into());
+                }
+                if !stop_after_empty_page && total_path.is_none() && maximum_offset.is_none() {
+                    return Err("stop_after_empty_page = false needs total_path or maximum_offset, or the paging never ends".into());
                 }
                 (
                     Strategy::Offset {
@@ -250,6 +278,7 @@ impl PaginatorConfig {
                             .map(|p| path("total_path", p))
                             .transpose()?,
                         maximum_offset: *maximum_offset,
+                        stop_after_empty_page: *stop_after_empty_page,
                     },
                     vec![
                         (offset_param.clone(), offset.to_string()),
@@ -262,18 +291,25 @@ impl PaginatorConfig {
                 page_param,
                 total_path,
                 maximum_page,
-            } => (
-                Strategy::PageNumber {
-                    base_page: *base_page,
-                    page_param: page_param.clone(),
-                    total_path: total_path
-                        .as_deref()
-                        .map(|p| path("total_path", p))
-                        .transpose()?,
-                    maximum_page: *maximum_page,
-                },
-                vec![(page_param.clone(), base_page.to_string())],
-            ),
+                stop_after_empty_page,
+            } => {
+                if !stop_after_empty_page && total_path.is_none() && maximum_page.is_none() {
+                    return Err("stop_after_empty_page = false needs total_path or maximum_page, or the paging never ends".into());
+                }
+                (
+                    Strategy::PageNumber {
+                        base_page: *base_page,
+                        page_param: page_param.clone(),
+                        total_path: total_path
+                            .as_deref()
+                            .map(|p| path("total_path", p))
+                            .transpose()?,
+                        maximum_page: *maximum_page,
+                        stop_after_empty_page: *stop_after_empty_page,
+                    },
+                    vec![(page_param.clone(), base_page.to_string())],
+                )
+            }
             PaginatorConfig::SinglePage => (Strategy::SinglePage, Vec::new()),
         })
     }
@@ -321,6 +357,21 @@ impl Paginator {
             position,
             seen: HashSet::new(),
         }
+    }
+
+    /// Whether an empty page may be followed by more (offset and page-number paging told
+    /// not to stop at one); otherwise an empty page with a next URL ends the paging.
+    pub fn continues_past_empty_pages(&self) -> bool {
+        matches!(
+            self.strategy,
+            Strategy::Offset {
+                stop_after_empty_page: false,
+                ..
+            } | Strategy::PageNumber {
+                stop_after_empty_page: false,
+                ..
+            }
+        )
     }
 
     /// The next step after `url` answered `headers` and `body`, whose records are `records`.
@@ -391,6 +442,7 @@ impl Paginator {
                 offset_param,
                 total_path,
                 maximum_offset,
+                stop_after_empty_page,
                 ..
             } => {
                 let total = total_path
@@ -400,7 +452,7 @@ impl Paginator {
                 self.position += limit;
                 let past_total = total.is_some_and(|t| self.position >= t);
                 let past_max = maximum_offset.is_some_and(|m| self.position >= m);
-                if n_records == 0 || past_total || past_max {
+                if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
                     Next::Stop
                 } else {
                     Next::Url(with_param(url, offset_param, &self.position.to_string()))
@@ -411,6 +463,7 @@ impl Paginator {
                 total_path,
                 maximum_page,
                 base_page,
+                stop_after_empty_page,
             } => {
                 let total_pages = total_path
                     .as_ref()
@@ -420,7 +473,7 @@ impl Paginator {
                 let pages_done = self.position - base_page;
                 let past_total = total_pages.is_some_and(|t| pages_done >= t);
                 let past_max = maximum_page.is_some_and(|m| self.position > m);
-                if n_records == 0 || past_total || past_max {
+                if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
                     Next::Stop
                 } else {
                     Next::Url(with_param(url, page_param, &self.position.to_string()))

@@ -260,3 +260,31 @@ async fn a_broken_body_names_the_paging_and_page() {
         "{err}"
     );
 }
+
+#[test]
+fn offset_without_an_end_signal_is_refused_at_config_time() {
+    let config: PaginatorConfig = serde_json::from_value(
+        json!({"type": "offset", "limit": 10, "stop_after_empty_page": false}),
+    )
+    .unwrap();
+    let err = config.compile().unwrap_err();
+    assert!(err.contains("never ends"), "{err}");
+}
+
+#[test]
+fn offset_can_page_past_empty_pages_up_to_the_total() {
+    let mut o = Paginator::new(strategy(
+        json!({"type": "offset", "limit": 2, "total_path": "total", "stop_after_empty_page": false}),
+    ));
+    // An empty page in the middle (filtered server-side), the total says there is more.
+    assert_eq!(
+        o.next(
+            &url("https://a/x?offset=0&limit=2"),
+            &HeaderMap::new(),
+            &json!({"total": 6}),
+            &json!([])
+        )
+        .unwrap(),
+        Next::Url(url("https://a/x?limit=2&offset=2"))
+    );
+}
