@@ -481,3 +481,59 @@ async fn gzip_bodies_are_decompressed() {
         .unwrap();
     assert_eq!(r.body, b"{\"data\": [1, 2, 3]}");
 }
+
+#[tokio::test]
+async fn a_429_pauses_every_request_to_the_host() {
+    let server = MockServer::start().await;
+    Mock::given(path("/a"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/a"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    Mock::given(path("/b"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let client = Client::new(settings(&server.uri(), None)).unwrap();
+    let started = Instant::now();
+    let first = client.clone();
+    let a_url: url::Url = format!("{}/a", server.uri()).parse().unwrap();
+    let a = tokio::spawn(async move { first.get(&a_url).await });
+    // Let /a get its 429 first, then ask for /b: it waits for the same pause.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client
+        .get(&format!("{}/b", server.uri()).parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "/b did not wait: {:?}",
+        started.elapsed()
+    );
+    a.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn trusted_hosts_receive_the_credentials() {
+    let home = MockServer::start().await;
+    let partner = MockServer::start().await;
+    Mock::given(path("/x"))
+        .and(header("Authorization", "token s3cr3t-value"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&partner)
+        .await;
+    let mut s = settings(&home.uri(), Some(token_auth()));
+    // Both servers are on 127.0.0.1: the partner differs by port, so it is not the same
+    // origin; trusting the host name lets the credentials go there.
+    s.trusted_hosts = vec!["127.0.0.1".into()];
+    let client = Client::new(s).unwrap();
+    client
+        .get(&format!("{}/x", partner.uri()).parse().unwrap())
+        .await
+        .unwrap();
+}

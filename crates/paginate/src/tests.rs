@@ -288,3 +288,109 @@ fn offset_can_page_past_empty_pages_up_to_the_total() {
         Next::Url(url("https://a/x?limit=2&offset=2"))
     );
 }
+
+#[test]
+fn link_headers_with_commas_in_urls_and_bare_params_parse() {
+    let mut p = Paginator::new(strategy(json!({"type": "header_link"})));
+    let h = link(
+        r#"<https://a.example/x?ids=1,2,3&page=1>;rel=prev,<https://a.example/x?ids=1,2,3&page=3>;rel="next";title=n"#,
+    );
+    let got = p
+        .next(
+            &url("https://a.example/x?ids=1,2,3&page=2"),
+            &h,
+            &json!([]),
+            &json!([1]),
+        )
+        .unwrap();
+    assert_eq!(got, Next::Url(url("https://a.example/x?ids=1,2,3&page=3")));
+}
+
+#[test]
+fn repeated_link_headers_are_all_read() {
+    let mut h = HeaderMap::new();
+    h.append(
+        "link",
+        HeaderValue::from_static("<https://a.example/x?page=1>; rel=\"prev\""),
+    );
+    h.append(
+        "Link",
+        HeaderValue::from_static("<https://a.example/x?page=3>; rel=\"next\""),
+    );
+    let mut p = Paginator::new(strategy(json!({"type": "header_link"})));
+    let got = p
+        .next(
+            &url("https://a.example/x?page=2"),
+            &h,
+            &json!([]),
+            &json!([1]),
+        )
+        .unwrap();
+    assert_eq!(got, Next::Url(url("https://a.example/x?page=3")));
+}
+
+#[tokio::test]
+async fn page_loop_stops_at_max_pages_and_at_an_empty_page_with_a_next_link() {
+    let server = MockServer::start().await;
+    let base = server.uri();
+    // Every page links to a next one: an endless API.
+    Mock::given(path("/endless"))
+        .respond_with({
+            let origin = base.clone();
+            move |req: &wiremock::Request| {
+                let n: u32 = req
+                    .url
+                    .query_pairs()
+                    .find(|(k, _)| k == "p")
+                    .map_or(0, |(_, v)| v.parse().unwrap());
+                ResponseTemplate::new(200)
+                    .insert_header(
+                        "Link",
+                        format!("<{}/endless?p={}>; rel=\"next\"", origin, n + 1).as_str(),
+                    )
+                    .set_body_json(json!([{"id": n}]))
+            }
+        })
+        .mount(&server)
+        .await;
+    let mut pages = PageLoop::new(
+        client(&base),
+        url(&format!("{base}/endless")),
+        Strategy::Link {
+            rel: "next".into(),
+            stop_condition: None,
+        },
+        None,
+        "endless".into(),
+        Some(3),
+    );
+    let mut n = 0;
+    while pages.next_page().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+
+    // An empty page that still announces a next one ends the paging.
+    Mock::given(path("/empty"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Link", format!("<{base}/empty?p=2>; rel=\"next\"").as_str())
+                .set_body_json(json!([])),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut pages = PageLoop::new(
+        client(&base),
+        url(&format!("{base}/empty")),
+        Strategy::Link {
+            rel: "next".into(),
+            stop_condition: None,
+        },
+        None,
+        "empty".into(),
+        None,
+    );
+    assert_eq!(pages.next_page().await.unwrap().unwrap().records.len(), 0);
+    assert!(pages.next_page().await.unwrap().is_none());
+}
