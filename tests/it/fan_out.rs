@@ -40,6 +40,22 @@ fn page_fault() -> impl Strategy<Value = PageFault> {
         })
 }
 
+/// The source of `pipelines/errors.toml` against `base_url`, after `tweak` edits its keys.
+fn seed_source(
+    base_url: &str,
+    tweak: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Arc<source_errors::Source> {
+    let mut value = source_errors::read_pipeline_value(&pipeline_file("errors.toml")).unwrap();
+    let object = value.as_object_mut().unwrap();
+    for key in ["name", "destination"] {
+        object.remove(key);
+    }
+    object["client"]["base_url"] = serde_json::json!(base_url);
+    tweak(object);
+    let secrets = Secrets::from_map([("auth_token".to_owned(), "t".to_owned())]);
+    Arc::new(source_errors::Source::from_value(value, "errors.toml".as_ref(), &secrets).unwrap())
+}
+
 async fn fetch_all(size: DataSize, faults: &[PageFault]) -> (Vec<Page>, MockHandle) {
     let mock = MockHandle::start(MockConfig {
         seed: 11,
@@ -58,18 +74,10 @@ async fn fetch_all(size: DataSize, faults: &[PageFault]) -> (Vec<Page>, MockHand
             times: f.times,
         });
     }
-    let mut value = source_errors::read_pipeline_value(&pipeline_file("errors.toml")).unwrap();
-    let object = value.as_object_mut().unwrap();
-    for key in ["name", "destination"] {
-        object.remove(key);
-    }
-    object["client"]["base_url"] = serde_json::json!(mock.base_url());
-    object["client"]["retry"] =
-        serde_json::json!({"backoff_base_secs": 0.001, "backoff_max_secs": 0.005});
-    let secrets = Secrets::from_map([("auth_token".to_owned(), "t".to_owned())]);
-    let source = Arc::new(
-        source_errors::Source::from_value(value, "errors.toml".as_ref(), &secrets).unwrap(),
-    );
+    let source = seed_source(&mock.base_url(), |object| {
+        object["client"]["retry"] =
+            serde_json::json!({"backoff_base_secs": 0.001, "backoff_max_secs": 0.005});
+    });
     let client = http_core::Client::new(source.client.clone()).unwrap();
     let (pages_tx, pages_rx) = async_channel::bounded(4);
     let collect = tokio::spawn(async move {
@@ -205,20 +213,12 @@ async fn a_resource_concurrency_limits_its_requests_in_flight() {
         .with_state(counts.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let mut value = source_errors::read_pipeline_value(&pipeline_file("errors.toml")).unwrap();
-    let object = value.as_object_mut().unwrap();
-    for key in ["name", "destination"] {
-        object.remove(key);
-    }
-    object["client"]["base_url"] = serde_json::json!(base);
-    object.insert("concurrency".into(), serde_json::json!(6));
-    object["client"]["rate_limit"] = serde_json::json!({"max_concurrent_per_host": 6});
-    object["resources"][4]["concurrency"] = serde_json::json!(1);
-    assert_eq!(object["resources"][4]["name"], "events");
-    let secrets = Secrets::from_map([("auth_token".to_owned(), "t".to_owned())]);
-    let source = Arc::new(
-        source_errors::Source::from_value(value, "errors.toml".as_ref(), &secrets).unwrap(),
-    );
+    let source = seed_source(&base, |object| {
+        object.insert("concurrency".into(), serde_json::json!(6));
+        object["client"]["rate_limit"] = serde_json::json!({"max_concurrent_per_host": 6});
+        object["resources"][4]["concurrency"] = serde_json::json!(1);
+        assert_eq!(object["resources"][4]["name"], "events");
+    });
     let client = http_core::Client::new(source.client.clone()).unwrap();
     let (pages_tx, pages_rx) = async_channel::bounded(64);
     source_errors::run(

@@ -8,12 +8,9 @@ use source_errors::Secrets;
 
 use crate::run::print_summary;
 
-/// Arguments of `demo`.
+/// The mock's data: its size and revision, shared by `demo` and `mock`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct DemoArgs {
-    /// Where the tables go.
-    #[arg(long, default_value = "./lake")]
-    destination: String,
+pub(crate) struct MockData {
     /// Organizations in the mock.
     #[arg(long, default_value_t = 2)]
     organizations: usize,
@@ -30,6 +27,44 @@ pub(crate) struct DemoArgs {
     /// a merge.
     #[arg(long, default_value_t = 0)]
     revision: u32,
+}
+
+impl MockData {
+    /// Starts the mock on `addr` with this data, accepting `authorization`.
+    async fn start(
+        &self,
+        addr: std::net::SocketAddr,
+        authorization: String,
+    ) -> std::io::Result<MockHandle> {
+        let size = DataSize {
+            organizations: self.organizations,
+            projects_per_org: self.projects_per_org,
+            saved_searches_per_project: 3,
+            errors_per_project: self.errors_per_project,
+            events_per_project: self.events_per_project,
+        };
+        let mock = MockHandle::start_on(
+            addr,
+            MockConfig {
+                seed: 7,
+                size,
+                authorization,
+            },
+        )
+        .await?;
+        mock.set_revision(self.revision);
+        Ok(mock)
+    }
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Where the tables go.
+    #[arg(long, default_value = "./lake")]
+    destination: String,
+    #[command(flatten)]
+    data: MockData,
     /// The pipeline file to run.
     #[arg(long)]
     pipeline: Option<PathBuf>,
@@ -44,43 +79,21 @@ pub(crate) struct MockArgs {
     /// The exact `Authorization` header value the mock accepts (the pipeline's `auth_token`).
     #[arg(long, env = "AUTH_TOKEN", hide_env_values = true)]
     token: String,
-    /// Organizations.
-    #[arg(long, default_value_t = 2)]
-    organizations: usize,
-    /// Projects per organization.
-    #[arg(long, default_value_t = 5)]
-    projects_per_org: usize,
-    /// Errors per project.
-    #[arg(long, default_value_t = 40)]
-    errors_per_project: usize,
-    /// Events per project.
-    #[arg(long, default_value_t = 500)]
-    events_per_project: usize,
-    /// The revision of the data (later ones change and add rows).
-    #[arg(long, default_value_t = 0)]
-    revision: u32,
+    #[command(flatten)]
+    data: MockData,
 }
 
 pub(crate) async fn mock(args: MockArgs) -> anyhow::Result<()> {
-    let mock = MockHandle::start_on(
-        std::net::SocketAddr::from(([127, 0, 0, 1], args.port)),
-        MockConfig {
-            seed: 7,
-            size: DataSize {
-                organizations: args.organizations,
-                projects_per_org: args.projects_per_org,
-                saved_searches_per_project: 3,
-                errors_per_project: args.errors_per_project,
-                events_per_project: args.events_per_project,
-            },
-            authorization: args.token,
-        },
-    )
-    .await?;
-    mock.set_revision(args.revision);
+    let mock = args
+        .data
+        .start(
+            std::net::SocketAddr::from(([127, 0, 0, 1], args.port)),
+            args.token,
+        )
+        .await?;
     println!(
         "mock API (revision {}) on {}; Ctrl-C stops it",
-        args.revision,
+        args.data.revision,
         mock.base_url()
     );
     println!(
@@ -93,26 +106,20 @@ pub(crate) async fn mock(args: MockArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let token = format!("demo-{:016x}", fastrand_u64());
-    let mock = MockHandle::start(MockConfig {
-        seed: 7,
-        size: DataSize {
-            organizations: args.organizations,
-            projects_per_org: args.projects_per_org,
-            saved_searches_per_project: 3,
-            errors_per_project: args.errors_per_project,
-            events_per_project: args.events_per_project,
-        },
-        authorization: token.clone(),
-    })
-    .await?;
-    mock.set_revision(args.revision);
+    let mock = args
+        .data
+        .start(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            token.clone(),
+        )
+        .await?;
     let file = args
         .pipeline
         .unwrap_or_else(|| crate::workspace_root().join("pipelines/errors.toml"));
     println!(
         "mock API on {} (revision {}); running {}",
         mock.base_url(),
-        args.revision,
+        args.data.revision,
         file.display()
     );
     let secrets = Secrets::from_map([("auth_token".to_owned(), token)]);
