@@ -195,6 +195,18 @@ pub enum Strategy {
     SinglePage,
 }
 
+impl Strategy {
+    /// The stop condition, for the strategies that take one.
+    pub fn stop_condition(&self) -> Option<&StopCondition> {
+        match self {
+            Strategy::Link { stop_condition, .. } | Strategy::BodyCursor { stop_condition, .. } => {
+                stop_condition.as_ref()
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The query parameters a paginator adds to the first request.
 pub type FirstRequestParams = Vec<(String, String)>;
 
@@ -384,46 +396,33 @@ impl Paginator {
     ) -> Result<Next, PagingProblem> {
         self.seen.insert(url.as_str().to_owned());
         let n_records = records.as_array().map_or(0, Vec::len) as u64;
+        if let Some(c) = self.strategy.stop_condition()
+            && c.evaluate(headers, body, records)
+                .map_err(PagingProblem::StopCondition)?
+        {
+            return Ok(Next::Stop);
+        }
         let next = match &self.strategy {
             Strategy::SinglePage => Next::Stop,
-            Strategy::Link {
-                rel,
-                stop_condition,
-            } => {
-                if let Some(c) = stop_condition
-                    && c.evaluate(headers, body, records)
-                        .map_err(PagingProblem::StopCondition)?
-                {
-                    return Ok(Next::Stop);
-                }
-                match next_link(headers, url, rel)? {
-                    Some(u) => Next::Url(u),
-                    None => Next::Stop,
-                }
-            }
+            Strategy::Link { rel, .. } => match next_link(headers, url, rel)? {
+                Some(u) => Next::Url(u),
+                None => Next::Stop,
+            },
             Strategy::BodyCursor {
                 cursor_path,
                 cursor_param,
-                stop_condition,
-            } => {
-                if let Some(c) = stop_condition
-                    && c.evaluate(headers, body, records)
-                        .map_err(PagingProblem::StopCondition)?
-                {
-                    return Ok(Next::Stop);
+                ..
+            } => match cursor_path.get(body) {
+                None | Some(Value::Null) => Next::Stop,
+                Some(Value::String(s)) if s.is_empty() => Next::Stop,
+                Some(cursor) => {
+                    let text = match cursor {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    Next::Url(with_param(url, cursor_param, &text))
                 }
-                match cursor_path.get(body) {
-                    None | Some(Value::Null) => Next::Stop,
-                    Some(Value::String(s)) if s.is_empty() => Next::Stop,
-                    Some(cursor) => {
-                        let text = match cursor {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        Next::Url(with_param(url, cursor_param, &text))
-                    }
-                }
-            }
+            },
             Strategy::JsonLink { next_url_path } => match next_url_path.get(body) {
                 None | Some(Value::Null) => Next::Stop,
                 Some(Value::String(s)) if s.is_empty() => Next::Stop,
