@@ -56,6 +56,27 @@ fn seed_source(
     Arc::new(source_errors::Source::from_value(value, "errors.toml".as_ref(), &secrets).unwrap())
 }
 
+/// Runs the source to the end and returns every page it sent.
+async fn run_source(source: Arc<source_errors::Source>) -> Vec<Page> {
+    let client = http_core::Client::new(source.client.clone()).unwrap();
+    let (pages_tx, pages_rx) = async_channel::bounded(4);
+    let collect = tokio::spawn(async move {
+        let mut pages = Vec::new();
+        while let Ok(p) = pages_rx.recv().await {
+            pages.push(p);
+        }
+        pages
+    });
+    let options = RunOptions {
+        selected: None,
+        max_pages: None,
+    };
+    source_errors::run(source, client, pages_tx, options)
+        .await
+        .unwrap();
+    collect.await.unwrap()
+}
+
 async fn fetch_all(size: DataSize, faults: &[PageFault]) -> (Vec<Page>, MockHandle) {
     let mock = MockHandle::start(MockConfig {
         seed: 11,
@@ -78,27 +99,7 @@ async fn fetch_all(size: DataSize, faults: &[PageFault]) -> (Vec<Page>, MockHand
         object["client"]["retry"] =
             serde_json::json!({"backoff_base_secs": 0.001, "backoff_max_secs": 0.005});
     });
-    let client = http_core::Client::new(source.client.clone()).unwrap();
-    let (pages_tx, pages_rx) = async_channel::bounded(4);
-    let collect = tokio::spawn(async move {
-        let mut pages = Vec::new();
-        while let Ok(p) = pages_rx.recv().await {
-            pages.push(p);
-        }
-        pages
-    });
-    source_errors::run(
-        source,
-        client,
-        pages_tx,
-        RunOptions {
-            selected: None,
-            max_pages: None,
-        },
-    )
-    .await
-    .unwrap();
-    (collect.await.unwrap(), mock)
+    (run_source(source).await, mock)
 }
 
 proptest! {
@@ -219,20 +220,8 @@ async fn a_resource_concurrency_limits_its_requests_in_flight() {
         object["resources"][4]["concurrency"] = serde_json::json!(1);
         assert_eq!(object["resources"][4]["name"], "events");
     });
-    let client = http_core::Client::new(source.client.clone()).unwrap();
-    let (pages_tx, pages_rx) = async_channel::bounded(64);
-    source_errors::run(
-        source,
-        client,
-        pages_tx,
-        RunOptions {
-            selected: None,
-            max_pages: None,
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(pages_rx.len(), 1 + 1 + 6 * 3);
+    let pages = run_source(source).await;
+    assert_eq!(pages.len(), 1 + 1 + 6 * 3);
     let max = counts.max.lock().unwrap().clone();
     assert_eq!(max["events"], 1, "{max:?}");
     assert!(

@@ -8,13 +8,21 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use crate::*;
 
 fn settings(base: &str, auth: Option<Auth>) -> ClientSettings {
-    let config: ClientConfig = serde_json::from_value(serde_json::json!({
-        "base_url": base,
-        "headers": {"X-Version": "2"},
-        "retry": {"backoff_base_secs": 0.01, "backoff_max_secs": 0.05},
-    }))
-    .unwrap();
-    ClientSettings::from_config(&config, auth).unwrap()
+    settings_with(
+        base,
+        auth,
+        serde_json::json!({"headers": {"X-Version": "2"}}),
+    )
+}
+
+/// How long `n` GETs of `url`, one after another, take.
+async fn time_gets(client: &Client, url: &str, n: usize) -> Duration {
+    let url: url::Url = url.parse().unwrap();
+    let started = Instant::now();
+    for _ in 0..n {
+        client.get(&url).await.unwrap();
+    }
+    started.elapsed()
 }
 
 fn token_auth() -> Auth {
@@ -303,19 +311,9 @@ async fn the_client_side_rate_limit_spaces_requests() {
         serde_json::json!({"rate_limit": {"requests_per_minute": 600}}),
     ))
     .unwrap();
-    let started = Instant::now();
-    for _ in 0..4 {
-        client
-            .get(&format!("{}/x", server.uri()).parse().unwrap())
-            .await
-            .unwrap();
-    }
+    let elapsed = time_gets(&client, &format!("{}/x", server.uri()), 4).await;
     // 600 a minute is one per 100 ms: the fourth request starts 300 ms after the first.
-    assert!(
-        started.elapsed() >= Duration::from_millis(290),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(elapsed >= Duration::from_millis(290), "took {elapsed:?}");
 }
 
 #[tokio::test]
@@ -335,19 +333,9 @@ async fn rate_limit_headers_pace_the_next_request() {
         serde_json::json!({"rate_limit": {"window_secs": 60}}),
     ))
     .unwrap();
-    let started = Instant::now();
-    for _ in 0..3 {
-        client
-            .get(&format!("{}/x", server.uri()).parse().unwrap())
-            .await
-            .unwrap();
-    }
+    let elapsed = time_gets(&client, &format!("{}/x", server.uri()), 3).await;
     // 120 a minute without a reset time: one every 500 ms.
-    assert!(
-        started.elapsed() >= Duration::from_millis(990),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(elapsed >= Duration::from_millis(990), "took {elapsed:?}");
 }
 
 #[tokio::test]

@@ -43,6 +43,9 @@ pub enum PipelineError {
         /// The name given.
         name: String,
     },
+    /// The HTTP client could not be built.
+    #[error("pipeline: building the HTTP client")]
+    Client(#[source] http_core::FetchError),
     /// Fetching failed.
     #[error(transparent)]
     Source(#[from] source_errors::SourceError),

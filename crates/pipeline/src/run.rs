@@ -63,8 +63,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
     }
     let lake = Lake::open_with_options(&pipeline.destination, &pipeline.storage_options)?;
     let registry = SchemaRegistry::new(lake.schemas().await?);
-    let client = Client::new(source.client.clone())
-        .map_err(|e| PipelineError::Source(e.into_source_error()))?;
+    let client = Client::new(source.client.clone()).map_err(PipelineError::Client)?;
 
     let selected: Option<HashSet<String>> = options
         .resources
@@ -234,17 +233,4 @@ fn load_id() -> String {
         now.subsec_micros(),
         &random[..8]
     )
-}
-
-trait IntoSourceError {
-    fn into_source_error(self) -> source_errors::SourceError;
-}
-
-impl IntoSourceError for http_core::FetchError {
-    fn into_source_error(self) -> source_errors::SourceError {
-        source_errors::SourceError::Partition {
-            resource: "client".into(),
-            message: self.to_string(),
-        }
-    }
 }

@@ -10,7 +10,7 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use bytes::Bytes;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, MetadataExt, Remove};
+use deltalake::kernel::{Action, Add, MetadataExt};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
@@ -152,11 +152,8 @@ async fn commit_table(
             .filter(|m| merge && !m.is_empty());
         for f in files {
             let path = f.path().into_owned();
-            let remove = |f: &deltalake::kernel::LogicalFileView| {
-                Action::Remove(Remove {
-                    ..f.remove_action(true)
-                })
-            };
+            let remove =
+                |f: &deltalake::kernel::LogicalFileView| Action::Remove(f.remove_action(true));
             match (meta.write_disposition, incoming) {
                 (WriteDisposition::Replace, _) => {
                     rows_removed += f.num_records().unwrap_or(0) as u64;
