@@ -68,6 +68,9 @@ pub(crate) struct DemoArgs {
     /// The pipeline file to run.
     #[arg(long)]
     pipeline: Option<PathBuf>,
+    /// Write the run report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 /// Arguments of `mock`.
@@ -131,6 +134,9 @@ pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let p = Pipeline::load(&file, &secrets, &overrides)?;
     let report = pipeline::run(&p, &RunOptions::default()).await?;
     print_summary(&report);
+    if let Some(path) = &args.report {
+        crate::run::write_report(&report, path)?;
+    }
     let events = report.rows.get("events").copied().unwrap_or(0);
     if report.seconds > 0.0 {
         println!("{:.0} events/s", events as f64 / report.seconds);

@@ -64,10 +64,28 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await?;
     print_summary(&report);
     if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_report(&report, path)?;
     }
     Ok(())
+}
+
+/// Writes the run report as JSON, with this process's peak resident memory so far
+/// (`peak_rss_bytes`, Linux only) beside the report's own fields.
+pub(crate) fn write_report(report: &RunReport, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut json = serde_json::to_value(report)?;
+    if let (Some(peak), Some(fields)) = (peak_rss_bytes(), json.as_object_mut()) {
+        fields.insert("peak_rss_bytes".into(), peak.into());
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("writing the run report to {}", path.display()))
+}
+
+/// The peak resident set size of this process (`VmHWM`), where /proc tells it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Per table: rows added and removed, Delta version; then the totals.

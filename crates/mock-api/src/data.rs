@@ -213,6 +213,23 @@ pub fn event(
     revision: u32,
     base_url: &str,
 ) -> Value {
+    let mut text = String::new();
+    write_event(&mut text, seed, project_id, n_errors, k, revision, base_url);
+    serde_json::from_str(&text).expect("the mock writes valid JSON")
+}
+
+/// Appends event `k` of a project as JSON text to `out`: what [`event`] returns, written
+/// directly, so that serving events costs the mock little next to the pipeline it feeds.
+pub fn write_event(
+    out: &mut String,
+    seed: u64,
+    project_id: &str,
+    n_errors: usize,
+    k: usize,
+    revision: u32,
+    base_url: &str,
+) {
+    use std::fmt::Write;
     let p = hash_str(project_id);
     let id = object_id(seed, 5, &[p, k as u64]);
     let rev = if changed(k, revision) { revision } else { 0 };
@@ -220,71 +237,156 @@ pub fn event(
     let error_k = if n_errors == 0 { 0 } else { k % n_errors };
     let class = CLASSES[error_k % CLASSES.len()];
     let n_frames = 6 + rng.usize(0..6);
-    let stacktrace: Vec<Value> = (0..n_frames)
-        .map(|f| {
-            json!({
-                "column_number": if f % 3 == 0 { Value::Null } else { json!(rng.u32(1..120)) },
-                "in_project": f < 2,
-                "line_number": rng.u32(1..2000),
-                "method": METHODS[(k + f) % METHODS.len()],
-                "file": FILES[(k + f) % FILES.len()],
-                "code": {"41": "  let user = fetchUser(id);", "42": "  render(user.profile);", "43": "}"},
-            })
-        })
-        .collect();
+    let mut frames = String::new();
+    for f in 0..n_frames {
+        if f > 0 {
+            frames.push(',');
+        }
+        frames.push_str("{\"column_number\":");
+        if f % 3 == 0 {
+            frames.push_str("null");
+        } else {
+            let _ = write!(frames, "{}", rng.u32(1..120));
+        }
+        let _ = write!(
+            frames,
+            ",\"in_project\":{},\"line_number\":{},\"method\":{},\"file\":{},\"code\":{{\"41\":\"  let user = fetchUser(id);\",\"42\":\"  render(user.profile);\",\"43\":\"}}\"}}}}",
+            f < 2,
+            rng.u32(1..2000),
+            Quoted(METHODS[(k + f) % METHODS.len()]),
+            Quoted(FILES[(k + f) % FILES.len()]),
+        );
+    }
     // Revision changes drop the last breadcrumb: removed list elements must disappear.
     let n_crumbs = 5 + rng.usize(0..4) - usize::from(rev > 0);
-    let breadcrumbs: Vec<Value> = (0..n_crumbs)
-        .map(|b| {
-            json!({
-                "timestamp": timestamp(seed, &[12, p, k as u64, b as u64], 0),
-                "name": format!("{} {b}", CRUMBS[b % CRUMBS.len()]),
-                "type": CRUMBS[(b + k) % CRUMBS.len()],
-                "metaData": {"from": "/home", "to": format!("/item/{b}"), "status": 200},
-            })
-        })
-        .collect();
-    json!({
-        "id": id,
-        "url": format!("{base_url}/projects/{project_id}/events/{id}"),
-        "project_url": format!("{base_url}/projects/{project_id}"),
-        "is_full_report": true,
-        "error_id": object_id(seed, 4, &[p, error_k as u64]),
-        "received_at": timestamp(seed, &[13, p, k as u64], rev),
-        "exceptions": [{
-            "errorClass": class,
-            "message": format!("{class}: cannot read property 'profile' of undefined (event {k})"),
-            "type": "android",
-            "stacktrace": stacktrace,
-        }],
-        "threads": [],
-        "metaData": {
-            "app": {"memoryUsage": rng.u64(10_000_000..900_000_000), "activeScreen": "MainActivity"},
-            "custom": {"cart.items": rng.u32(0..12), "A/B variant": (["a", "b"][k % 2]), "": "empty key", "trace id": format!("{:016x}", rng.u64(..))},
+    let mut crumbs = String::new();
+    for b in 0..n_crumbs {
+        if b > 0 {
+            crumbs.push(',');
+        }
+        let _ = write!(
+            crumbs,
+            "{{\"timestamp\":{},\"name\":\"{} {b}\",\"type\":{},\"metaData\":{{\"from\":\"/home\",\"to\":\"/item/{b}\",\"status\":200}}}}",
+            Quoted(&timestamp(seed, &[12, p, k as u64, b as u64], 0)),
+            CRUMBS[b % CRUMBS.len()],
+            Quoted(CRUMBS[(b + k) % CRUMBS.len()]),
+        );
+    }
+    let base = Quoted(base_url);
+    let project = Quoted(project_id);
+    let _ = write!(
+        out,
+        concat!(
+            "{{\"id\":\"{id}\",\"url\":\"{base}/projects/{project}/events/{id}\",",
+            "\"project_url\":\"{base}/projects/{project}\",\"is_full_report\":true,",
+            "\"error_id\":\"{error_id}\",\"received_at\":{received_at},",
+            "\"exceptions\":[{{\"errorClass\":{class},",
+            "\"message\":\"{class_text}: cannot read property 'profile' of undefined (event {k})\",",
+            "\"type\":\"android\",\"stacktrace\":[{frames}]}}],\"threads\":[],"
+        ),
+        id = id,
+        base = Inner(&base),
+        project = Inner(&project),
+        error_id = object_id(seed, 4, &[p, error_k as u64]),
+        received_at = Quoted(&timestamp(seed, &[13, p, k as u64], rev)),
+        class = Quoted(class),
+        class_text = Inner(&Quoted(class)),
+        k = k,
+        frames = frames,
+    );
+    let _ = write!(
+        out,
+        concat!(
+            "\"metaData\":{{\"app\":{{\"memoryUsage\":{memory},\"activeScreen\":\"MainActivity\"}},",
+            "\"custom\":{{\"cart.items\":{items},\"A/B variant\":\"{variant}\",\"\":\"empty key\",",
+            "\"trace id\":\"{trace:016x}\"}}}},\"customDiagnostics\":{{}},",
+            "\"request\":{{\"url\":\"https://shop.example.com/item/{k}\",\"httpMethod\":\"GET\",\"clientIp\":\"203.0.113.7\"}},",
+            "\"app\":{{\"releaseStage\":\"production\",\"version\":\"4.{v1}.{v2}\",\"versionCode\":{code},",
+            "\"type\":\"android\",\"duration\":{duration}}},"
+        ),
+        memory = rng.u64(10_000_000..900_000_000),
+        items = rng.u32(0..12),
+        variant = ["a", "b"][k % 2],
+        trace = rng.u64(..),
+        k = k,
+        v1 = k % 7,
+        v2 = k % 3,
+        code = 400 + (k % 30) as i64,
+        duration = rng.u32(10..100_000),
+    );
+    let _ = write!(
+        out,
+        concat!(
+            "\"device\":{{\"hostname\":\"host-{host}\",\"osName\":\"android\",\"osVersion\":\"{os}.0\",",
+            "\"manufacturer\":\"{manufacturer}\",\"model\":\"{model}\",\"totalMemory\":8589934592,",
+            "\"freeDisk\":{free_disk},\"orientation\":\"portrait\",\"jailbroken\":false,\"locale\":\"de_DE\"}},",
+            "\"user\":{{\"id\":\"user-{user}\",\"email\":\"user{user}@example.com\",\"name\":\"Jürgen Müller\"}},",
+            "\"breadcrumbs\":[{crumbs}],",
+            "\"feature_flags\":[{{\"featureFlag\":\"new-checkout\",\"variant\":\"{flag}\"}}],",
+            "\"context\":{context},\"severity\":\"{severity}\",\"unhandled\":{unhandled},",
+            "\"derived\":{{\"deploy\":null}}}}"
+        ),
+        host = k % 50,
+        os = 9 + k % 5,
+        manufacturer = ["Google", "Samsung", "Xiaomi"][k % 3],
+        model = ["Pixel 8", "Galaxy S24", "Mi 13"][k % 3],
+        free_disk = rng.u64(1_000_000_000..60_000_000_000),
+        user = k % 997,
+        crumbs = crumbs,
+        flag = ["on", "off"][k % 2],
+        context = Quoted(&format!(
+            "{} line {}",
+            FILES[error_k % FILES.len()],
+            10 + error_k % 90
+        )),
+        severity = if rev > 0 {
+            "info"
+        } else {
+            ["error", "warning"][k % 2]
         },
-        "customDiagnostics": {},
-        "request": {"url": format!("https://shop.example.com/item/{k}"), "httpMethod": "GET", "clientIp": "203.0.113.7"},
-        "app": {"releaseStage": "production", "version": format!("4.{}.{}", k % 7, k % 3), "versionCode": 400 + (k % 30) as i64, "type": "android", "duration": rng.u32(10..100_000)},
-        "device": {
-            "hostname": format!("host-{}", k % 50),
-            "osName": "android",
-            "osVersion": format!("{}.0", 9 + k % 5),
-            "manufacturer": (["Google", "Samsung", "Xiaomi"][k % 3]),
-            "model": (["Pixel 8", "Galaxy S24", "Mi 13"][k % 3]),
-            "totalMemory": 8_589_934_592i64,
-            "freeDisk": rng.u64(1_000_000_000..60_000_000_000),
-            "orientation": "portrait",
-            "jailbroken": false,
-            "locale": "de_DE",
-        },
-        "user": {"id": format!("user-{}", k % 997), "email": format!("user{}@example.com", k % 997), "name": "Jürgen Müller"},
-        "breadcrumbs": breadcrumbs,
-        "feature_flags": [{"featureFlag": "new-checkout", "variant": (["on", "off"][k % 2])}],
-        "context": format!("{} line {}", FILES[error_k % FILES.len()], 10 + error_k % 90),
-        "severity": if rev > 0 { "info" } else { ["error", "warning"][k % 2] },
-        "unhandled": k.is_multiple_of(4),
-        "derived": {"deploy": null},
-    })
+        unhandled = k.is_multiple_of(4),
+    );
+}
+
+/// A string as a JSON string literal, quotes included.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"")?;
+        Inner(self).fmt(f)?;
+        f.write_str("\"")
+    }
+}
+
+/// A string's JSON escaping without the quotes, to splice into a literal.
+struct Inner<'a, 'b>(&'a Quoted<'b>);
+
+impl std::fmt::Display for Inner<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.0;
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            let escaped = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                c if (c as u32) < 0x20 => {
+                    f.write_str(&s[start..i])?;
+                    write!(f, "\\u{:04x}", c as u32)?;
+                    start = i + c.len_utf8();
+                    continue;
+                }
+                _ => continue,
+            };
+            f.write_str(&s[start..i])?;
+            f.write_str(escaped)?;
+            start = i + c.len_utf8();
+        }
+        f.write_str(&s[start..])
+    }
 }
 
 /// A stable 64-bit hash of an id string.

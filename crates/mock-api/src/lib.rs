@@ -258,7 +258,13 @@ fn check(shared: &Shared, headers: &HeaderMap, path: &str, offset: usize) -> Opt
     None
 }
 
-/// One page of `total` records made by `make`, with Link and X-Total-Count headers.
+/// Appends a record as JSON text.
+fn push_json(out: &mut String, record: &Value) {
+    use std::fmt::Write;
+    let _ = write!(out, "{record}");
+}
+
+/// One page of `total` records written by `write`, with Link and X-Total-Count headers.
 fn page(
     shared: &Shared,
     path: &str,
@@ -266,7 +272,7 @@ fn page(
     params: &PageParams,
     total: usize,
     paged: bool,
-    make: impl Fn(usize) -> Value,
+    write: impl Fn(&mut String, usize),
 ) -> Response {
     let per_page = if paged {
         params.per_page.unwrap_or(30).clamp(1, 100)
@@ -275,8 +281,15 @@ fn page(
     };
     let offset = if paged { params.offset.unwrap_or(0) } else { 0 };
     let end = (offset + per_page).min(total);
-    let items: Vec<Value> = (offset.min(end)..end).map(make).collect();
-    let mut response = axum::Json(json!({"data": items})).into_response();
+    let mut body = String::from("{\"data\":[");
+    for (n, i) in (offset.min(end)..end).enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        write(&mut body, i);
+    }
+    body.push_str("]}");
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     let h = response.headers_mut();
     h.insert("X-Total-Count", HeaderValue::from(total as u64));
     if paged && end < total {
@@ -309,9 +322,15 @@ async fn organizations(
     if let Some(r) = check(&s, &headers, path, p.offset.unwrap_or(0)) {
         return r;
     }
-    page(&s, path, q, &p, s.config.size.organizations, true, |i| {
-        data::organization(s.config.seed, i, &s.base_url)
-    })
+    page(
+        &s,
+        path,
+        q,
+        &p,
+        s.config.size.organizations,
+        true,
+        |out, i| push_json(out, &data::organization(s.config.seed, i, &s.base_url)),
+    )
 }
 
 fn not_found(what: &str) -> Response {
@@ -344,7 +363,7 @@ async fn projects_of(
         &p,
         s.config.size.projects_per_org,
         true,
-        |j| data::project(s.config.seed, i, j, rev, &s.base_url),
+        |out, j| push_json(out, &data::project(s.config.seed, i, j, rev, &s.base_url)),
     )
 }
 
@@ -381,15 +400,15 @@ async fn project_resource(
             &p,
             size.saved_searches_per_project,
             false,
-            |k| data::saved_search(seed, &project_id, k),
+            |out, k| push_json(out, &data::saved_search(seed, &project_id, k)),
         ),
-        "errors" => page(&s, &path, q, &p, n_errors, true, |k| {
-            data::error(seed, &project_id, k, rev, &s.base_url)
+        "errors" => page(&s, &path, q, &p, n_errors, true, |out, k| {
+            push_json(out, &data::error(seed, &project_id, k, rev, &s.base_url))
         }),
         "events" => {
             let total = count_at(size.events_per_project, rev);
-            page(&s, &path, q, &p, total, true, |k| {
-                data::event(seed, &project_id, n_errors, k, rev, &s.base_url)
+            page(&s, &path, q, &p, total, true, |out, k| {
+                data::write_event(out, seed, &project_id, n_errors, k, rev, &s.base_url)
             })
         }
         _ => not_found("Resource"),

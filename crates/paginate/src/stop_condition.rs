@@ -23,6 +23,10 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
 pub struct StopCondition {
     source: String,
     expression: Arc<minijinja::Expression<'static, 'static>>,
+    /// Whether the expression names `response`.
+    uses_response: bool,
+    /// Whether the expression names `last_page`.
+    uses_last_page: bool,
 }
 
 impl fmt::Debug for StopCondition {
@@ -51,8 +55,11 @@ impl StopCondition {
         let expression = ENV
             .compile_expression_owned(inner)
             .map_err(|e| format!("`{source}` is not an expression: {e}"))?;
+        let variables = expression.undeclared_variables(false);
         let condition = StopCondition {
             source: source.to_owned(),
+            uses_response: variables.contains("response"),
+            uses_last_page: variables.contains("last_page"),
             expression: Arc::new(expression),
         };
         condition.evaluate(
@@ -75,10 +82,19 @@ impl StopCondition {
         response: &serde_json::Value,
         last_page: &serde_json::Value,
     ) -> Result<bool, String> {
+        // Converting a page body for the template engine costs more than parsing it, so a
+        // body goes into scope only when the expression names it.
+        let body = |used: bool, value: &serde_json::Value| {
+            if used {
+                JinjaValue::from(Serde(value))
+            } else {
+                JinjaValue::UNDEFINED
+            }
+        };
         let ctx = minijinja::context! {
             headers => JinjaValue::from_object(HeadersView::new(headers)),
-            response => JinjaValue::from(Serde(response)),
-            last_page => JinjaValue::from(Serde(last_page)),
+            response => body(self.uses_response, response),
+            last_page => body(self.uses_last_page, last_page),
         };
         let value = self
             .expression

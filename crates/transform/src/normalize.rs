@@ -217,6 +217,11 @@ impl Normalizer {
         }
     }
 
+    /// The schema registry this normalizer shares.
+    pub fn registry(&self) -> &SchemaRegistry {
+        &self.registry
+    }
+
     /// Normalizes one page of records of the root table `root`.
     ///
     /// `load_id` fills `_dlt_load_id`; `page_seq` (unique per page within a run) makes the row
