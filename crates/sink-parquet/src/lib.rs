@@ -38,11 +38,12 @@ pub use writer::LoadWriter;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
-    /// Buffered Arrow bytes of one table that make a data file. Default: 128 MiB.
+    /// The size of a data file, in Parquet bytes, past which it is closed and the next one
+    /// started. Default: 128 MiB (DuckDB, Spark and Trino read files of 100 MB to 1 GB well).
     #[serde(default = "default_target_file_bytes")]
     pub target_file_bytes: usize,
-    /// Buffered Arrow bytes of all tables together; past it the largest buffer is written
-    /// out as a file. Bounds the sink's memory. Default: 256 MiB.
+    /// Bytes of row groups in progress (encoded, not yet written) of all tables together;
+    /// past it the largest row group is ended early. Bounds the sink's memory. Default: 256 MiB.
     #[serde(default = "default_max_buffered_bytes")]
     pub max_buffered_bytes: usize,
     /// Rows per Parquet row group. Default: 122880 (DuckDB's row group size).

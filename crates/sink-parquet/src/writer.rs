@@ -1,5 +1,11 @@
-//! Staging: per-table writers that turn batches into Parquet files in the table's folder,
+//! Staging: per-table writers that stream batches into Parquet files in the table's folder,
 //! not yet part of the table.
+//!
+//! Each table has at most one open file; a batch is encoded when it arrives (so encoding
+//! overlaps fetching and normalizing), and what is held in memory is the encoded, compressed
+//! row group in progress, not the Arrow batches of a whole file. A file is closed when it
+//! reaches the target size, when a batch brings a wider schema than the file was opened
+//! with, or at the end of the load.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,6 +15,8 @@ use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
 use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
+use object_store::buffered::BufWriter;
+use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -28,14 +36,31 @@ pub(crate) struct StagedFile {
     pub(crate) runs: Vec<(u64, u64)>,
 }
 
-/// Rows of one table buffered until a file is full.
+/// A Parquet file of a table being written.
+struct OpenFile {
+    name: String,
+    schema: SchemaRef,
+    writer: AsyncArrowWriter<BufWriter>,
+    n_rows: u64,
+    runs: Vec<(u64, u64)>,
+}
+
+impl std::fmt::Debug for OpenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenFile")
+            .field("name", &self.name)
+            .field("n_rows", &self.n_rows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The staging state of one table in a load.
 #[derive(Debug)]
 pub(crate) struct TableWriter {
     pub(crate) meta: Arc<TableMeta>,
     /// The widest schema seen: batch schemas are prefixes of each other.
     pub(crate) schema: SchemaRef,
-    buffered: Vec<(u64, RecordBatch)>,
-    buffered_bytes: usize,
+    open: Option<OpenFile>,
     pub(crate) staged: Vec<StagedFile>,
     pub(crate) n_rows: u64,
     /// Root tables under merge: the last page each row id came in.
@@ -99,8 +124,7 @@ impl LoadWriter {
                 .or_insert_with(|| TableWriter {
                     meta: tb.table.clone(),
                     schema: tb.batch.schema(),
-                    buffered: Vec::new(),
-                    buffered_bytes: 0,
+                    open: None,
                     staged: Vec::new(),
                     n_rows: 0,
                     last_page_of_id: HashMap::new(),
@@ -125,57 +149,80 @@ impl LoadWriter {
                 }
             }
             writer.n_rows += tb.batch.num_rows() as u64;
-            writer.buffered_bytes += tb.batch.get_array_memory_size();
-            writer.buffered.push((page_seq, tb.batch));
-            if writer.buffered_bytes >= self.config.target_file_bytes {
-                self.flush_table(&name).await?;
+            let wider = writer
+                .open
+                .as_ref()
+                .is_some_and(|f| f.schema.fields().len() < tb.batch.schema().fields().len());
+            if wider {
+                close(&self.lake, &name, writer).await?;
+            }
+            if writer.open.is_none() {
+                self.n_files += 1;
+                writer.open = Some(open(
+                    &self.lake,
+                    &self.config,
+                    &self.load_id,
+                    self.n_files,
+                    &name,
+                    writer.schema.clone(),
+                )?);
+            }
+            let file = writer.open.as_mut().ok_or_else(|| SinkError::Internal {
+                message: format!("no open file for `{name}`"),
+            })?;
+            let rows = tb.batch.num_rows() as u64;
+            file.writer
+                .write(&widen(&tb.batch, &file.schema)?)
+                .await
+                .map_err(|source| SinkError::Parquet {
+                    table: name.clone(),
+                    source,
+                })?;
+            file.n_rows += rows;
+            match file.runs.last_mut() {
+                Some((seq, n)) if *seq == page_seq => *n += rows,
+                _ => file.runs.push((page_seq, rows)),
+            }
+            if file.writer.bytes_written() + file.writer.in_progress_size()
+                >= self.config.target_file_bytes
+            {
+                close(&self.lake, &name, writer).await?;
             }
         }
-        // Over the memory budget of all tables: write the largest buffer out.
-        while self
-            .tables
-            .values()
-            .map(|t| t.buffered_bytes)
-            .sum::<usize>()
-            > self.config.max_buffered_bytes
+        // Over the memory budget of all tables: end the largest row group in progress.
+        let buffered = |t: &TableWriter| t.open.as_ref().map_or(0, |f| f.writer.memory_size());
+        if self.tables.values().map(buffered).sum::<usize>() > self.config.max_buffered_bytes
+            && let Some(largest) = self.tables.values_mut().max_by_key(|t| buffered(t))
+            && let Some(file) = largest.open.as_mut()
         {
-            let Some(largest) = self
-                .tables
-                .iter()
-                .max_by_key(|(_, t)| t.buffered_bytes)
-                .map(|(n, _)| n.clone())
-            else {
-                break;
-            };
-            self.flush_table(&largest).await?;
+            file.writer
+                .flush()
+                .await
+                .map_err(|source| SinkError::Parquet {
+                    table: largest.meta.name.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
 
-    async fn flush_table(&mut self, name: &str) -> Result<()> {
-        self.n_files += 1;
-        let file_no = self.n_files;
-        let writer = self
-            .tables
-            .get_mut(name)
-            .ok_or_else(|| SinkError::Internal {
-                message: format!("no writer for `{name}`"),
-            })?;
-        flush(&self.lake, &self.config, &self.load_id, file_no, writer).await
-    }
-
-    /// Writes what is still buffered.
+    /// Closes every open file.
     pub(crate) async fn flush_all(&mut self) -> Result<()> {
-        let names: Vec<String> = self.tables.keys().cloned().collect();
-        for name in names {
-            self.flush_table(&name).await?;
+        for (name, writer) in &mut self.tables {
+            close(&self.lake, name, writer).await?;
         }
         Ok(())
     }
 
     /// Deletes the files this load staged: after a failure nothing of it stays behind.
     pub async fn abort(mut self) {
-        for (name, t) in self.tables.drain() {
+        for (name, mut t) in self.tables.drain() {
+            if let Some(file) = t.open.take() {
+                // An unfinished upload leaves no object behind once aborted.
+                if let Err(error) = file.writer.into_inner().abort().await {
+                    tracing::warn!(table = %name, file = %file.name, %error, "could not abort an unfinished file");
+                }
+            }
             for f in &t.staged {
                 let path = self.lake.file_path(&name, &f.name);
                 if let Err(error) = self.lake.store().delete(&path).await {
@@ -234,51 +281,52 @@ pub(crate) fn encode(
     writer.into_inner().map_err(fail)
 }
 
-async fn flush(
+/// Opens the next data file of a table.
+fn open(
     lake: &Lake,
     config: &ParquetSinkConfig,
     load_id: &str,
     file_no: usize,
-    writer: &mut TableWriter,
-) -> Result<()> {
-    if writer.buffered.is_empty() {
-        return Ok(());
-    }
-    let batches: Vec<(u64, RecordBatch)> = std::mem::take(&mut writer.buffered);
-    writer.buffered_bytes = 0;
-    let schema = writer.schema.clone();
-    let table = writer.meta.name.clone();
-    let config_c = config.clone();
-    let only_batches: Vec<RecordBatch> = batches.iter().map(|(_, b)| b.clone()).collect();
-    let bytes =
-        tokio::task::spawn_blocking(move || encode(&config_c, &schema, &only_batches, &table))
-            .await
-            .map_err(|e| SinkError::Internal {
-                message: format!("encoding task: {e}"),
-            })??;
+    table: &str,
+    schema: SchemaRef,
+) -> Result<OpenFile> {
     let name = format!("part-{load_id}-{file_no:05}.zstd.parquet");
-    let path = lake.file_path(&writer.meta.name, &name);
-    let size = bytes.len() as u64;
-    lake.store()
-        .put(&path, bytes.into())
-        .await
-        .map_err(|source| SinkError::Store {
-            path: path.to_string(),
+    let path = lake.file_path(table, &name);
+    // Small files go up in one put, large ones as a multipart upload.
+    let sink = BufWriter::new(lake.store().clone(), path);
+    let writer = AsyncArrowWriter::try_new(sink, schema.clone(), Some(writer_properties(config)))
+        .map_err(|source| SinkError::Parquet {
+            table: table.to_owned(),
             source,
         })?;
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for (seq, b) in &batches {
-        match runs.last_mut() {
-            Some((s, n)) if s == seq => *n += b.num_rows() as u64,
-            _ => runs.push((*seq, b.num_rows() as u64)),
-        }
-    }
-    let n_rows = runs.iter().map(|(_, n)| n).sum();
-    writer.staged.push(StagedFile {
+    Ok(OpenFile {
         name,
+        schema,
+        writer,
+        n_rows: 0,
+        runs: Vec::new(),
+    })
+}
+
+/// Finishes a table's open file, if any, and stages it.
+async fn close(lake: &Lake, table: &str, writer: &mut TableWriter) -> Result<()> {
+    let Some(mut file) = writer.open.take() else {
+        return Ok(());
+    };
+    file.writer
+        .finish()
+        .await
+        .map_err(|source| SinkError::Parquet {
+            table: table.to_owned(),
+            source,
+        })?;
+    let size = file.writer.bytes_written() as u64;
+    tracing::debug!(table, file = %file.name, size, rows = file.n_rows, path = %lake.file_path(table, &file.name), "staged");
+    writer.staged.push(StagedFile {
+        name: file.name,
         size,
-        n_rows,
-        runs,
+        n_rows: file.n_rows,
+        runs: file.runs,
     });
     Ok(())
 }
