@@ -113,6 +113,12 @@ pub(crate) fn print_summary(report: &RunReport) {
         report.http.bytes as f64 / 1e6,
         report.seconds
     );
+    for (table, n) in &report.discarded.rows {
+        println!("discarded by the schema contract: {n} records of `{table}`");
+    }
+    for (column, n) in &report.discarded.values {
+        println!("discarded by the schema contract: {n} values of `{column}`");
+    }
 }
 
 pub(crate) fn check(args: CheckArgs) -> anyhow::Result<()> {

@@ -60,7 +60,7 @@ pub enum PipelineError {
         page_idx: usize,
         /// Why.
         #[source]
-        source: transform::TransformError,
+        source: Box<transform::TransformError>,
     },
     /// Writing or committing failed.
     #[error(transparent)]

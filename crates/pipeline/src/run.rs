@@ -8,7 +8,9 @@ use std::time::Instant;
 use http_core::{Client, StatsSnapshot};
 use sink_parquet::{Lake, LoadWriter, TableCommit};
 use source_errors::{Page, ResourceStats};
-use transform::{Normalizer, SchemaRegistry, TableBatch, TableMeta, naming::normalize_identifier};
+use transform::{
+    Discarded, Normalizer, SchemaRegistry, TableBatch, TableMeta, naming::normalize_identifier,
+};
 
 use crate::PipelineError;
 use crate::config::Pipeline;
@@ -37,6 +39,8 @@ pub struct RunReport {
     pub commits: Vec<TableCommit>,
     /// Rows normalized per table.
     pub rows: BTreeMap<String, u64>,
+    /// What the schema contracts left out.
+    pub discarded: Discarded,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -122,7 +126,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         let mut normalizer = Normalizer::new(pipeline.normalize.clone(), registry.clone());
         let load_id = load_id.clone();
         workers.push(tokio::task::spawn_blocking(
-            move || -> Result<(), PipelineError> {
+            move || -> Result<Discarded, PipelineError> {
                 while let Ok(page) = pages_rx.recv_blocking() {
                     let Some(meta) = metas.get(&*page.resource) else {
                         continue;
@@ -137,7 +141,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
                                     resource: page.resource.to_string(),
                                     partition: page.partition.to_string(),
                                     page_idx: page.page_idx,
-                                    source,
+                                    source: Box::new(source),
                                 });
                             }
                         };
@@ -150,10 +154,10 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
                     {
                         // The sink is gone; it reports why.
                         pages_rx.close();
-                        return Ok(());
+                        return Ok(normalizer.discarded().clone());
                     }
                 }
-                Ok(())
+                Ok(normalizer.discarded().clone())
             },
         ));
     }
@@ -183,9 +187,10 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         }
         Err(e) => return Err(e),
     };
+    let mut discarded = Discarded::default();
     for w in workers {
         match join(w).await? {
-            Ok(()) => {}
+            Ok(d) => discarded.add(&d),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -208,6 +213,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         http: client.stats(),
         commits,
         rows,
+        discarded,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -19,7 +19,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use transform::{TableMeta, WriteDisposition};
 
 use crate::lake::{Lake, delta_schema};
-use crate::writer::{LoadWriter, StagedFile, TableWriter, empty_schema, encode, root_key_column};
+use crate::writer::{
+    LoadWriter, StagedFile, TableWriter, empty_schema, encode, id_key, root_key_column,
+};
 use crate::{Result, SinkError};
 
 /// What a load did to one table.
@@ -44,9 +46,9 @@ pub struct TableCommit {
 /// Ids of a load's root rows, and which of them came more than once.
 struct RootIds {
     /// Every root row id of the load, with the last page it came in.
-    last_page: HashMap<String, u64>,
+    last_page: HashMap<u128, u64>,
     /// Ids that came in more than one page.
-    repeated: HashSet<String>,
+    repeated: HashSet<u128>,
 }
 
 impl LoadWriter {
@@ -147,7 +149,7 @@ async fn commit_table(
 
     if let Some(t) = &table {
         let files: Vec<_> = t.snapshot().map_err(delta_err)?.log_data().iter().collect();
-        let incoming: Option<&HashMap<String, u64>> = root_ids
+        let incoming: Option<&HashMap<u128, u64>> = root_ids
             .map(|r| &r.last_page)
             .filter(|m| merge && !m.is_empty());
         for f in files {
@@ -166,7 +168,7 @@ async fn commit_table(
                     let keys = read_column(&bytes, key_column, table_name, &path)?;
                     let hit = keys
                         .iter()
-                        .any(|k| k.as_deref().is_some_and(|k| ids.contains_key(k)));
+                        .any(|k| k.as_deref().is_some_and(|k| ids.contains_key(&id_key(k))));
                     if !hit {
                         continue;
                     }
@@ -182,7 +184,7 @@ async fn commit_table(
                         let mask: BooleanArray = keys
                             .as_string::<i32>()
                             .iter()
-                            .map(|k| Some(!k.is_some_and(|k| ids.contains_key(k))))
+                            .map(|k| Some(!k.is_some_and(|k| ids.contains_key(&id_key(k)))))
                             .collect();
                         let kept =
                             arrow_select::filter::filter_record_batch(&b, &mask).map_err(|e| {
@@ -382,7 +384,9 @@ async fn drop_superseded(
         .iter()
         .zip(&pages)
         .map(|(k, seq)| match k {
-            Some(k) if ids.repeated.contains(k) => ids.last_page.get(k) == Some(seq),
+            Some(k) if ids.repeated.contains(&id_key(k)) => {
+                ids.last_page.get(&id_key(k)) == Some(seq)
+            }
             _ => true,
         })
         .collect();

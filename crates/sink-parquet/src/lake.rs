@@ -192,14 +192,40 @@ impl Lake {
                     table: name.clone(),
                     source,
                 })?;
-                out.insert(
-                    name,
-                    TableSchema::from_arrow(&snapshot.snapshot().arrow_schema()),
-                );
+                out.insert(name, with_field_metadata(snapshot.snapshot()));
             }
         }
         Ok(out)
     }
+}
+
+/// A table's schema with the field metadata of its Delta schema (the columns' sources):
+/// the Arrow schema that delta-rs derives drops everything but field ids.
+fn with_field_metadata(state: &deltalake::kernel::EagerSnapshot) -> TableSchema {
+    let arrow = state.arrow_schema();
+    let delta = state.schema();
+    let fields: Vec<arrow_schema::Field> = arrow
+        .fields()
+        .iter()
+        .map(|f| {
+            let metadata = delta
+                .field(f.name())
+                .map(|d| {
+                    d.metadata()
+                        .iter()
+                        .filter_map(|(k, v)| match v {
+                            deltalake::kernel::MetadataValue::String(s) => {
+                                Some((k.clone(), s.clone()))
+                            }
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            f.as_ref().clone().with_metadata(metadata)
+        })
+        .collect();
+    TableSchema::from_arrow(&arrow_schema::Schema::new(fields))
 }
 
 /// The Delta schema of an Arrow schema.

@@ -40,15 +40,20 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod config;
 pub mod naming;
 mod normalize;
 mod schema;
 
+pub use config::{ColumnHint, ContractMode, HintType, NormalizeConfig, SchemaContract, TableHints};
 pub use normalize::{
-    LIST_IDX, LOAD_ID, NormalizeConfig, Normalizer, PARENT_ID, ROOT_ID, ROW_ID, TableBatch, VALUE,
+    Discarded, LIST_IDX, LOAD_ID, Normalizer, PARENT_ID, ROOT_ID, ROW_ID, TableBatch, VALUE,
     primary_key_string,
 };
-pub use schema::{Column, ColumnType, SchemaRegistry, TableMeta, TableSchema, WriteDisposition};
+pub use schema::{
+    Column, ColumnType, SOURCE_METADATA_KEY, SchemaRegistry, TYPE_METADATA_KEY, TableMeta,
+    TableSchema, WriteDisposition,
+};
 
 /// What can go wrong while normalizing.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,19 @@ pub enum TransformError {
         record_idx: usize,
         /// What the record is.
         found: &'static str,
+    },
+    /// Data does not fit a table that existed before the run, and its schema contract
+    /// says `freeze`.
+    #[error("transform: schema contract of `{table}` ({rule} = \"freeze\") refuses {detail}")]
+    ContractViolation {
+        /// The table.
+        table: String,
+        /// The column (or list) concerned.
+        column: String,
+        /// The contract's rule: `tables`, `columns` or `data_type`.
+        rule: &'static str,
+        /// What the data would have done.
+        detail: String,
     },
     /// Arrow refused a batch (a bug: the columns are built to fit the schema).
     #[error("transform: building a batch of `{table}`")]

@@ -1,16 +1,18 @@
 //! The relational normalizer: JSON records in, one Arrow batch per table out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
+use arrow_schema::SchemaRef;
 use serde_json::{Map, Value};
 
+use crate::config::{ColumnHint, ContractMode, HintType, NormalizeConfig, SchemaContract};
 use crate::naming::{join_path, normalize_identifier};
-use crate::schema::{ColumnType, SchemaRegistry, TableMeta, WriteDisposition};
+use crate::schema::{Column, ColumnType, SchemaRegistry, TableMeta, WriteDisposition};
 use crate::{Result, TransformError};
 
 /// Column holding a row's id (deterministic from the primary key in a root table under merge).
@@ -26,55 +28,6 @@ pub const ROOT_ID: &str = "_dlt_root_id";
 /// Column holding the elements of a list of scalars.
 pub const VALUE: &str = "value";
 
-/// Normalization settings of a pipeline (`[normalize]` in the pipeline file).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NormalizeConfig {
-    /// How many levels of nested objects and lists become columns and child tables;
-    /// anything deeper is kept as a JSON text column. Default: 8.
-    #[serde(default = "default_max_nesting_depth")]
-    pub max_nesting_depth: usize,
-}
-
-fn default_max_nesting_depth() -> usize {
-    8
-}
-
-impl Default for NormalizeConfig {
-    fn default() -> Self {
-        NormalizeConfig {
-            max_nesting_depth: default_max_nesting_depth(),
-        }
-    }
-}
-
-/// A batch of rows of one table; its schema is a prefix of the table's column list at the time
-/// it was made, so later batches of the same table may only have more columns.
-#[derive(Debug, Clone)]
-pub struct TableBatch {
-    /// The table the rows belong to.
-    pub table: Arc<TableMeta>,
-    /// The rows.
-    pub batch: RecordBatch,
-}
-
-/// Turns pages of JSON records into Arrow batches, one per table.
-///
-/// One normalizer per transform worker; the workers share a [`SchemaRegistry`], so they agree
-/// on every column's type. A value that does not fit its column's type goes to a variant
-/// column named `<column>__v_<type>`; no value is dropped.
-#[derive(Debug)]
-pub struct Normalizer {
-    config: NormalizeConfig,
-    registry: SchemaRegistry,
-    /// Column types this worker has already looked up, per table: saves the registry lock.
-    known_types: HashMap<String, HashMap<String, ColumnType>>,
-    /// Normalized names of raw JSON keys.
-    names: HashMap<String, String>,
-    /// Identities of child tables, made once.
-    child_metas: HashMap<String, Arc<TableMeta>>,
-}
-
 /// A scalar value, typed.
 #[derive(Debug, Clone, Copy)]
 enum Scalar<'a> {
@@ -84,16 +37,53 @@ enum Scalar<'a> {
     Text(&'a str),
     /// A timestamp string, with its instant in microseconds since the epoch (UTC).
     Timestamp(&'a str, i64),
+    /// JSON text of a nested value.
+    Json(&'a str),
 }
 
 impl Scalar<'_> {
-    fn column_type(&self) -> ColumnType {
+    fn kind(&self) -> ColumnType {
         match self {
             Scalar::Bool(_) => ColumnType::Bool,
             Scalar::BigInt(_) => ColumnType::BigInt,
             Scalar::Double(_) => ColumnType::Double,
             Scalar::Text(_) => ColumnType::Text,
             Scalar::Timestamp(..) => ColumnType::Timestamp,
+            Scalar::Json(_) => ColumnType::Json,
+        }
+    }
+
+    fn to_owned(self) -> OwnedScalar {
+        match self {
+            Scalar::Bool(b) => OwnedScalar::Bool(b),
+            Scalar::BigInt(i) => OwnedScalar::BigInt(i),
+            Scalar::Double(f) => OwnedScalar::Double(f),
+            Scalar::Text(s) => OwnedScalar::Text(s.to_owned()),
+            Scalar::Timestamp(s, m) => OwnedScalar::Timestamp(s.to_owned(), m),
+            Scalar::Json(s) => OwnedScalar::Json(s.to_owned()),
+        }
+    }
+}
+
+/// A scalar held back with its record.
+enum OwnedScalar {
+    Bool(bool),
+    BigInt(i64),
+    Double(f64),
+    Text(String),
+    Timestamp(String, i64),
+    Json(String),
+}
+
+impl OwnedScalar {
+    fn borrow(&self) -> Scalar<'_> {
+        match self {
+            OwnedScalar::Bool(b) => Scalar::Bool(*b),
+            OwnedScalar::BigInt(i) => Scalar::BigInt(*i),
+            OwnedScalar::Double(f) => Scalar::Double(*f),
+            OwnedScalar::Text(s) => Scalar::Text(s),
+            OwnedScalar::Timestamp(s, m) => Scalar::Timestamp(s, *m),
+            OwnedScalar::Json(s) => Scalar::Json(s),
         }
     }
 }
@@ -102,12 +92,14 @@ enum ColumnData {
     Bool(BooleanBuilder),
     BigInt(Int64Builder),
     Double(Float64Builder),
+    /// Text and JSON text.
     Text(StringBuilder),
     Timestamp(TimestampMicrosecondBuilder),
 }
 
 struct ColumnBuilder {
     data: ColumnData,
+    json: bool,
     len: usize,
 }
 
@@ -117,12 +109,16 @@ impl ColumnBuilder {
             ColumnType::Bool => ColumnData::Bool(BooleanBuilder::new()),
             ColumnType::BigInt => ColumnData::BigInt(Int64Builder::new()),
             ColumnType::Double => ColumnData::Double(Float64Builder::new()),
-            ColumnType::Text => ColumnData::Text(StringBuilder::new()),
+            ColumnType::Text | ColumnType::Json => ColumnData::Text(StringBuilder::new()),
             ColumnType::Timestamp => {
                 ColumnData::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
             }
         };
-        ColumnBuilder { data, len: 0 }
+        ColumnBuilder {
+            data,
+            json: column_type == ColumnType::Json,
+            len: 0,
+        }
     }
 
     fn pad_to(&mut self, row: usize) {
@@ -134,33 +130,19 @@ impl ColumnBuilder {
             ColumnData::Bool(b) => b.append_nulls(n),
             ColumnData::BigInt(b) => b.append_nulls(n),
             ColumnData::Double(b) => b.append_nulls(n),
-            ColumnData::Text(b) => {
-                for _ in 0..n {
-                    b.append_null();
-                }
-            }
+            ColumnData::Text(b) => b.append_nulls(n),
             ColumnData::Timestamp(b) => b.append_nulls(n),
         }
         self.len = row;
     }
 
-    /// Appends `value` at `row` if it fits the column's type; returns false if it does not.
-    fn put(&mut self, row: usize, value: Scalar<'_>) -> bool {
+    /// Appends `value` at `row`. The caller has checked that the value fits the column
+    /// ([`fits`]) and that the row has no value in it yet (names are unique per table, so
+    /// one row never reaches one column twice).
+    fn put(&mut self, row: usize, value: Scalar<'_>) {
+        debug_assert!(self.len <= row, "a second value for one row and column");
         if self.len > row {
-            // The same column twice in one row: only possible when two keys normalize to the
-            // same name; the caller resolves that before calling, so treat it as not fitting.
-            return false;
-        }
-        let fits = matches!(
-            (&self.data, value),
-            (ColumnData::Bool(_), Scalar::Bool(_))
-                | (ColumnData::BigInt(_), Scalar::BigInt(_))
-                | (ColumnData::Double(_), Scalar::Double(_))
-                | (ColumnData::Text(_), Scalar::Text(_) | Scalar::Timestamp(..))
-                | (ColumnData::Timestamp(_), Scalar::Timestamp(..))
-        ) || matches!((&self.data, value), (ColumnData::Double(_), Scalar::BigInt(i)) if i.unsigned_abs() <= (1u64 << 53));
-        if !fits {
-            return false;
+            return;
         }
         self.pad_to(row);
         match (&mut self.data, value) {
@@ -168,12 +150,26 @@ impl ColumnBuilder {
             (ColumnData::BigInt(b), Scalar::BigInt(v)) => b.append_value(v),
             (ColumnData::Double(b), Scalar::Double(v)) => b.append_value(v),
             (ColumnData::Double(b), Scalar::BigInt(v)) => b.append_value(v as f64),
-            (ColumnData::Text(b), Scalar::Text(v) | Scalar::Timestamp(v, _)) => b.append_value(v),
             (ColumnData::Timestamp(b), Scalar::Timestamp(_, micros)) => b.append_value(micros),
-            _ => unreachable!("checked by `fits` above"),
+            (ColumnData::Text(b), Scalar::Json(v)) => b.append_value(v),
+            (ColumnData::Text(b), Scalar::Text(v) | Scalar::Timestamp(v, _)) if !self.json => {
+                b.append_value(v)
+            }
+            (ColumnData::Text(b), other) => b.append_value(json_text(other)),
+            (data, other) => {
+                // Unreachable when the caller checked `fits`; keep the value as text rather
+                // than lose it, in a column that cannot hold it: a null.
+                debug_assert!(false, "{other:?} does not fit");
+                match data {
+                    ColumnData::Bool(b) => b.append_null(),
+                    ColumnData::BigInt(b) => b.append_null(),
+                    ColumnData::Double(b) => b.append_null(),
+                    ColumnData::Text(b) => b.append_null(),
+                    ColumnData::Timestamp(b) => b.append_null(),
+                }
+            }
         }
         self.len += 1;
-        true
     }
 
     fn finish(&mut self, n_rows: usize) -> ArrayRef {
@@ -188,38 +184,215 @@ impl ColumnBuilder {
     }
 }
 
-/// The rows of one table under construction during one `normalize` call.
-struct TableRows {
-    meta: Arc<TableMeta>,
-    n_rows: usize,
-    columns: HashMap<String, ColumnBuilder>,
+/// A scalar as JSON text, for a JSON column.
+fn json_text(value: Scalar<'_>) -> String {
+    match value {
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::BigInt(i) => i.to_string(),
+        Scalar::Double(f) => {
+            serde_json::Number::from_f64(f).map_or_else(|| "null".to_owned(), |n| n.to_string())
+        }
+        Scalar::Text(s) | Scalar::Timestamp(s, _) => Value::String(s.to_owned()).to_string(),
+        Scalar::Json(s) => s.to_owned(),
+    }
 }
 
-/// Where a value lands: a table under construction, a row of it, and the ids that link it.
+/// A batch of rows of one table; its schema is a prefix of the table's column list at the time
+/// it was made, so later batches of the same table may only have more columns.
+#[derive(Debug, Clone)]
+pub struct TableBatch {
+    /// The table the rows belong to.
+    pub table: Arc<TableMeta>,
+    /// The rows.
+    pub batch: RecordBatch,
+}
+
+/// What schema contracts left out (`discard_row`, `discard_value`), counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Discarded {
+    /// Records left out whole, per root table.
+    pub rows: BTreeMap<String, u64>,
+    /// Values (or lists) left out, per `<table>.<column>`.
+    pub values: BTreeMap<String, u64>,
+}
+
+impl Discarded {
+    /// Adds another count to this one.
+    pub fn add(&mut self, other: &Discarded) {
+        for (k, v) in &other.rows {
+            *self.rows.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.values {
+            *self.values.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Whether nothing was left out.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.values.is_empty()
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Where the values of one node of a table go, per value kind.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// Into the column at this position, of this type.
+    Column(u32, ColumnType),
+    /// Left out by the contract (counted).
+    DiscardValue,
+    /// The whole record is left out by the contract (counted).
+    DiscardRow,
+}
+
+/// A resolved path within a table's rows: a nested-object prefix, a column, or a list.
+#[derive(Debug)]
+struct Node {
+    /// The normalized name (`device__os_name`); empty for the row itself.
+    name: String,
+    /// The JSON pointer of the source key within the row (`/device/osName`).
+    pointer: String,
+    /// Child nodes by raw JSON key.
+    children: FastMap<Box<str>, u32>,
+    /// Where a scalar of each kind goes, once decided.
+    slots: [Option<Slot>; N_KINDS],
+    hint: Option<ColumnHint>,
+    /// The child table of a list at this node, once made.
+    child_table: Option<Result<u32, Slot>>,
+    /// The last `normalize` call in which this node saw a null.
+    null_seen: u64,
+}
+
+impl Node {
+    fn new(name: String, pointer: String, hint: Option<ColumnHint>) -> Self {
+        Node {
+            name,
+            pointer,
+            children: FastMap::default(),
+            slots: [None; N_KINDS],
+            hint,
+            child_table: None,
+            null_seen: 0,
+        }
+    }
+}
+
+/// Positions of the `_dlt_*` columns of a table.
+#[derive(Debug, Clone, Copy)]
+struct SystemColumns {
+    row_id: u32,
+    load_id: u32,
+    parent_id: u32,
+    list_idx: u32,
+    root_id: u32,
+}
+
+/// What one worker knows of a table: its identity, contract and resolved nodes.
+#[derive(Debug)]
+struct LocalTable {
+    meta: Arc<TableMeta>,
+    contract: SchemaContract,
+    existed: bool,
+    nodes: Vec<Node>,
+    system: SystemColumns,
+    /// The Arrow schema last built, reused while the column count stays.
+    arrow: Option<(usize, SchemaRef, Vec<ColumnType>)>,
+}
+
+/// Rows of one table under construction during one `normalize` call.
+#[derive(Default)]
+struct Rows {
+    n_rows: usize,
+    builders: Vec<Option<ColumnBuilder>>,
+    null_nodes: Vec<u32>,
+}
+
+/// A value held back until its record is known to stay (only under a `discard_row` contract).
+struct Pending {
+    table: u32,
+    position: u32,
+    column_type: ColumnType,
+    row: usize,
+    value: OwnedScalar,
+}
+
+/// Turns pages of JSON records into Arrow batches, one per table.
+///
+/// One normalizer per transform worker; the workers share a [`SchemaRegistry`], so they agree
+/// on every column's name and type. A value that does not fit its column's type goes to a
+/// variant column named `<column>__v_<type>`; no value is dropped unless a schema contract
+/// says so, and then it is counted in [`Normalizer::discarded`].
+#[derive(Debug)]
+pub struct Normalizer {
+    config: NormalizeConfig,
+    registry: SchemaRegistry,
+    tables: Vec<LocalTable>,
+    table_ids: FastMap<String, u32>,
+    /// Normalized names of raw JSON keys.
+    names: FastMap<Box<str>, Box<str>>,
+    discarded: Discarded,
+    /// Counts `normalize` calls, to mark nodes that saw a null in the current one.
+    call: u64,
+    stage_rows: bool,
+}
+
+/// Where a value lands: a table, a row of it, and the ids that link it.
 #[derive(Clone, Copy)]
 struct RowRef<'a> {
-    table: usize,
+    table: u32,
     row: usize,
     row_id: &'a str,
     root_id: &'a str,
-    depth: usize,
+}
+
+/// Whether the current record goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    DiscardRow,
+}
+
+/// The state of one `normalize` call.
+struct Call {
+    rows: Vec<Option<Rows>>,
+    /// Under a `discard_row` contract: the current record's values.
+    pending: Option<Vec<Pending>>,
+}
+
+impl Call {
+    fn rows(&mut self, table: u32) -> &mut Rows {
+        let i = table as usize;
+        if self.rows.len() <= i {
+            self.rows.resize_with(i + 1, || None);
+        }
+        self.rows[i].get_or_insert_with(Rows::default)
+    }
 }
 
 impl Normalizer {
     /// A normalizer sharing `registry` with the other workers of the run.
     pub fn new(config: NormalizeConfig, registry: SchemaRegistry) -> Self {
         Normalizer {
+            stage_rows: config.may_discard_rows(),
             config,
             registry,
-            known_types: HashMap::new(),
-            names: HashMap::new(),
-            child_metas: HashMap::new(),
+            tables: Vec::new(),
+            table_ids: FastMap::default(),
+            names: FastMap::default(),
+            discarded: Discarded::default(),
+            call: 0,
         }
     }
 
     /// The schema registry this normalizer shares.
     pub fn registry(&self) -> &SchemaRegistry {
         &self.registry
+    }
+
+    /// What the schema contracts left out so far.
+    pub fn discarded(&self) -> &Discarded {
+        &self.discarded
     }
 
     /// Normalizes one page of records of the root table `root`.
@@ -236,12 +409,13 @@ impl Normalizer {
         page_seq: u64,
         records: &[Value],
     ) -> Result<Vec<TableBatch>> {
-        let mut tables: Vec<TableRows> = vec![TableRows {
-            meta: root.clone(),
-            n_rows: 0,
-            columns: HashMap::new(),
-        }];
-        let mut table_index: HashMap<String, usize> = HashMap::from([(root.name.clone(), 0)]);
+        self.call += 1;
+        let root_table = self.table(root)?;
+        let mut call = Call {
+            rows: Vec::new(),
+            pending: self.stage_rows.then(Vec::new),
+        };
+        call.rows(root_table);
 
         let merge_key = match (&root.primary_key, root.write_disposition) {
             (Some(pk), WriteDisposition::Merge) => Some(pk.as_str()),
@@ -262,7 +436,7 @@ impl Normalizer {
             })
             .collect::<Result<_>>()?;
         // The last occurrence of a key within the page wins.
-        let mut last_of_key: HashMap<&str, usize> = HashMap::new();
+        let mut last_of_key: FastMap<&str, usize> = FastMap::default();
         for (i, k) in keys.iter().enumerate() {
             if let Some(k) = k {
                 last_of_key.insert(k.as_str(), i);
@@ -290,63 +464,171 @@ impl Normalizer {
                     found: json_kind(record),
                 });
             };
-            let row = tables[0].n_rows;
-            tables[0].n_rows += 1;
+            let saved_counts: Option<Vec<usize>> = call.pending.as_ref().map(|_| {
+                call.rows
+                    .iter()
+                    .map(|r| r.as_ref().map_or(0, |r| r.n_rows))
+                    .collect()
+            });
+            let rows = call.rows(root_table);
+            let row = rows.n_rows;
+            rows.n_rows += 1;
             let at = RowRef {
-                table: 0,
+                table: root_table,
                 row,
                 row_id: &row_id,
                 root_id: &row_id,
-                depth: 0,
             };
-            self.put(&mut tables, at, ROW_ID, Scalar::Text(&row_id));
-            self.put(&mut tables, at, LOAD_ID, Scalar::Text(load_id));
-            self.flatten_object(&mut tables, &mut table_index, at, "", object)?;
+            let system = self.tables[root_table as usize].system;
+            self.emit(
+                &mut call,
+                at,
+                system.row_id,
+                ColumnType::Text,
+                Scalar::Text(&row_id),
+            );
+            self.emit(
+                &mut call,
+                at,
+                system.load_id,
+                ColumnType::Text,
+                Scalar::Text(load_id),
+            );
+            let flow = self.flatten_object(&mut call, at, 0, object, 0)?;
+            if let (Some(pending), Some(saved)) = (call.pending.take(), saved_counts) {
+                if flow == Flow::DiscardRow {
+                    for (rows, n) in call.rows.iter_mut().zip(saved) {
+                        if let Some(rows) = rows {
+                            rows.n_rows = n;
+                        }
+                    }
+                    *self.discarded.rows.entry(root.name.clone()).or_default() += 1;
+                } else {
+                    for p in &pending {
+                        let rows = call.rows(p.table);
+                        put_into(rows, p.position, p.column_type, p.row, p.value.borrow());
+                    }
+                }
+                call.pending = Some(Vec::new());
+            }
         }
 
-        self.finish(tables)
+        self.finish(call)
+    }
+
+    /// The local id of a table, set up on first sight (with its `_dlt_*` columns).
+    fn table(&mut self, meta: &Arc<TableMeta>) -> Result<u32> {
+        if let Some(&id) = self.table_ids.get(&meta.name) {
+            return Ok(id);
+        }
+        let existed = self.registry.existed(&meta.name);
+        let system = {
+            let mut registry = self.registry.lock();
+            let schema = registry.entry(meta.name.clone()).or_default();
+            let mut system_column = |name: &str| {
+                schema.claim(name, "#dlt");
+                schema
+                    .add_column(Column::new(
+                        name,
+                        if name == LIST_IDX {
+                            ColumnType::BigInt
+                        } else {
+                            ColumnType::Text
+                        },
+                    ))
+                    .0 as u32
+            };
+            let row_id = system_column(ROW_ID);
+            if meta.is_root() {
+                let load_id = system_column(LOAD_ID);
+                SystemColumns {
+                    row_id,
+                    load_id,
+                    parent_id: u32::MAX,
+                    list_idx: u32::MAX,
+                    root_id: u32::MAX,
+                }
+            } else {
+                SystemColumns {
+                    row_id,
+                    load_id: u32::MAX,
+                    parent_id: system_column(PARENT_ID),
+                    list_idx: system_column(LIST_IDX),
+                    root_id: system_column(ROOT_ID),
+                }
+            }
+        };
+        let id = self.tables.len() as u32;
+        self.tables.push(LocalTable {
+            contract: self.config.contract(&meta.name),
+            meta: meta.clone(),
+            existed,
+            nodes: vec![Node::new(String::new(), String::new(), None)],
+            system,
+            arrow: None,
+        });
+        self.table_ids.insert(meta.name.clone(), id);
+        Ok(id)
     }
 
     fn flatten_object(
         &mut self,
-        tables: &mut Vec<TableRows>,
-        table_index: &mut HashMap<String, usize>,
+        call: &mut Call,
         at: RowRef<'_>,
-        prefix: &str,
+        parent: u32,
         object: &Map<String, Value>,
-    ) -> Result<()> {
+        depth: usize,
+    ) -> Result<Flow> {
         for (key, value) in object {
-            let name = self.normalized(key);
-            let column = if prefix.is_empty() {
-                name
-            } else {
-                join_path(prefix, &name)
-            };
-            self.flatten_value(tables, table_index, at, &column, value)?;
+            let node = self.child_node(at.table, parent, key);
+            if self.flatten_value(call, at, node, value, depth)? == Flow::DiscardRow {
+                return Ok(Flow::DiscardRow);
+            }
         }
-        Ok(())
+        Ok(Flow::Go)
     }
 
     fn flatten_value(
         &mut self,
-        tables: &mut Vec<TableRows>,
-        table_index: &mut HashMap<String, usize>,
+        call: &mut Call,
         at: RowRef<'_>,
-        column: &str,
+        node: u32,
         value: &Value,
-    ) -> Result<()> {
+        depth: usize,
+    ) -> Result<Flow> {
+        let hint = self.tables[at.table as usize].nodes[node as usize]
+            .hint
+            .as_ref()
+            .map(|h| (h.exclude, h.column_type));
+        match hint {
+            Some((true, _)) => return Ok(Flow::Go),
+            Some((false, Some(HintType::Json))) if !value.is_null() => {
+                let text = value.to_string();
+                return self.put(call, at, node, Scalar::Json(&text));
+            }
+            _ => {}
+        }
         match value {
-            Value::Null => {}
-            Value::Bool(b) => self.put(tables, at, column, Scalar::Bool(*b)),
+            Value::Null => {
+                let current = self.call;
+                let n = &mut self.tables[at.table as usize].nodes[node as usize];
+                if n.null_seen != current {
+                    n.null_seen = current;
+                    call.rows(at.table).null_nodes.push(node);
+                }
+                Ok(Flow::Go)
+            }
+            Value::Bool(b) => self.put(call, at, node, Scalar::Bool(*b)),
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
-                    self.put(tables, at, column, Scalar::BigInt(i));
+                    self.put(call, at, node, Scalar::BigInt(i))
                 } else if n.is_u64() {
                     // Beyond i64: kept exactly as decimal text.
                     let text = n.to_string();
-                    self.put(tables, at, column, Scalar::Text(&text));
-                } else if let Some(f) = n.as_f64() {
-                    self.put(tables, at, column, Scalar::Double(f));
+                    self.put(call, at, node, Scalar::Text(&text))
+                } else {
+                    let f = n.as_f64().unwrap_or(f64::NAN);
+                    self.put(call, at, node, Scalar::Double(f))
                 }
             }
             Value::String(s) => {
@@ -354,183 +636,449 @@ impl Normalizer {
                     Some(micros) => Scalar::Timestamp(s, micros),
                     None => Scalar::Text(s),
                 };
-                self.put(tables, at, column, scalar);
+                self.put(call, at, node, scalar)
             }
             Value::Object(object) => {
-                if at.depth + 1 > self.config.max_nesting_depth {
+                if depth + 1 > self.config.max_nesting_depth {
                     let text = value.to_string();
-                    self.put(tables, at, column, Scalar::Text(&text));
+                    self.put(call, at, node, Scalar::Json(&text))
                 } else {
-                    let nested = RowRef {
-                        depth: at.depth + 1,
-                        ..at
-                    };
-                    self.flatten_object(tables, table_index, nested, column, object)?;
+                    self.flatten_object(call, at, node, object, depth + 1)
                 }
             }
             Value::Array(items) => {
-                if at.depth + 1 > self.config.max_nesting_depth {
+                if depth + 1 > self.config.max_nesting_depth {
                     let text = value.to_string();
-                    self.put(tables, at, column, Scalar::Text(&text));
-                    return Ok(());
+                    return self.put(call, at, node, Scalar::Json(&text));
                 }
-                let parent_name = tables[at.table].meta.name.clone();
-                let child_name = join_path(&parent_name, column);
-                let child = match table_index.get(&child_name) {
-                    Some(&i) => i,
-                    None => {
-                        let meta = self.child_meta(&child_name, &tables[at.table].meta);
-                        tables.push(TableRows {
-                            meta,
-                            n_rows: 0,
-                            columns: HashMap::new(),
-                        });
-                        table_index.insert(child_name.clone(), tables.len() - 1);
-                        tables.len() - 1
+                let child = match self.child_table(at.table, node)? {
+                    Ok(child) => child,
+                    Err(Slot::DiscardRow) => return Ok(Flow::DiscardRow),
+                    Err(_) => {
+                        self.count_discarded_value(at.table, node);
+                        return Ok(Flow::Go);
                     }
                 };
+                let child_name = self.tables[child as usize].meta.name.clone();
+                let system = self.tables[child as usize].system;
                 for (list_idx, item) in items.iter().enumerate() {
                     let child_row_id = row_id_hash(&[
                         at.row_id.as_bytes(),
                         child_name.as_bytes(),
                         &(list_idx as u64).to_le_bytes(),
                     ]);
-                    let row = tables[child].n_rows;
-                    tables[child].n_rows += 1;
+                    let rows = call.rows(child);
+                    let row = rows.n_rows;
+                    rows.n_rows += 1;
                     let child_at = RowRef {
                         table: child,
                         row,
                         row_id: &child_row_id,
                         root_id: at.root_id,
-                        depth: at.depth + 1,
                     };
-                    self.put(tables, child_at, ROW_ID, Scalar::Text(&child_row_id));
-                    self.put(tables, child_at, PARENT_ID, Scalar::Text(at.row_id));
-                    self.put(tables, child_at, LIST_IDX, Scalar::BigInt(list_idx as i64));
-                    self.put(tables, child_at, ROOT_ID, Scalar::Text(at.root_id));
-                    match item {
+                    self.emit(
+                        call,
+                        child_at,
+                        system.row_id,
+                        ColumnType::Text,
+                        Scalar::Text(&child_row_id),
+                    );
+                    self.emit(
+                        call,
+                        child_at,
+                        system.parent_id,
+                        ColumnType::Text,
+                        Scalar::Text(at.row_id),
+                    );
+                    self.emit(
+                        call,
+                        child_at,
+                        system.list_idx,
+                        ColumnType::BigInt,
+                        Scalar::BigInt(list_idx as i64),
+                    );
+                    self.emit(
+                        call,
+                        child_at,
+                        system.root_id,
+                        ColumnType::Text,
+                        Scalar::Text(at.root_id),
+                    );
+                    let flow = match item {
                         Value::Object(object) => {
-                            self.flatten_object(tables, table_index, child_at, "", object)?
+                            self.flatten_object(call, child_at, 0, object, depth + 1)?
                         }
-                        other => self.flatten_value(tables, table_index, child_at, VALUE, other)?,
+                        other => {
+                            let value_node = self.child_node(child, 0, VALUE);
+                            self.flatten_value(call, child_at, value_node, other, depth + 1)?
+                        }
+                    };
+                    if flow == Flow::DiscardRow {
+                        return Ok(Flow::DiscardRow);
                     }
                 }
+                Ok(Flow::Go)
             }
         }
-        Ok(())
     }
 
-    /// Puts a scalar into a column of a row, or into the column's variant column if it does
-    /// not fit the column's type.
-    fn put(&mut self, tables: &mut [TableRows], at: RowRef<'_>, column: &str, value: Scalar<'_>) {
-        let table_name = &tables[at.table].meta.name;
-        let column_type = self.column_type(table_name, column, value.column_type());
-        let rows = &mut tables[at.table];
-        let builder = rows
-            .columns
-            .entry(column.to_owned())
-            .or_insert_with(|| ColumnBuilder::new(column_type));
-        if builder.put(at.row, value) {
-            return;
+    /// The node of `key` under `parent`, resolved on first sight: its name is the parent's
+    /// name joined with the key's normalized form, unless another source key owns that name
+    /// in the table, then `<name>_<n>`.
+    fn child_node(&mut self, table: u32, parent: u32, key: &str) -> u32 {
+        let t = table as usize;
+        if let Some(&n) = self.tables[t].nodes[parent as usize].children.get(key) {
+            return n;
         }
-        // A value of another type, or a second key of the row with the same normalized name:
-        // keep it in the variant column for its type.
-        let variant = join_path(column, value.column_type().variant_suffix());
-        let variant_type = self.column_type(&rows.meta.name, &variant, value.column_type());
-        let builder = rows
-            .columns
-            .entry(variant)
-            .or_insert_with(|| ColumnBuilder::new(variant_type));
-        if !builder.put(at.row, value) {
-            // Only reachable with more than two keys of one object normalizing to one name;
-            // the last one of them is then kept as text in a further variant.
-            let fallback = join_path(column, "v_dup");
-            let fallback_type = self.column_type(&rows.meta.name, &fallback, ColumnType::Text);
-            let builder = rows
-                .columns
-                .entry(fallback)
-                .or_insert_with(|| ColumnBuilder::new(fallback_type));
-            let text = scalar_text(value);
-            builder.put(at.row, Scalar::Text(&text));
-        }
-    }
-
-    /// The type of a column, decided by the registry on first sight.
-    fn column_type(&mut self, table: &str, column: &str, proposed: ColumnType) -> ColumnType {
-        if let Some(t) = self
-            .known_types
-            .get(table)
-            .and_then(|cols| cols.get(column))
-        {
-            return *t;
-        }
-        let decided = {
-            let mut registry = self.registry.lock();
-            registry
-                .entry(table.to_owned())
-                .or_default()
-                .add(column.to_owned(), proposed)
+        let base = match self.names.get(key) {
+            Some(n) => n.to_string(),
+            None => {
+                let n = normalize_identifier(key);
+                self.names.insert(key.into(), n.clone().into_boxed_str());
+                n
+            }
         };
-        self.known_types
-            .entry(table.to_owned())
-            .or_default()
-            .insert(column.to_owned(), decided);
-        decided
-    }
-
-    fn normalized(&mut self, key: &str) -> String {
-        if let Some(n) = self.names.get(key) {
-            return n.clone();
+        let parent_node = &self.tables[t].nodes[parent as usize];
+        let candidate = if parent_node.name.is_empty() {
+            base
+        } else {
+            join_path(&parent_node.name, &base)
+        };
+        let mut pointer = parent_node.pointer.clone();
+        pointer.push('/');
+        for c in key.chars() {
+            match c {
+                '~' => pointer.push_str("~0"),
+                '/' => pointer.push_str("~1"),
+                c => pointer.push(c),
+            }
         }
-        let n = normalize_identifier(key);
-        self.names.insert(key.to_owned(), n.clone());
-        n
+        let table_name = self.tables[t].meta.name.clone();
+        let name = self
+            .registry
+            .lock()
+            .entry(table_name.clone())
+            .or_default()
+            .claim(&candidate, &pointer);
+        let hint = self.config.hint(&table_name, &name).cloned();
+        let id = self.tables[t].nodes.len() as u32;
+        self.tables[t].nodes.push(Node::new(name, pointer, hint));
+        self.tables[t].nodes[parent as usize]
+            .children
+            .insert(key.into(), id);
+        id
     }
 
-    fn child_meta(&mut self, name: &str, parent: &TableMeta) -> Arc<TableMeta> {
-        self.child_metas
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                Arc::new(TableMeta {
-                    name: name.to_owned(),
+    /// The child table of the list at `node`, or the contract's verdict when the table is
+    /// new to an existing parent whose contract does not let tables evolve.
+    fn child_table(&mut self, table: u32, node: u32) -> Result<Result<u32, Slot>> {
+        let t = table as usize;
+        if let Some(made) = self.tables[t].nodes[node as usize].child_table {
+            return Ok(made);
+        }
+        let parent = self.tables[t].meta.clone();
+        let name = join_path(&parent.name, &self.tables[t].nodes[node as usize].name);
+        let is_new = self.registry.table_len(&name) == 0;
+        let verdict = if is_new && self.tables[t].existed {
+            match self.tables[t].contract.tables {
+                ContractMode::Evolve => None,
+                ContractMode::Freeze => {
+                    return Err(TransformError::ContractViolation {
+                        table: parent.name.clone(),
+                        column: self.tables[t].nodes[node as usize].name.clone(),
+                        rule: "tables",
+                        detail: format!("a list would make the new table `{name}`"),
+                    });
+                }
+                ContractMode::DiscardRow => Some(Slot::DiscardRow),
+                ContractMode::DiscardValue => Some(Slot::DiscardValue),
+            }
+        } else {
+            None
+        };
+        let made = match verdict {
+            Some(slot) => Err(slot),
+            None => {
+                let meta = Arc::new(TableMeta {
+                    name,
                     parent: Some(parent.name.clone()),
                     root: parent.root.clone(),
                     primary_key: None,
                     write_disposition: parent.write_disposition,
-                })
-            })
-            .clone()
+                });
+                Ok(self.table(&meta)?)
+            }
+        };
+        self.tables[t].nodes[node as usize].child_table = Some(made);
+        Ok(made)
     }
 
-    fn finish(&mut self, tables: Vec<TableRows>) -> Result<Vec<TableBatch>> {
-        let mut out = Vec::with_capacity(tables.len());
-        for mut rows in tables {
+    /// Puts a scalar of a node into its column, or the variant column of its kind.
+    fn put(
+        &mut self,
+        call: &mut Call,
+        at: RowRef<'_>,
+        node: u32,
+        value: Scalar<'_>,
+    ) -> Result<Flow> {
+        let kind = value.kind();
+        let slot = match self.tables[at.table as usize].nodes[node as usize].slots[kind_index(kind)]
+        {
+            Some(slot) => slot,
+            None => {
+                let slot = self.decide_slot(at.table, node, kind, false)?;
+                self.tables[at.table as usize].nodes[node as usize].slots[kind_index(kind)] =
+                    Some(slot);
+                slot
+            }
+        };
+        let slot = match slot {
+            Slot::Column(_, column_type) if !fits(column_type, value) => {
+                // Only an integer too large for a double column gets here.
+                self.decide_slot(at.table, node, kind, true)?
+            }
+            other => other,
+        };
+        match slot {
+            Slot::Column(position, column_type) => {
+                self.emit(call, at, position, column_type, value);
+                Ok(Flow::Go)
+            }
+            Slot::DiscardValue => {
+                self.count_discarded_value(at.table, node);
+                Ok(Flow::Go)
+            }
+            Slot::DiscardRow => Ok(Flow::DiscardRow),
+        }
+    }
+
+    /// Decides where values of `kind` at a node go, adding columns to the registry as the
+    /// contract allows. `variant`: skip the node's own column.
+    fn decide_slot(
+        &mut self,
+        table: u32,
+        node: u32,
+        kind: ColumnType,
+        variant: bool,
+    ) -> Result<Slot> {
+        let t = &self.tables[table as usize];
+        let n = &t.nodes[node as usize];
+        let mut registry = self.registry.lock();
+        let schema = registry.entry(t.meta.name.clone()).or_default();
+        let verdict =
+            |rule: &'static str, mode: ContractMode, column: &str, detail: String| match mode {
+                ContractMode::Evolve => Ok(None),
+                ContractMode::Freeze => Err(TransformError::ContractViolation {
+                    table: t.meta.name.clone(),
+                    column: column.to_owned(),
+                    rule,
+                    detail,
+                }),
+                ContractMode::DiscardRow => Ok(Some(Slot::DiscardRow)),
+                ContractMode::DiscardValue => Ok(Some(Slot::DiscardValue)),
+            };
+        if !variant {
+            let existing = schema
+                .position(&n.name)
+                .map(|p| (p, schema.columns()[p].column_type));
+            let (position, column_type) = match existing {
+                Some(found) => found,
+                None => {
+                    if t.existed
+                        && let Some(slot) = verdict(
+                            "columns",
+                            t.contract.columns,
+                            &n.name,
+                            format!("new column `{}` ({})", n.name, kind.name()),
+                        )?
+                    {
+                        return Ok(slot);
+                    }
+                    let column_type = n
+                        .hint
+                        .as_ref()
+                        .and_then(|h| h.column_type)
+                        .map_or(kind, ColumnType::from);
+                    schema.add_column(Column {
+                        name: n.name.clone(),
+                        column_type,
+                        source: Some(n.pointer.clone()),
+                    })
+                }
+            };
+            if kind_fits(column_type, kind) {
+                return Ok(Slot::Column(position as u32, column_type));
+            }
+        }
+        // A value of another type than the column's: its variant column.
+        let suffix = kind.variant_suffix();
+        let source = format!("{}#{suffix}", n.pointer);
+        let name = schema.claim(&join_path(&n.name, suffix), &source);
+        if schema.position(&name).is_none()
+            && t.existed
+            && let Some(slot) = verdict(
+                "data_type",
+                t.contract.data_type,
+                &n.name,
+                format!(
+                    "a {} value in `{}` of type {}",
+                    kind.name(),
+                    n.name,
+                    schema.column_type(&n.name).map_or("?", ColumnType::name)
+                ),
+            )?
+        {
+            return Ok(slot);
+        }
+        let (position, column_type) = schema.add_column(Column {
+            name,
+            column_type: kind,
+            source: Some(source),
+        });
+        Ok(Slot::Column(position as u32, column_type))
+    }
+
+    fn count_discarded_value(&mut self, table: u32, node: u32) {
+        let t = &self.tables[table as usize];
+        let key = format!("{}.{}", t.meta.name, t.nodes[node as usize].name);
+        *self.discarded.values.entry(key).or_default() += 1;
+    }
+
+    /// Appends a value to a column of a row, or holds it back while the record may still be
+    /// discarded.
+    fn emit(
+        &self,
+        call: &mut Call,
+        at: RowRef<'_>,
+        position: u32,
+        column_type: ColumnType,
+        value: Scalar<'_>,
+    ) {
+        match &mut call.pending {
+            Some(pending) => pending.push(Pending {
+                table: at.table,
+                position,
+                column_type,
+                row: at.row,
+                value: value.to_owned(),
+            }),
+            None => put_into(call.rows(at.table), position, column_type, at.row, value),
+        }
+    }
+
+    fn finish(&mut self, mut call: Call) -> Result<Vec<TableBatch>> {
+        let mut out = Vec::with_capacity(call.rows.len());
+        for (id, rows) in call.rows.iter_mut().enumerate() {
+            let Some(rows) = rows else { continue };
             if rows.n_rows == 0 {
                 continue;
             }
-            let schema = self.registry.table(&rows.meta.name).unwrap_or_default();
-            let arrow_schema = schema.arrow();
-            let arrays: Vec<ArrayRef> = schema
-                .columns()
+            let table = &mut self.tables[id];
+            // Columns that only saw nulls get their hinted type, or text.
+            if !rows.null_nodes.is_empty() {
+                let mut registry = self.registry.lock();
+                let schema = registry.entry(table.meta.name.clone()).or_default();
+                for &node in &rows.null_nodes {
+                    let n = &table.nodes[node as usize];
+                    let is_plain = n.children.is_empty() && n.child_table.is_none();
+                    let excluded = n.hint.as_ref().is_some_and(|h| h.exclude);
+                    let frozen = table.existed && table.contract.columns != ContractMode::Evolve;
+                    if is_plain && !excluded && !frozen && schema.position(&n.name).is_none() {
+                        let column_type = n
+                            .hint
+                            .as_ref()
+                            .and_then(|h| h.column_type)
+                            .map_or(ColumnType::Text, ColumnType::from);
+                        schema.add_column(Column {
+                            name: n.name.clone(),
+                            column_type,
+                            source: Some(n.pointer.clone()),
+                        });
+                    }
+                }
+            }
+            let len = self.registry.table_len(&table.meta.name);
+            let (schema, types) = match &table.arrow {
+                Some((n, schema, types)) if *n == len => (schema.clone(), types.clone()),
+                _ => {
+                    let (schema, types) = self.registry.arrow_and_types(&table.meta.name);
+                    table.arrow = Some((types.len(), schema.clone(), types.clone()));
+                    (schema, types)
+                }
+            };
+            let arrays: Vec<ArrayRef> = types
                 .iter()
-                .map(|c| match rows.columns.get_mut(&c.name) {
-                    Some(builder) => builder.finish(rows.n_rows),
-                    None => new_null_array(&c.column_type.arrow_type(), rows.n_rows),
+                .enumerate()
+                .map(|(position, column_type)| {
+                    match rows.builders.get_mut(position).and_then(Option::as_mut) {
+                        Some(builder) => builder.finish(rows.n_rows),
+                        None => new_null_array(&column_type.arrow_type(), rows.n_rows),
+                    }
                 })
                 .collect();
-            let batch = RecordBatch::try_new(arrow_schema, arrays).map_err(|source| {
-                TransformError::Arrow {
-                    table: rows.meta.name.clone(),
+            let batch =
+                RecordBatch::try_new(schema, arrays).map_err(|source| TransformError::Arrow {
+                    table: table.meta.name.clone(),
                     source,
-                }
-            })?;
+                })?;
             out.push(TableBatch {
-                table: rows.meta,
+                table: table.meta.clone(),
                 batch,
             });
         }
         Ok(out)
     }
+}
+
+const N_KINDS: usize = 6;
+
+fn kind_index(kind: ColumnType) -> usize {
+    match kind {
+        ColumnType::Bool => 0,
+        ColumnType::BigInt => 1,
+        ColumnType::Double => 2,
+        ColumnType::Text => 3,
+        ColumnType::Timestamp => 4,
+        ColumnType::Json => 5,
+    }
+}
+
+/// Whether values of `kind` belong in a column of `column_type` (an integer in a double
+/// column is checked again for its size).
+fn kind_fits(column_type: ColumnType, kind: ColumnType) -> bool {
+    column_type == kind
+        || matches!(
+            (column_type, kind),
+            (ColumnType::Double, ColumnType::BigInt)
+                | (ColumnType::Text, ColumnType::Timestamp)
+                | (ColumnType::Json, _)
+        )
+}
+
+/// Whether this value fits a column of `column_type`: integers go into a double column
+/// only where the double holds them exactly.
+fn fits(column_type: ColumnType, value: Scalar<'_>) -> bool {
+    match (column_type, value) {
+        (ColumnType::Double, Scalar::BigInt(i)) => i.unsigned_abs() <= (1u64 << 53),
+        (c, v) => kind_fits(c, v.kind()),
+    }
+}
+
+/// Appends a value that fits the column to its builder, padding skipped rows with nulls.
+fn put_into(
+    rows: &mut Rows,
+    position: u32,
+    column_type: ColumnType,
+    row: usize,
+    value: Scalar<'_>,
+) {
+    let p = position as usize;
+    if rows.builders.len() <= p {
+        rows.builders.resize_with(p + 1, || None);
+    }
+    rows.builders[p]
+        .get_or_insert_with(|| ColumnBuilder::new(column_type))
+        .put(row, value);
 }
 
 /// The primary key of a record as text, if the record has a usable one.
@@ -567,15 +1115,6 @@ fn parse_timestamp(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|dt| dt.timestamp_micros())
-}
-
-fn scalar_text(value: Scalar<'_>) -> String {
-    match value {
-        Scalar::Bool(b) => b.to_string(),
-        Scalar::BigInt(i) => i.to_string(),
-        Scalar::Double(f) => f.to_string(),
-        Scalar::Text(s) | Scalar::Timestamp(s, _) => s.to_owned(),
-    }
 }
 
 fn json_kind(value: &Value) -> &'static str {

@@ -1,7 +1,7 @@
 //! Table identities and schemas: column types, the shared schema registry that keeps every
 //! transform worker on one column list per table, and the conversion to Arrow.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -38,12 +38,20 @@ pub enum ColumnType {
     BigInt,
     /// A 64-bit float.
     Double,
-    /// UTF-8 text; also nested data beyond the nesting limit, as JSON text, and integers
-    /// beyond 64 bits, as their exact decimal text.
+    /// UTF-8 text; also unsigned integers beyond `i64`, as their exact decimal text.
     Text,
     /// An instant in UTC with microsecond precision, from an ISO 8601 string.
     Timestamp,
+    /// JSON text: nested data beyond the nesting limit, or a field hinted `type = "json"`.
+    /// Stored as a UTF-8 column whose field metadata says `errlake.type = json`.
+    Json,
 }
+
+/// Field metadata key holding a column's source: the JSON pointer (RFC 6901) of the key it
+/// comes from, relative to the row (`/device/osName`); a variant column adds `#v_<type>`.
+pub const SOURCE_METADATA_KEY: &str = "errlake.source";
+/// Field metadata key marking a JSON text column (`json`).
+pub const TYPE_METADATA_KEY: &str = "errlake.type";
 
 impl ColumnType {
     /// The suffix of a variant column holding values of this type (`severity__v_bigint`).
@@ -54,6 +62,19 @@ impl ColumnType {
             ColumnType::Double => "v_double",
             ColumnType::Text => "v_text",
             ColumnType::Timestamp => "v_timestamp",
+            ColumnType::Json => "v_json",
+        }
+    }
+
+    /// The name used in config hints and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Bool => "bool",
+            ColumnType::BigInt => "bigint",
+            ColumnType::Double => "double",
+            ColumnType::Text => "text",
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::Json => "json",
         }
     }
 
@@ -63,7 +84,7 @@ impl ColumnType {
             ColumnType::Bool => DataType::Boolean,
             ColumnType::BigInt => DataType::Int64,
             ColumnType::Double => DataType::Float64,
-            ColumnType::Text => DataType::Utf8,
+            ColumnType::Text | ColumnType::Json => DataType::Utf8,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         }
     }
@@ -110,33 +131,102 @@ pub struct Column {
     pub name: String,
     /// The column type, fixed once chosen.
     pub column_type: ColumnType,
+    /// Where the column's values come from: the JSON pointer of the original key within a
+    /// row (`/userId`), `#v_<type>` appended for a variant column; `None` for the `_dlt_*`
+    /// columns. Kept in the field metadata, so the lake records the original keys.
+    pub source: Option<String>,
 }
 
-/// The ordered, growing column list of one table.
+impl Column {
+    /// A column without a recorded source.
+    pub fn new(name: impl Into<String>, column_type: ColumnType) -> Self {
+        Column {
+            name: name.into(),
+            column_type,
+            source: None,
+        }
+    }
+}
+
+/// The ordered, growing column list of one table, and which source key owns each name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableSchema {
     columns: Vec<Column>,
     index: HashMap<String, usize>,
+    /// Names (of columns, nested-object prefixes and lists) and the source pointer that owns
+    /// each: a second key normalizing to a taken name gets `<name>_<n>` instead.
+    claims: HashMap<String, String>,
 }
 
 impl TableSchema {
-    /// A schema from columns in order; a repeated name keeps its first type.
+    /// A schema from columns in order; a repeated name keeps its first type. The columns'
+    /// sources claim their names again, and the nested-object prefixes along them.
     pub fn from_columns(columns: impl IntoIterator<Item = Column>) -> Self {
         let mut schema = TableSchema::default();
         for c in columns {
-            schema.add(c.name, c.column_type);
+            if let Some(source) = &c.source {
+                schema.claim_along(&c.name, source);
+            }
+            schema.add_column(c);
         }
         schema
     }
 
-    /// The schema of an Arrow schema's columns whose types normalization knows.
+    /// The schema of an Arrow schema's columns whose types normalization knows, with the
+    /// sources and JSON markers of their field metadata.
     pub fn from_arrow(schema: &Schema) -> Self {
         TableSchema::from_columns(schema.fields().iter().filter_map(|f| {
+            let json = f.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("json");
             ColumnType::from_arrow(f.data_type()).map(|t| Column {
                 name: f.name().clone(),
-                column_type: t,
+                column_type: if json && t == ColumnType::Text {
+                    ColumnType::Json
+                } else {
+                    t
+                },
+                source: f.metadata().get(SOURCE_METADATA_KEY).cloned(),
             })
         }))
+    }
+
+    /// Claims `name` for `source` and each `__`-separated prefix of the name for the
+    /// matching prefix of the pointer (`device__os_name` from `/device/osName` also claims
+    /// `device` for `/device`).
+    fn claim_along(&mut self, name: &str, source: &str) {
+        self.claims.insert(name.to_owned(), source.to_owned());
+        if source.contains('#') {
+            return;
+        }
+        let names: Vec<&str> = name.split(crate::naming::PATH_SEPARATOR).collect();
+        let keys: Vec<&str> = source.split('/').skip(1).collect();
+        if names.len() != keys.len() {
+            return;
+        }
+        for n in 1..names.len() {
+            let prefix = names[..n].join(crate::naming::PATH_SEPARATOR);
+            let pointer: String = keys[..n].iter().flat_map(|k| ["/", k]).collect();
+            self.claims.entry(prefix).or_insert(pointer);
+        }
+    }
+
+    /// The name `source` owns in this table: `candidate` if free or already its own,
+    /// otherwise the first free `<candidate>_<n>` (n = 1, 2, ...). Claims it.
+    pub fn claim(&mut self, candidate: &str, source: &str) -> String {
+        let mut name = candidate.to_owned();
+        let mut n = 0;
+        loop {
+            match self.claims.get(&name) {
+                None => {
+                    self.claims.insert(name.clone(), source.to_owned());
+                    return name;
+                }
+                Some(owner) if owner == source => return name,
+                Some(_) => {
+                    n += 1;
+                    name = format!("{candidate}_{n}");
+                }
+            }
+        }
     }
 
     /// The columns in order.
@@ -156,12 +246,25 @@ impl TableSchema {
 
     /// Adds a column at the end unless it exists; returns the type the column has.
     pub fn add(&mut self, name: String, column_type: ColumnType) -> ColumnType {
-        if let Some(&i) = self.index.get(&name) {
-            return self.columns[i].column_type;
+        self.add_column(Column {
+            name,
+            column_type,
+            source: None,
+        })
+        .1
+    }
+
+    /// Adds a column at the end unless one of its name exists; returns the column's
+    /// position and type.
+    pub fn add_column(&mut self, column: Column) -> (usize, ColumnType) {
+        if let Some(&i) = self.index.get(&column.name) {
+            return (i, self.columns[i].column_type);
         }
-        self.index.insert(name.clone(), self.columns.len());
-        self.columns.push(Column { name, column_type });
-        column_type
+        let position = self.columns.len();
+        let column_type = column.column_type;
+        self.index.insert(column.name.clone(), position);
+        self.columns.push(column);
+        (position, column_type)
     }
 
     /// The number of columns.
@@ -174,12 +277,23 @@ impl TableSchema {
         self.columns.is_empty()
     }
 
-    /// The Arrow schema of the first `n` columns (all nullable).
+    /// The Arrow schema of the first `n` columns (all nullable), with each column's source
+    /// and JSON marker as field metadata.
     pub fn arrow_prefix(&self, n: usize) -> SchemaRef {
         Arc::new(Schema::new(
             self.columns[..n]
                 .iter()
-                .map(|c| Field::new(c.name.clone(), c.column_type.arrow_type(), true))
+                .map(|c| {
+                    let mut metadata = HashMap::new();
+                    if let Some(source) = &c.source {
+                        metadata.insert(SOURCE_METADATA_KEY.to_owned(), source.clone());
+                    }
+                    if c.column_type == ColumnType::Json {
+                        metadata.insert(TYPE_METADATA_KEY.to_owned(), "json".to_owned());
+                    }
+                    Field::new(c.name.clone(), c.column_type.arrow_type(), true)
+                        .with_metadata(metadata)
+                })
                 .collect::<Vec<_>>(),
         ))
     }
@@ -199,19 +313,44 @@ impl TableSchema {
 #[derive(Debug, Clone, Default)]
 pub struct SchemaRegistry {
     inner: Arc<Mutex<HashMap<String, TableSchema>>>,
+    /// The tables that existed before this run: schema contracts apply to them.
+    existing: Arc<HashSet<String>>,
 }
 
 impl SchemaRegistry {
-    /// A registry that starts from the given table schemas.
+    /// A registry that starts from the given table schemas (those already in the lake).
     pub fn new(existing: HashMap<String, TableSchema>) -> Self {
         SchemaRegistry {
+            existing: Arc::new(existing.keys().cloned().collect()),
             inner: Arc::new(Mutex::new(existing)),
         }
+    }
+
+    /// Whether the table existed before this run.
+    pub fn existed(&self, table: &str) -> bool {
+        self.existing.contains(table)
     }
 
     /// A copy of one table's schema.
     pub fn table(&self, name: &str) -> Option<TableSchema> {
         self.lock().get(name).cloned()
+    }
+
+    /// The number of columns of a table (0 for a table not seen yet).
+    pub fn table_len(&self, name: &str) -> usize {
+        self.lock().get(name).map_or(0, TableSchema::len)
+    }
+
+    /// A table's Arrow schema and column types, as of now.
+    pub fn arrow_and_types(&self, name: &str) -> (SchemaRef, Vec<ColumnType>) {
+        let registry = self.lock();
+        match registry.get(name) {
+            Some(schema) => (
+                schema.arrow(),
+                schema.columns().iter().map(|c| c.column_type).collect(),
+            ),
+            None => (Arc::new(Schema::empty()), Vec::new()),
+        }
     }
 
     /// A copy of every table's schema.

@@ -180,17 +180,68 @@ events
 }
 
 #[test]
-fn colliding_keys_keep_both_values() {
-    check(
-        json!([{"id": "a", "userId": "u1", "user_id": 7}]),
+fn colliding_keys_get_their_own_columns_recorded_with_the_original_key() {
+    let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+    let events = meta("events", WriteDisposition::Merge);
+    let page = |n: &mut Normalizer, records: Value| {
+        n.normalize(&events, "load", 0, records.as_array().unwrap())
+            .unwrap()
+    };
+    let first = page(&mut n, json!([{"id": "a", "userId": "u1", "user_id": 7}]));
+    // The same raw key lands in the same column later, whether or not its twin is there.
+    let second = page(
+        &mut n,
+        json!([{"id": "b", "user_id": 8}, {"id": "c", "userId": "u3"}]),
+    );
+    assert_eq!(
+        render(&first).trim(),
         r#"
 events
   id: Utf8
   user_id: Utf8
-  user_id__v_bigint: Int64
-  | "a" | "u1" | 7
-"#,
+  user_id_1: Int64
+  | "a" | "u1" | 7"#
+            .trim()
     );
+    assert_eq!(
+        render(&second).trim(),
+        r#"
+events
+  id: Utf8
+  user_id: Utf8
+  user_id_1: Int64
+  | "b" | ∅ | 8
+  | "c" | "u3" | ∅"#
+            .trim()
+    );
+    let schema = second[0].batch.schema();
+    let source = |c: &str| {
+        schema
+            .field_with_name(c)
+            .unwrap()
+            .metadata()
+            .get(SOURCE_METADATA_KEY)
+            .cloned()
+    };
+    assert_eq!(source("user_id").as_deref(), Some("/userId"));
+    assert_eq!(source("user_id_1").as_deref(), Some("/user_id"));
+    // The claims survive a reload of the schema from the lake's Arrow schema.
+    let reloaded = TableSchema::from_arrow(&schema);
+    let mut again = Normalizer::new(
+        NormalizeConfig::default(),
+        SchemaRegistry::new([("events".to_owned(), reloaded)].into()),
+    );
+    let third = page(&mut again, json!([{"id": "d", "user_id": 9}]));
+    assert_eq!(
+        third[0]
+            .batch
+            .schema()
+            .field_with_name("user_id_1")
+            .unwrap()
+            .data_type(),
+        &DataType::Int64
+    );
+    assert_eq!(third[0].batch.num_columns(), schema.fields().len());
 }
 
 #[test]
@@ -198,6 +249,7 @@ fn nesting_beyond_the_limit_is_kept_as_json_text() {
     let mut n = Normalizer::new(
         NormalizeConfig {
             max_nesting_depth: 1,
+            ..NormalizeConfig::default()
         },
         SchemaRegistry::default(),
     );
