@@ -21,3 +21,6 @@ mod s3;
 
 /// Property tests of the fan-out: random trees, page counts and faults.
 mod fan_out;
+
+/// The real recorded responses normalized: snapshots, and the names next to dlt's.
+mod normalize_fixtures;

@@ -188,3 +188,84 @@ fn anyhow_like(e: pipeline::PipelineError) -> String {
     }
     s
 }
+
+/// `[normalize]` in the pipeline file: a field kept as JSON, one excluded, one retyped, and
+/// a frozen contract that stops a later run naming the new column (the lake keeps its
+/// version), read back by the Python Delta reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normalize_hints_and_contracts_from_the_pipeline_file() {
+    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    let hinted = lake.path().join("hinted.toml");
+    std::fs::write(
+        &hinted,
+        format!(
+            "{seed}\n[normalize.tables.events.columns]\n\
+             meta_data__custom = {{ type = \"json\" }}\n\
+             user__email = {{ exclude = true }}\n\
+             device__total_memory = {{ type = \"double\" }}\n"
+        ),
+    )
+    .unwrap();
+    let dest = lake.path().join("lake");
+    let p = load(&hinted, &mock.base_url(), &dest, TOKEN);
+    run(&p).await.unwrap();
+
+    let custom = column_by_id(&dest, "events", "meta_data__custom");
+    let (_, first) = custom.iter().next().unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert!(parsed.get("trace id").is_some(), "{first}");
+    let memory = column_by_id(&dest, "events", "device__total_memory");
+    assert!(memory.values().all(|v| v == "8589934592.0"), "{memory:?}");
+    let t = deltalake_columns(&dest, "events");
+    assert!(!t.iter().any(|c| c.starts_with("user__email")), "{t:?}");
+    assert!(
+        !t.iter().any(|c| c.starts_with("meta_data__custom__")),
+        "{t:?}"
+    );
+
+    // The same pipeline with a frozen column contract, against data with a new field.
+    let frozen = lake.path().join("frozen.toml");
+    std::fs::write(
+        &frozen,
+        format!(
+            "{}\n[normalize.tables.events]\nschema_contract = {{ columns = \"freeze\" }}\n",
+            std::fs::read_to_string(&hinted)
+                .unwrap()
+                .replace("user__email = { exclude = true }\n", "")
+        ),
+    )
+    .unwrap();
+    let p = load(&frozen, &mock.base_url(), &dest, TOKEN);
+    let err = run(&p).await.unwrap_err();
+    let message = format!("{:#}", anyhow::Error::from(err));
+    assert!(
+        message.contains("user__email") && message.contains("freeze"),
+        "{message}"
+    );
+    let read = read_with_python(&dest, &["events"]);
+    assert_eq!(
+        read["events"].version, 0,
+        "the refused run committed nothing"
+    );
+}
+
+/// The column names of a table, through the Python reader's schema.
+fn deltalake_columns(lake: &std::path::Path, table: &str) -> Vec<String> {
+    let output = std::process::Command::new(crate::support::python())
+        .arg("-c")
+        .arg(
+            "import json, sys\nfrom deltalake import DeltaTable\n\
+             print(json.dumps([f.name for f in DeltaTable(sys.argv[1]).schema().fields]))",
+        )
+        .arg(lake.join(table))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}

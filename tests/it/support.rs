@@ -34,7 +34,7 @@ pub(crate) async fn run(p: &Pipeline) -> Result<RunReport, pipeline::PipelineErr
 }
 
 /// The Python interpreter with the `deltalake` package (set up by `cargo xtask test`).
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("ERRLAKE_TEST_PYTHON") {
         return PathBuf::from(p);
     }

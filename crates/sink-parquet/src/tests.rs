@@ -228,3 +228,40 @@ async fn an_aborted_load_leaves_no_file_and_no_table() {
     assert_eq!(parquet_files(dir.path(), "events"), 0);
     assert!(lake.load_table("events").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn column_sources_live_in_the_delta_schema_and_keep_collided_names_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    load(
+        &lake,
+        &m,
+        &[vec![json!({"id": "a", "userId": "u", "user_id": 1})]],
+    )
+    .await;
+    let schemas = lake.schemas().await.unwrap();
+    let events = &schemas["events"];
+    let source = |name: &str| {
+        events
+            .columns()
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.source.clone())
+    };
+    assert_eq!(source("user_id").as_deref(), Some("/userId"));
+    assert_eq!(source("user_id_1").as_deref(), Some("/user_id"));
+    // A later run meets `user_id` alone first: it still lands in `user_id_1`.
+    load(&lake, &m, &[vec![json!({"id": "b", "user_id": 2})]]).await;
+    let t = lake.load_table("events").await.unwrap().unwrap();
+    let schema = t.snapshot().unwrap().snapshot().arrow_schema();
+    let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+    assert!(
+        !names.iter().any(|n| n.as_str() == "user_id_2"),
+        "{names:?}"
+    );
+    assert_eq!(
+        schema.field_with_name("user_id_1").unwrap().data_type(),
+        &arrow_schema::DataType::Int64
+    );
+}

@@ -9,9 +9,42 @@
 //! - nested objects flatten into columns (`device__os_name`);
 //! - lists become child tables (`events__exceptions`, `events__exceptions__stacktrace`)
 //!   whose rows carry `_dlt_parent_id`, `_dlt_list_idx` and `_dlt_root_id`; lists of scalars
-//!   give a `value` column;
-//! - types are inferred (bool, bigint, double, text, UTC timestamp from ISO 8601 strings);
-//!   a value that does not fit its column goes to a variant column (`severity__v_bigint`).
+//!   give a `value` column, a list inside a list the table `<table>__list`;
+//! - types are inferred (bool, bigint, double, text, UTC timestamp from ISO 8601 strings of
+//!   any precision and offset); beyond `max_nesting_depth` a value is kept as JSON text;
+//! - a value that does not fit its column goes to a variant column (`severity__v_bigint`);
+//! - under merge, a root row's `_dlt_id` is a hash of its primary key, so reruns give the
+//!   same ids; child row ids follow from their parent's id and list position.
+//!
+//! # Where errlake differs from dlt 1.31, on purpose
+//!
+//! The test `normalize_fixtures::names_match_dlt` checks the recorded Bugsnag and Sentry
+//! fixtures against the names dlt 1.31 gives them (`tests/data/dlt/`); they are the same
+//! but for the first two points below, which the fixtures show.
+//! - Child tables always have `_dlt_root_id` (dlt adds it only under merge), so any child row
+//!   joins its root row directly and merges can replace a root's children.
+//! - A column that holds only nulls is created as nullable text, or with its hinted type
+//!   (dlt leaves it out until a value arrives, so a reader cannot select it). Its type is
+//!   decided at the end of a page, so a field that is null in some rows and typed in others
+//!   gets the type of its values.
+//! - Letters outside ASCII are kept (lowercased): `é-ünïcode` is `é_ünïcode`, not `_n_code`;
+//!   an empty key is `_empty`.
+//! - Two keys of one table that normalize to the same name (`userId`, `user_id`) both keep
+//!   their values: the first seen owns the name, the next gets `user_id_1`, and every
+//!   column records its source key as a JSON pointer in its Arrow/Delta field metadata
+//!   (`errlake.source = /user_id`), which later runs read back, so a key keeps its column.
+//! - Integers up to `u64` are exact: `i64` as bigint, larger ones as their decimal text;
+//!   doubles (`1.5e300`, `-0.0`) are the nearest IEEE double of the text, which prints back
+//!   as the same digits. Integer literals beyond `u64` reach us already rounded to a double by
+//!   serde_json (keeping their digits would need its `arbitrary_precision` mode everywhere).
+//! - A JSON column type (`errlake.type = json` in the field metadata) for values kept whole.
+//!
+//! # Configuration ([`NormalizeConfig`])
+//!
+//! Column hints (`type`, `exclude`, `type = "json"` to keep a nested field whole), the
+//! nesting depth, and dlt's schema contracts (`tables`, `columns`, `data_type`: `evolve`,
+//! `freeze`, `discard_row`, `discard_value`) per table. Contracts apply to tables that
+//! existed before the run; what they discard is counted in [`Normalizer::discarded`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -47,7 +80,7 @@ mod schema;
 
 pub use config::{ColumnHint, ContractMode, HintType, NormalizeConfig, SchemaContract, TableHints};
 pub use normalize::{
-    Discarded, LIST_IDX, LOAD_ID, Normalizer, PARENT_ID, ROOT_ID, ROW_ID, TableBatch, VALUE,
+    Discarded, LIST, LIST_IDX, LOAD_ID, Normalizer, PARENT_ID, ROOT_ID, ROW_ID, TableBatch, VALUE,
     primary_key_string,
 };
 pub use schema::{
@@ -108,5 +141,7 @@ pub enum TransformError {
 /// The result type of this crate.
 pub type Result<T, E = TransformError> = std::result::Result<T, E>;
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,8 @@ pub const LIST_IDX: &str = "_dlt_list_idx";
 pub const ROOT_ID: &str = "_dlt_root_id";
 /// Column holding the elements of a list of scalars.
 pub const VALUE: &str = "value";
+/// The name that a list inside a list gets (its table is `<table>__list`).
+pub const LIST: &str = "list";
 
 /// A scalar value, typed.
 #[derive(Debug, Clone, Copy)]
@@ -707,6 +709,11 @@ impl Normalizer {
                     let flow = match item {
                         Value::Object(object) => {
                             self.flatten_object(call, child_at, 0, object, depth + 1)?
+                        }
+                        // A list in a list makes the table `<child>__list` (dlt's name).
+                        inner @ Value::Array(_) => {
+                            let list_node = self.child_node(child, 0, LIST);
+                            self.flatten_value(call, child_at, list_node, inner, depth + 1)?
                         }
                         other => {
                             let value_node = self.child_node(child, 0, VALUE);

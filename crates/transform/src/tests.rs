@@ -363,3 +363,189 @@ fn a_merged_record_without_its_key_is_an_error_naming_it() {
         "transform: record 0 of `events` has no usable primary key `id`"
     );
 }
+
+fn existing_registry(columns: &[(&str, ColumnType)]) -> SchemaRegistry {
+    let mut schema = TableSchema::default();
+    for (name, t) in columns {
+        schema.add_column(Column {
+            name: (*name).to_owned(),
+            column_type: *t,
+            source: Some(format!("/{name}")),
+        });
+    }
+    SchemaRegistry::new([("events".to_owned(), schema)].into())
+}
+
+fn contract_config(contract: SchemaContract) -> NormalizeConfig {
+    NormalizeConfig {
+        tables: [(
+            "events".to_owned(),
+            TableHints {
+                schema_contract: Some(contract),
+                ..TableHints::default()
+            },
+        )]
+        .into(),
+        ..NormalizeConfig::default()
+    }
+}
+
+#[test]
+fn hints_set_types_keep_json_and_exclude_fields() {
+    let config: NormalizeConfig = toml_config(
+        r#"
+        [tables.events.columns]
+        meta = { type = "json" }
+        secret = { exclude = true }
+        size = { type = "double" }
+        deploy = { type = "timestamp" }
+        "#,
+    );
+    let mut n = Normalizer::new(config, SchemaRegistry::default());
+    let records = vec![json!({
+        "id": "a", "meta": {"x": [1, {"y": "é"}]}, "secret": {"token": "t"}, "size": 3,
+        "deploy": null, "other": null,
+    })];
+    let batches = n
+        .normalize(&meta("events", WriteDisposition::Merge), "l", 0, &records)
+        .unwrap();
+    assert_eq!(batches.len(), 1, "a JSON-hinted list makes no child table");
+    assert_eq!(
+        render(&batches).trim(),
+        r#"
+events
+  id: Utf8
+  meta: Utf8
+  size: Float64
+  deploy: Timestamp(µs, "UTC")
+  other: Utf8
+  | "a" | "{\"x\":[1,{\"y\":\"é\"}]}" | 3.0 | ∅ | ∅"#
+            .trim()
+    );
+    let schema = batches[0].batch.schema();
+    let meta_field = schema.field_with_name("meta").unwrap();
+    assert_eq!(
+        meta_field
+            .metadata()
+            .get(TYPE_METADATA_KEY)
+            .map(String::as_str),
+        Some("json")
+    );
+}
+
+fn toml_config(text: &str) -> NormalizeConfig {
+    toml::from_str(text).unwrap()
+}
+
+#[test]
+fn freeze_refuses_a_new_column_of_an_existing_table_naming_it() {
+    let mut n = Normalizer::new(
+        contract_config(SchemaContract {
+            columns: ContractMode::Freeze,
+            ..SchemaContract::default()
+        }),
+        existing_registry(&[("id", ColumnType::Text)]),
+    );
+    let err = n
+        .normalize(
+            &meta("events", WriteDisposition::Merge),
+            "l",
+            0,
+            &[json!({"id": "a", "newField": 1})],
+        )
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("`events`")
+            && message.contains("new_field")
+            && message.contains("columns"),
+        "{message}"
+    );
+}
+
+#[test]
+fn discard_row_leaves_out_the_record_and_its_children_and_counts_it() {
+    let mut n = Normalizer::new(
+        contract_config(SchemaContract {
+            data_type: ContractMode::DiscardRow,
+            ..SchemaContract::default()
+        }),
+        existing_registry(&[("id", ColumnType::Text), ("n", ColumnType::BigInt)]),
+    );
+    let batches = n
+        .normalize(
+            &meta("events", WriteDisposition::Merge),
+            "l",
+            0,
+            &[
+                json!({"id": "a", "n": 1, "tags": ["x", "y"]}),
+                json!({"id": "b", "tags": ["z"], "n": "not a number"}),
+                json!({"id": "c", "n": 3, "tags": ["w"]}),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        render(&batches).trim(),
+        r#"
+events
+  id: Utf8
+  n: Int64
+  | "a" | 1
+  | "c" | 3
+events__tags
+  _dlt_list_idx: Int64
+  value: Utf8
+  | 0 | "x"
+  | 1 | "y"
+  | 0 | "w""#
+            .trim()
+    );
+    assert_eq!(n.discarded().rows.get("events"), Some(&1));
+}
+
+#[test]
+fn discard_value_drops_only_the_value_and_counts_it() {
+    let mut n = Normalizer::new(
+        contract_config(SchemaContract {
+            columns: ContractMode::DiscardValue,
+            ..SchemaContract::default()
+        }),
+        existing_registry(&[("id", ColumnType::Text)]),
+    );
+    let batches = n
+        .normalize(
+            &meta("events", WriteDisposition::Merge),
+            "l",
+            0,
+            &[
+                json!({"id": "a", "extra": 1}),
+                json!({"id": "b", "extra": 2}),
+            ],
+        )
+        .unwrap();
+    assert_eq!(batches[0].batch.num_rows(), 2);
+    assert!(batches[0].batch.schema().field_with_name("extra").is_err());
+    assert_eq!(n.discarded().values.get("events.extra"), Some(&2));
+}
+
+#[test]
+fn a_list_of_lists_makes_a_list_table() {
+    check(
+        json!([{"id": "a", "m": [[1, 2], [3]]}]),
+        r#"
+events
+  id: Utf8
+  | "a"
+events__m
+  _dlt_list_idx: Int64
+  | 0
+  | 1
+events__m__list
+  _dlt_list_idx: Int64
+  value: Int64
+  | 0 | 1
+  | 1 | 2
+  | 0 | 3
+"#,
+    );
+}
