@@ -14,10 +14,11 @@ use transform::NormalizeConfig;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
-    /// Pages waiting for a transform worker. Default: 32.
+    /// Pages waiting for a transform worker (each page's records are held parsed, about
+    /// 1-2 MB for 50 full events). Default: 8.
     #[serde(default = "default_pages")]
     pub channel_capacity_pages: usize,
-    /// Page batches waiting for the sink. Default: 32.
+    /// Page batches waiting for the sink. Default: 8.
     #[serde(default = "default_batches")]
     pub channel_capacity_batches: usize,
     /// Transform workers. Default: 0, meaning one per core.
@@ -26,10 +27,10 @@ pub struct ChannelConfig {
 }
 
 fn default_pages() -> usize {
-    32
+    8
 }
 fn default_batches() -> usize {
-    32
+    8
 }
 
 impl Default for ChannelConfig {

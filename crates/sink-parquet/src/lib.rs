@@ -43,12 +43,17 @@ pub struct ParquetSinkConfig {
     #[serde(default = "default_target_file_bytes")]
     pub target_file_bytes: usize,
     /// Bytes of row groups in progress (encoded, not yet written) of all tables together;
-    /// past it the largest row group is ended early. Bounds the sink's memory. Default: 256 MiB.
+    /// past it the largest row group is ended early. Bounds the sink's memory. Default: 128 MiB.
     #[serde(default = "default_max_buffered_bytes")]
     pub max_buffered_bytes: usize,
-    /// Rows per Parquet row group. Default: 122880 (DuckDB's row group size).
+    /// Rows per Parquet row group, at most. Default: 122880 (DuckDB's row group size).
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
+    /// Encoded bytes per Parquet row group, at most (whichever limit comes first). A row
+    /// group in progress is held in memory, so this bounds the sink's memory per table.
+    /// Default: 32 MiB.
+    #[serde(default = "default_row_group_bytes")]
+    pub row_group_bytes: usize,
     /// The zstd level. Default: 3.
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
@@ -58,10 +63,13 @@ fn default_target_file_bytes() -> usize {
     128 * 1024 * 1024
 }
 fn default_max_buffered_bytes() -> usize {
-    256 * 1024 * 1024
+    128 * 1024 * 1024
 }
 fn default_row_group_rows() -> usize {
     122_880
+}
+fn default_row_group_bytes() -> usize {
+    32 * 1024 * 1024
 }
 fn default_zstd_level() -> i32 {
     3
@@ -73,6 +81,7 @@ impl Default for ParquetSinkConfig {
             target_file_bytes: default_target_file_bytes(),
             max_buffered_bytes: default_max_buffered_bytes(),
             row_group_rows: default_row_group_rows(),
+            row_group_bytes: default_row_group_bytes(),
             zstd_level: default_zstd_level(),
         }
     }

@@ -257,7 +257,8 @@ pub(crate) fn writer_properties(config: &ParquetSinkConfig) -> WriterProperties 
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(config.zstd_level).unwrap_or_default(),
         ))
-        .set_max_row_group_row_count(Some(config.row_group_rows))
+        .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
+        .set_max_row_group_bytes(Some(config.row_group_bytes.max(1)))
         .build()
 }
 
@@ -292,8 +293,10 @@ fn open(
 ) -> Result<OpenFile> {
     let name = format!("part-{load_id}-{file_no:05}.zstd.parquet");
     let path = lake.file_path(table, &name);
-    // Small files go up in one put, large ones as a multipart upload.
-    let sink = BufWriter::new(lake.store().clone(), path);
+    // Small files go up in one put, large ones as a multipart upload of 8 MiB parts, two in
+    // flight: enough to keep a connection busy, little memory per open file.
+    let sink = BufWriter::with_capacity(lake.store().clone(), path, 8 * 1024 * 1024)
+        .with_max_concurrency(2);
     let writer = AsyncArrowWriter::try_new(sink, schema.clone(), Some(writer_properties(config)))
         .map_err(|source| SinkError::Parquet {
         table: table.to_owned(),
