@@ -12,15 +12,21 @@ use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, MetadataExt};
 use deltalake::protocol::{DeltaOperation, SaveMode};
+use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::async_writer::AsyncArrowWriter;
+use parquet::bloom_filter::Sbbf;
 
-use transform::{TableMeta, WriteDisposition};
+use transform::{ROW_ID, TableMeta, WriteDisposition};
 
 use crate::lake::{Lake, delta_schema};
+use crate::read::StoreFile;
 use crate::writer::{
-    LoadWriter, StagedFile, TableWriter, empty_schema, encode, id_key, root_key_column,
+    LoadWriter, StagedFile, TableWriter, empty_schema, encode, id_key, key_column_of,
+    root_key_column, writer_properties,
 };
 use crate::{Result, SinkError};
 
@@ -41,6 +47,10 @@ pub struct TableCommit {
     pub files_added: usize,
     /// Data files removed (and deleted from storage).
     pub files_removed: usize,
+    /// Bytes of the table's data files before this commit.
+    pub bytes_before: u64,
+    /// Bytes of earlier files a merge read and rewrote (without the replaced rows).
+    pub bytes_rewritten: u64,
 }
 
 /// Ids of a load's root rows, and which of them came more than once.
@@ -77,6 +87,9 @@ impl LoadWriter {
             children.sort();
             children.dedup();
             group.extend(children);
+            // The root's final staged files carry the load's root ids, which also say
+            // which child files may hold rows to replace.
+            let mut root_files: Vec<StagedFile> = Vec::new();
             for table in group {
                 let writer = self.tables.remove(&table);
                 let meta = match &writer {
@@ -90,15 +103,20 @@ impl LoadWriter {
                         write_disposition: root.write_disposition,
                     }),
                 };
-                let committed = commit_table(
+                let is_root = table == root.name;
+                let (committed, staged) = commit_table(
                     &self.lake,
                     &self.config,
                     &self.load_id,
                     &meta,
                     writer,
                     root_ids.as_ref(),
+                    (!is_root).then_some((root.name.as_str(), root_files.as_slice())),
                 )
                 .await?;
+                if is_root {
+                    root_files = staged;
+                }
                 commits.extend(committed);
             }
         }
@@ -113,7 +131,8 @@ async fn commit_table(
     meta: &Arc<TableMeta>,
     writer: Option<TableWriter>,
     root_ids: Option<&RootIds>,
-) -> Result<Option<TableCommit>> {
+    id_source: Option<(&str, &[StagedFile])>,
+) -> Result<(Option<TableCommit>, Vec<StagedFile>)> {
     let table_name = meta.name.as_str();
     let delta_err = |source| SinkError::Delta {
         table: table_name.to_owned(),
@@ -142,6 +161,9 @@ async fn commit_table(
     let mut removed_paths = Vec::new();
     let mut rows_removed = 0u64;
     let mut rewritten: Vec<StagedFile> = Vec::new();
+    // Bytes of the table before the commit, and of the files a merge read and rewrote.
+    let mut bytes_before = 0u64;
+    let mut bytes_read = 0u64;
     let existing_schema: Option<SchemaRef> = match &table {
         Some(t) => Some(t.snapshot().map_err(delta_err)?.snapshot().arrow_schema()),
         None => None,
@@ -152,6 +174,20 @@ async fn commit_table(
         let incoming: Option<&HashMap<u128, u64>> = root_ids
             .map(|r| &r.last_page)
             .filter(|m| merge && !m.is_empty());
+        // Only files whose bloom filters may hold an incoming root id are read at all.
+        let candidates = match incoming {
+            Some(_) => {
+                let existing: Vec<(String, u64)> = files
+                    .iter()
+                    .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
+                    .collect();
+                let (id_table, id_files) = id_source.unwrap_or((table_name, &staged));
+                files_maybe_holding(lake, table_name, key_column, &existing, id_table, id_files)
+                    .await?
+            }
+            None => HashSet::new(),
+        };
+        bytes_before = files.iter().map(|f| f.size().max(0) as u64).sum();
         for f in files {
             let path = f.path().into_owned();
             let remove =
@@ -163,57 +199,24 @@ async fn commit_table(
                     removed_paths.push(path);
                 }
                 (WriteDisposition::Merge, Some(ids)) => {
-                    let store_path = lake.file_path(table_name, &path);
-                    let bytes = read_all(lake, &store_path).await?;
-                    let keys = read_column(&bytes, key_column, table_name, &path)?;
-                    let hit = keys
-                        .iter()
-                        .any(|k| k.as_deref().is_some_and(|k| ids.contains_key(&id_key(k))));
-                    if !hit {
+                    if !candidates.contains(&path) {
                         continue;
                     }
-                    let batches = read_batches(&bytes, table_name, &path)?;
-                    let mut remaining = Vec::new();
-                    let mut n_kept = 0u64;
-                    let mut n_total = 0u64;
-                    for b in batches {
-                        n_total += b.num_rows() as u64;
-                        let keys = b
-                            .column_by_name(key_column)
-                            .ok_or_else(|| missing_column(table_name, &path, key_column))?;
-                        let mask: BooleanArray = keys
-                            .as_string::<i32>()
-                            .iter()
-                            .map(|k| Some(!k.is_some_and(|k| ids.contains_key(&id_key(k)))))
-                            .collect();
-                        let kept =
-                            arrow_select::filter::filter_record_batch(&b, &mask).map_err(|e| {
-                                SinkError::Internal {
-                                    message: format!("filtering {path}: {e}"),
-                                }
-                            })?;
-                        n_kept += kept.num_rows() as u64;
-                        if kept.num_rows() > 0 {
-                            remaining.push(kept);
-                        }
+                    let size = f.size().max(0) as u64;
+                    let n = rewritten.len() + 1;
+                    let (total, kept, file) = rewrite_without(
+                        lake, config, load_id, table_name, key_column, &path, size, ids, n,
+                    )
+                    .await?;
+                    bytes_read += size;
+                    if kept == total {
+                        // A bloom filter's false positive: the file stays as it is.
+                        continue;
                     }
-                    rows_removed += n_total - n_kept;
+                    rows_removed += total - kept;
                     actions.push(remove(&f));
                     removed_paths.push(path.clone());
-                    if !remaining.is_empty() {
-                        let file_schema = remaining[0].schema();
-                        let name =
-                            format!("part-{load_id}-rw-{:05}.zstd.parquet", rewritten.len() + 1);
-                        let encoded = encode(config, &file_schema, &remaining, table_name)?;
-                        let size = encoded.len() as u64;
-                        put(lake, &lake.file_path(table_name, &name), encoded).await?;
-                        rewritten.push(StagedFile {
-                            name,
-                            size,
-                            n_rows: n_kept,
-                            runs: Vec::new(),
-                        });
-                    }
+                    rewritten.extend(file);
                 }
                 _ => {}
             }
@@ -235,7 +238,7 @@ async fn commit_table(
         }));
     }
     if actions.is_empty() {
-        return Ok(None);
+        return Ok((None, staged));
     }
 
     let merged_schema = merge_schemas(table_name, existing_schema.as_ref(), &schema)?;
@@ -253,7 +256,7 @@ async fn commit_table(
     let version = match table {
         None => {
             if staged.is_empty() {
-                return Ok(None);
+                return Ok((None, staged));
             }
             let delta = delta_schema(table_name, &merged_schema)?;
             let blank = lake_table_handle(lake, table_name)?;
@@ -311,15 +314,20 @@ async fn commit_table(
             tracing::warn!(table = table_name, file = %path, %error, "could not delete a replaced file");
         }
     }
-    Ok(Some(TableCommit {
-        table: table_name.to_owned(),
-        root: meta.root.clone(),
-        version,
-        rows_added,
-        rows_removed,
-        files_added,
-        files_removed: removed_paths.len(),
-    }))
+    Ok((
+        Some(TableCommit {
+            table: table_name.to_owned(),
+            root: meta.root.clone(),
+            version,
+            rows_added,
+            rows_removed,
+            files_added,
+            files_removed: removed_paths.len(),
+            bytes_before,
+            bytes_rewritten: bytes_read,
+        }),
+        staged,
+    ))
 }
 
 /// A handle on a table folder that holds no table yet.
@@ -441,6 +449,184 @@ async fn drop_superseded(
         n_rows,
         runs,
     }))
+}
+
+/// The existing files (path, size) whose key column may hold one of the ids in the key
+/// column of `id_files` (staged files of `id_table`): a file is read only if a bloom filter
+/// of one of its row groups says it may hold an id; files without filters always are.
+/// Holds the filters and one batch of ids at a time, whatever the table's size.
+async fn files_maybe_holding(
+    lake: &Lake,
+    table: &str,
+    key_column: &str,
+    existing: &[(String, u64)],
+    id_table: &str,
+    id_files: &[StagedFile],
+) -> Result<HashSet<String>> {
+    let parquet_err = |path: &str| {
+        let path = path.to_owned();
+        let table = table.to_owned();
+        move |source| SinkError::ParquetFile {
+            table: table.clone(),
+            path: path.clone(),
+            source,
+        }
+    };
+    let mut out = HashSet::new();
+    let mut filters: Vec<(String, Vec<Sbbf>)> = Vec::new();
+    for (path, size) in existing {
+        let mut builder = StoreFile::new(lake.store().clone(), lake.file_path(table, path), *size)
+            .builder()
+            .await
+            .map_err(parquet_err(path))?;
+        let column = builder
+            .metadata()
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.name() == key_column);
+        let mut blooms = Vec::new();
+        if let Some(column) = column {
+            for rg in 0..builder.metadata().num_row_groups() {
+                match builder
+                    .get_row_group_column_bloom_filter(rg, column)
+                    .await
+                    .map_err(parquet_err(path))?
+                {
+                    Some(bloom) => blooms.push(bloom),
+                    None => {
+                        blooms.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        if blooms.is_empty() {
+            out.insert(path.clone());
+        } else {
+            filters.push((path.clone(), blooms));
+        }
+    }
+    let id_column = if id_table == table {
+        key_column
+    } else {
+        ROW_ID
+    };
+    for f in id_files {
+        if filters.is_empty() {
+            break;
+        }
+        let builder = StoreFile::new(
+            lake.store().clone(),
+            lake.file_path(id_table, &f.name),
+            f.size,
+        )
+        .builder()
+        .await
+        .map_err(parquet_err(&f.name))?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), [id_column]);
+        let mut stream = builder
+            .with_projection(mask)
+            .build()
+            .map_err(parquet_err(&f.name))?;
+        while let Some(batch) = stream.try_next().await.map_err(parquet_err(&f.name))? {
+            let Some(keys) = batch.column(0).as_string_opt::<i32>() else {
+                continue;
+            };
+            for k in keys.iter().flatten() {
+                filters.retain(|(path, blooms)| {
+                    let hit = blooms.iter().any(|b| b.check(k.as_bytes()));
+                    if hit {
+                        out.insert(path.clone());
+                    }
+                    !hit
+                });
+                if filters.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites an existing file without the rows whose key is among `ids`, streaming one batch
+/// at a time. Returns the file's rows, the rows kept, and the new file if rows were removed
+/// and some remain (nothing is written when no row matched).
+#[allow(clippy::too_many_arguments)]
+async fn rewrite_without(
+    lake: &Lake,
+    config: &crate::ParquetSinkConfig,
+    load_id: &str,
+    table: &str,
+    key_column: &str,
+    path: &str,
+    size: u64,
+    ids: &HashMap<u128, u64>,
+    n: usize,
+) -> Result<(u64, u64, Option<StagedFile>)> {
+    let parquet_err = |source| SinkError::ParquetFile {
+        table: table.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let builder = StoreFile::new(lake.store().clone(), lake.file_path(table, path), size)
+        .builder()
+        .await
+        .map_err(parquet_err)?;
+    let schema = builder.schema().clone();
+    let mut stream = builder.build().map_err(parquet_err)?;
+    let name = format!("part-{load_id}-rw-{n:05}.zstd.parquet");
+    let sink = BufWriter::with_capacity(
+        lake.store().clone(),
+        lake.file_path(table, &name),
+        8 * 1024 * 1024,
+    )
+    .with_max_concurrency(2);
+    let mut writer = AsyncArrowWriter::try_new(
+        sink,
+        schema.clone(),
+        Some(writer_properties(config, key_column_of(&schema))),
+    )
+    .map_err(parquet_err)?;
+    let (mut total, mut kept) = (0u64, 0u64);
+    while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
+        total += batch.num_rows() as u64;
+        let keys = batch
+            .column_by_name(key_column)
+            .ok_or_else(|| missing_column(table, path, key_column))?;
+        let mask: BooleanArray = keys
+            .as_string::<i32>()
+            .iter()
+            .map(|k| Some(!k.is_some_and(|k| ids.contains_key(&id_key(k)))))
+            .collect();
+        let remaining = arrow_select::filter::filter_record_batch(&batch, &mask).map_err(|e| {
+            SinkError::Internal {
+                message: format!("filtering {path}: {e}"),
+            }
+        })?;
+        kept += remaining.num_rows() as u64;
+        if remaining.num_rows() > 0 {
+            writer.write(&remaining).await.map_err(parquet_err)?;
+        }
+    }
+    if kept == total || kept == 0 {
+        let _ = writer.into_inner().abort().await;
+        return Ok((total, kept, None));
+    }
+    writer.finish().await.map_err(parquet_err)?;
+    let size = writer.bytes_written() as u64;
+    Ok((
+        total,
+        kept,
+        Some(StagedFile {
+            name,
+            size,
+            n_rows: kept,
+            runs: Vec::new(),
+        }),
+    ))
 }
 
 async fn put(lake: &Lake, path: &object_store::path::Path, bytes: Vec<u8>) -> Result<()> {

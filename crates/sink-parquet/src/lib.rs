@@ -28,6 +28,7 @@
 
 mod commit;
 mod lake;
+mod read;
 mod writer;
 
 pub use commit::TableCommit;
@@ -113,6 +114,17 @@ pub enum SinkError {
     Parquet {
         /// The table.
         table: String,
+        /// The Parquet error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// Reading or writing one data file of a table failed.
+    #[error("sink: parquet file `{path}` of `{table}`")]
+    ParquetFile {
+        /// The table.
+        table: String,
+        /// The file, within the table's folder.
+        path: String,
         /// The Parquet error.
         #[source]
         source: parquet::errors::ParquetError,

@@ -265,3 +265,46 @@ async fn column_sources_live_in_the_delta_schema_and_keep_collided_names_across_
         &arrow_schema::DataType::Int64
     );
 }
+
+#[tokio::test]
+async fn merge_reads_and_rewrites_only_the_files_that_hold_incoming_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    // Three loads, three files per table.
+    for prefix in ["a", "b", "c"] {
+        let page: Vec<Value> = (0..200)
+            .map(|i| json!({"id": format!("{prefix}{i}"), "v": i, "items": [{"v": i}, {"v": i + 1}]}))
+            .collect();
+        load(&lake, &m, &[page]).await;
+    }
+    // `a5` changes and loses its children; `b7` changes; `d1` is new.
+    let commits = load(
+        &lake,
+        &m,
+        &[vec![
+            json!({"id": "a5", "v": 500, "items": []}),
+            json!({"id": "b7", "v": 700, "items": [{"v": 7000}]}),
+            json!({"id": "d1", "v": 1}),
+        ]],
+    )
+    .await;
+    let by_table: BTreeMap<&str, &TableCommit> =
+        commits.iter().map(|c| (c.table.as_str(), c)).collect();
+    for table in ["events", "events__items"] {
+        let c = by_table[table];
+        assert_eq!(c.files_removed, 2, "{table}: the `a` and `b` files only: {c:?}");
+        assert!(
+            c.bytes_rewritten * 4 < c.bytes_before * 3,
+            "{table}: the `c` file was not read: {c:?}"
+        );
+    }
+    let events = rows(&lake, "events", "id").await;
+    assert_eq!(events.len(), 601);
+    assert_eq!(events["a5"], vec![500]);
+    assert_eq!(events["b7"], vec![700]);
+    assert_eq!(events["c5"], vec![5]);
+    let children = rows(&lake, "events__items", "_dlt_root_id").await;
+    assert_eq!(children.values().map(Vec::len).sum::<usize>(), 599 * 2 - 2 + 1);
+    assert!(children.values().flatten().any(|v| *v == 7000));
+}

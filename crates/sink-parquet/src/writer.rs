@@ -252,8 +252,21 @@ pub(crate) fn widen(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBat
     })
 }
 
-pub(crate) fn writer_properties(config: &ParquetSinkConfig) -> WriterProperties {
-    WriterProperties::builder()
+/// Parquet settings of a data file; `key_column` (the id a merge looks rows up by) gets a
+/// bloom filter per row group, so a merge reads only files that may hold an incoming id.
+pub(crate) fn writer_properties(
+    config: &ParquetSinkConfig,
+    key_column: Option<&str>,
+) -> WriterProperties {
+    let mut builder = WriterProperties::builder();
+    if let Some(key) = key_column {
+        let path = parquet::schema::types::ColumnPath::from(key);
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), 0.01)
+            .set_column_bloom_filter_max_ndv(path, config.row_group_rows as u64);
+    }
+    builder
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(config.zstd_level).unwrap_or_default(),
         ))
@@ -273,9 +286,13 @@ pub(crate) fn encode(
         table: table.to_owned(),
         source: e,
     };
-    let mut writer =
-        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties(config)))
-            .map_err(fail)?;
+    let key = key_column_of(schema);
+    let mut writer = ArrowWriter::try_new(
+        Vec::new(),
+        schema.clone(),
+        Some(writer_properties(config, key)),
+    )
+    .map_err(fail)?;
     for b in batches {
         writer.write(&widen(b, schema)?).map_err(fail)?;
     }
@@ -297,11 +314,13 @@ fn open(
     // flight: enough to keep a connection busy, little memory per open file.
     let sink = BufWriter::with_capacity(lake.store().clone(), path, 8 * 1024 * 1024)
         .with_max_concurrency(2);
-    let writer = AsyncArrowWriter::try_new(sink, schema.clone(), Some(writer_properties(config)))
-        .map_err(|source| SinkError::Parquet {
-        table: table.to_owned(),
-        source,
-    })?;
+    let key = key_column_of(&schema);
+    let writer =
+        AsyncArrowWriter::try_new(sink, schema.clone(), Some(writer_properties(config, key)))
+            .map_err(|source| SinkError::Parquet {
+                table: table.to_owned(),
+                source,
+            })?;
     Ok(OpenFile {
         name,
         schema,
@@ -338,6 +357,18 @@ async fn close(lake: &Lake, table: &str, writer: &mut TableWriter) -> Result<()>
 /// so a load of millions of rows keeps it small (collisions: about 2^-64 at 10^10 ids).
 pub(crate) fn id_key(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+/// The column a merge looks a file's rows up by: `_dlt_root_id` in a child table, `_dlt_id`
+/// in a root table.
+pub(crate) fn key_column_of(schema: &SchemaRef) -> Option<&'static str> {
+    if schema.field_with_name(ROOT_ID).is_ok() {
+        Some(ROOT_ID)
+    } else if schema.field_with_name(ROW_ID).is_ok() {
+        Some(ROW_ID)
+    } else {
+        None
+    }
 }
 
 /// The column that links a table's rows to their root row.
