@@ -4,7 +4,10 @@
 //! - normalization: the embedded mock's events as page bodies, parsed into
 //!   `serde_json::Value` (the baseline) and normalized into Arrow batches, on one core;
 //! - pipeline: `cargo xtask demo` in a child process at two sizes, for events per second
-//!   and the child's peak resident memory.
+//!   and the child's peak resident memory;
+//! - merge: an events table of N rows (built by 10 loads), then 1% of N rows landed four
+//!   ways: appended, merged as new ids, merged as changes to the newest rows, merged as
+//!   changes spread over the whole table; seconds, bytes rewritten, peak memory of each.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,8 +29,11 @@ pub(crate) struct BenchArgs {
     /// Repetitions of the normalization bench (the median is printed).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Rows of the events table in the merge bench, one bench per size.
+    #[arg(long, value_delimiter = ',', default_values_t = [250_000usize, 1_000_000])]
+    merge_rows: Vec<usize>,
     /// Which benches to run.
-    #[arg(long, value_delimiter = ',', default_values_t = [Bench::Normalize, Bench::Pipeline])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Bench::Normalize, Bench::Pipeline, Bench::Merge])]
     only: Vec<Bench>,
     /// Where the pipeline bench writes its lakes (deleted after each run).
     #[arg(long, default_value_t = std::env::temp_dir().join("errlake-bench").display().to_string())]
@@ -38,6 +44,7 @@ pub(crate) struct BenchArgs {
 enum Bench {
     Normalize,
     Pipeline,
+    Merge,
 }
 
 impl std::fmt::Display for Bench {
@@ -45,6 +52,7 @@ impl std::fmt::Display for Bench {
         f.write_str(match self {
             Bench::Normalize => "normalize",
             Bench::Pipeline => "pipeline",
+            Bench::Merge => "merge",
         })
     }
 }
@@ -60,6 +68,12 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.contains(&Bench::Pipeline) {
         pipeline_bench(&args.pipeline_events, Path::new(&args.scratch))?;
+    }
+    if args.only.contains(&Bench::Merge) {
+        let rt = crate::runtime()?;
+        for &rows in &args.merge_rows {
+            rt.block_on(merge_bench(rows, Path::new(&args.scratch)))?;
+        }
     }
     Ok(())
 }
@@ -229,4 +243,137 @@ fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
 /// Runs a child to its end.
 fn run_child(command: &mut Command) -> anyhow::Result<std::process::ExitStatus> {
     command.status().context("bench: starting a child run")
+}
+
+/// A small event (about 200 bytes of JSON) with one list, so a merge has a child table.
+fn small_event(id: usize, version: usize) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("ev-{id:08}"),
+        "received_at": format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + id % 28, id % 24, id % 60),
+        "severity": (["error", "warning", "info"][(id + version) % 3]),
+        "message": format!("TypeError in handler {} (v{version})", id % 977),
+        "count": id * 7 + version,
+        "device": {"os": (["android", "ios"][id % 2]), "version": format!("{}.0", 9 + id % 5)},
+        "tags": [format!("t{}", id % 13), format!("v{version}")],
+    })
+}
+
+/// Lands `ids` as one load of 1,000-record pages; the load's commits.
+async fn land(
+    lake: &sink_parquet::Lake,
+    disposition: WriteDisposition,
+    ids: &[usize],
+    version: usize,
+) -> anyhow::Result<Vec<sink_parquet::TableCommit>> {
+    let meta = Arc::new(TableMeta {
+        name: "events".into(),
+        parent: None,
+        root: "events".into(),
+        primary_key: Some("id".into()),
+        write_disposition: disposition,
+    });
+    let registry = SchemaRegistry::new(lake.schemas().await?);
+    let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
+    let load_id = format!("bench-{}", fastrand_suffix());
+    let mut writer = sink_parquet::LoadWriter::new(
+        lake.clone(),
+        sink_parquet::ParquetSinkConfig::default(),
+        load_id.clone(),
+        vec![meta.clone()],
+    );
+    for (seq, chunk) in ids.chunks(1000).enumerate() {
+        let records: Vec<serde_json::Value> =
+            chunk.iter().map(|&id| small_event(id, version)).collect();
+        let batches = normalizer.normalize(&meta, &load_id, seq as u64, &records)?;
+        writer.write(seq as u64, batches).await?;
+    }
+    Ok(writer.commit().await?)
+}
+
+fn fastrand_suffix() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{:x}", t.as_nanos())
+}
+
+/// Resets this process's peak resident memory (Linux: `5` into clear_refs); false where
+/// that is not possible.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1000.0)
+}
+
+async fn merge_bench(rows: usize, scratch: &Path) -> anyhow::Result<()> {
+    let dir = scratch.join(format!("merge-{rows}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let changed = rows / 100;
+    println!();
+    println!(
+        "merge: events table of {rows} rows (+2 tags each in events__tags), built by 10 loads; then {changed} rows (1%) landed"
+    );
+    println!(
+        "  {:<34} {:>8} {:>10} {:>16} {:>14}",
+        "landing 1% of the table as", "seconds", "x append", "bytes rewritten", "peak RSS (MB)"
+    );
+    let mut base = None;
+    for case in [
+        "append",
+        "merge: new ids",
+        "merge: newest rows",
+        "merge: spread rows",
+    ] {
+        // A fresh copy of the table for each case, so each starts from the same state.
+        let lake_dir = dir.join(case.replace([':', ' '], "_"));
+        let lake = sink_parquet::Lake::open(&lake_dir.display().to_string())?;
+        let disposition = if case == "append" {
+            WriteDisposition::Append
+        } else {
+            WriteDisposition::Merge
+        };
+        for part in 0..10 {
+            let ids: Vec<usize> = (part * rows / 10..(part + 1) * rows / 10).collect();
+            land(&lake, disposition, &ids, 0).await?;
+        }
+        let ids: Vec<usize> = match case {
+            "append" | "merge: new ids" => (rows..rows + changed).collect(),
+            "merge: newest rows" => (rows - changed..rows).collect(),
+            _ => (0..changed).map(|i| i * 100 + 37).collect(),
+        };
+        let measured = reset_peak_rss();
+        let started = Instant::now();
+        let commits = land(&lake, disposition, &ids, 1).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let peak = if measured { peak_rss_mb() } else { f64::NAN };
+        let before: u64 = commits.iter().map(|c| c.bytes_before).sum();
+        let rewritten: u64 = commits.iter().map(|c| c.bytes_rewritten).sum();
+        let base_seconds = *base.get_or_insert(seconds);
+        println!(
+            "  {:<34} {:>8.2} {:>10.1} {:>9.1} MB {:>3.0}% {:>14.0}",
+            case,
+            seconds,
+            seconds / base_seconds,
+            rewritten as f64 / 1e6,
+            if before > 0 {
+                100.0 * rewritten as f64 / before as f64
+            } else {
+                0.0
+            },
+            peak
+        );
+        let _ = std::fs::remove_dir_all(&lake_dir);
+    }
+    Ok(())
 }

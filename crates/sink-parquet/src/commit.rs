@@ -208,11 +208,11 @@ async fn commit_table(
                         lake, config, load_id, table_name, key_column, &path, size, ids, n,
                     )
                     .await?;
-                    bytes_read += size;
                     if kept == total {
                         // A bloom filter's false positive: the file stays as it is.
                         continue;
                     }
+                    bytes_read += size;
                     rows_removed += total - kept;
                     actions.push(remove(&f));
                     removed_paths.push(path.clone());

@@ -293,7 +293,10 @@ async fn merge_reads_and_rewrites_only_the_files_that_hold_incoming_ids() {
         commits.iter().map(|c| (c.table.as_str(), c)).collect();
     for table in ["events", "events__items"] {
         let c = by_table[table];
-        assert_eq!(c.files_removed, 2, "{table}: the `a` and `b` files only: {c:?}");
+        assert_eq!(
+            c.files_removed, 2,
+            "{table}: the `a` and `b` files only: {c:?}"
+        );
         assert!(
             c.bytes_rewritten * 4 < c.bytes_before * 3,
             "{table}: the `c` file was not read: {c:?}"
@@ -305,6 +308,9 @@ async fn merge_reads_and_rewrites_only_the_files_that_hold_incoming_ids() {
     assert_eq!(events["b7"], vec![700]);
     assert_eq!(events["c5"], vec![5]);
     let children = rows(&lake, "events__items", "_dlt_root_id").await;
-    assert_eq!(children.values().map(Vec::len).sum::<usize>(), 599 * 2 - 2 + 1);
+    assert_eq!(
+        children.values().map(Vec::len).sum::<usize>(),
+        599 * 2 - 2 + 1
+    );
     assert!(children.values().flatten().any(|v| *v == 7000));
 }
