@@ -24,3 +24,6 @@ mod fan_out;
 
 /// The real recorded responses normalized: snapshots, and the names next to dlt's.
 mod normalize_fixtures;
+
+/// SIGKILL at many instants of a run, then a rerun: consistent tables, nothing lost.
+mod kill;

@@ -7,6 +7,7 @@ mod demo;
 mod inspect;
 mod run;
 mod test;
+mod vacuum;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Task {
     /// Print the speed and memory figures: normalization against plain parsing, the whole
     /// pipeline against the embedded mock.
     Bench(bench::BenchArgs),
+    /// Delete the data files no table version references (left by loads that died).
+    Vacuum(vacuum::VacuumArgs),
     /// Install what the tests need (a Python venv with the deltalake package) and run the whole suite.
     Test(test::TestArgs),
 }
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Task::Inspect(a) => runtime().and_then(|rt| rt.block_on(inspect::inspect(a))),
         Task::Test(a) => test::test(a),
         Task::Bench(a) => bench::bench(a),
+        Task::Vacuum(a) => runtime().and_then(|rt| rt.block_on(vacuum::vacuum(a))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

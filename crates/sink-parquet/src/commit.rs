@@ -314,6 +314,26 @@ async fn commit_table(
             tracing::warn!(table = table_name, file = %path, %error, "could not delete a replaced file");
         }
     }
+    // And the files of loads that died before their commit, once old enough.
+    match lake
+        .remove_orphans(
+            table_name,
+            std::time::Duration::from_secs(config.orphan_grace_secs),
+            false,
+        )
+        .await
+    {
+        Ok(o) if o.files > 0 => {
+            tracing::info!(
+                table = table_name,
+                files = o.files,
+                bytes = o.bytes,
+                "removed orphaned files"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(table = table_name, %error, "could not remove orphaned files"),
+    }
     Ok((
         Some(TableCommit {
             table: table_name.to_owned(),

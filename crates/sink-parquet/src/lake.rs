@@ -182,6 +182,97 @@ impl Lake {
         Ok(names)
     }
 
+    /// Deletes the data files of a table folder that no version of the table references
+    /// and that are older than `older_than`: files of loads that died before their commit
+    /// (a crash, a kill), or that a commit replaced but could not delete. The age guard
+    /// spares the staged files of a load still running elsewhere. A folder without a table
+    /// (a first load that never committed) loses all its old data files.
+    pub async fn remove_orphans(
+        &self,
+        table: &str,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<Orphans> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let referenced: std::collections::HashSet<String> = match self.load_table(table).await? {
+            Some(t) => t
+                .snapshot()
+                .map_err(|source| SinkError::Delta {
+                    table: table.to_owned(),
+                    source,
+                })?
+                .log_data()
+                .iter()
+                .map(|f| f.path().into_owned())
+                .collect(),
+            None => Default::default(),
+        };
+        let folder = self.prefix.clone().join(table);
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let store_err = |source| SinkError::Store {
+            path: folder.to_string(),
+            source,
+        };
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&folder))
+            .try_collect()
+            .await
+            .map_err(store_err)?;
+        let mut orphans = Orphans::default();
+        for object in objects {
+            let Some(relative) = object
+                .location
+                .as_ref()
+                .strip_prefix(folder.as_ref())
+                .map(|r| r.trim_start_matches('/').to_owned())
+            else {
+                continue;
+            };
+            if relative.starts_with("_delta_log")
+                || !relative.ends_with(".parquet")
+                || referenced.contains(&relative)
+                || object.last_modified > cutoff
+            {
+                continue;
+            }
+            if !dry_run {
+                self.store
+                    .delete(&object.location)
+                    .await
+                    .map_err(|source| SinkError::Store {
+                        path: object.location.to_string(),
+                        source,
+                    })?;
+            }
+            orphans.files += 1;
+            orphans.bytes += object.size;
+        }
+        Ok(orphans)
+    }
+
+    /// The folders of the destination, tables or not (a first load that died leaves a
+    /// folder without a table).
+    pub async fn folders(&self) -> Result<Vec<String>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|source| SinkError::Store {
+                path: self.prefix.to_string(),
+                source,
+            })?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|d| d.filename().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The schemas of all tables in the destination, to seed normalization with, so that
     /// column types stay what earlier runs made them.
     pub async fn schemas(&self) -> Result<HashMap<String, TableSchema>> {
@@ -197,6 +288,15 @@ impl Lake {
         }
         Ok(out)
     }
+}
+
+/// What [`Lake::remove_orphans`] deleted (or would delete).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Orphans {
+    /// Data files.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// A table's schema with the field metadata of its Delta schema (the columns' sources):

@@ -32,7 +32,7 @@ mod read;
 mod writer;
 
 pub use commit::TableCommit;
-pub use lake::{Lake, TableInfo};
+pub use lake::{Lake, Orphans, TableInfo};
 pub use writer::LoadWriter;
 
 /// File sizing and encoding (`[sink]` in the pipeline file).
@@ -55,6 +55,12 @@ pub struct ParquetSinkConfig {
     /// Default: 32 MiB.
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: usize,
+    /// Seconds after which a data file that no table version references is deleted when
+    /// its table is committed (files of a load that died). Younger ones may belong to a
+    /// load still running elsewhere; `cargo xtask vacuum --older-than 0` deletes them all.
+    /// Default: 3600.
+    #[serde(default = "default_orphan_grace_secs")]
+    pub orphan_grace_secs: u64,
     /// The zstd level. Default: 3.
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
@@ -72,6 +78,9 @@ fn default_row_group_rows() -> usize {
 fn default_row_group_bytes() -> usize {
     32 * 1024 * 1024
 }
+fn default_orphan_grace_secs() -> u64 {
+    3600
+}
 fn default_zstd_level() -> i32 {
     3
 }
@@ -83,6 +92,7 @@ impl Default for ParquetSinkConfig {
             max_buffered_bytes: default_max_buffered_bytes(),
             row_group_rows: default_row_group_rows(),
             row_group_bytes: default_row_group_bytes(),
+            orphan_grace_secs: default_orphan_grace_secs(),
             zstd_level: default_zstd_level(),
         }
     }

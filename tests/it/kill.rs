@@ -1,0 +1,173 @@
+//! Crash safety: a run killed with SIGKILL at many instants (fetching, writing files,
+//! committing) leaves every table readable at a committed version with one row per id, and
+//! the next run completes the work; checked by the Python `deltalake` reader.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mock_api::{DataSize, MockConfig, MockHandle};
+
+use crate::support::{pipeline_file, python};
+
+const TOKEN: &str = "kill-token-41d2";
+
+/// Per table with a Delta log: (rows, distinct keys) as the Python reader sees them, and the
+/// rows of all `*.parquet` files in its folder.
+fn read_tables(lake: &Path) -> BTreeMap<String, (i64, i64, i64)> {
+    let script = r#"
+import glob, json, os, sys
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+out = {}
+root = sys.argv[1]
+for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    path = os.path.join(root, name)
+    if not os.path.isdir(os.path.join(path, "_delta_log")):
+        continue
+    t = DeltaTable(path).to_pyarrow_table()
+    key = "id" if "id" in t.column_names and "_dlt_parent_id" not in t.column_names else "_dlt_id"
+    ids = t.column(key).to_pylist()
+    glob_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in glob.glob(os.path.join(path, "*.parquet")))
+    out[name] = [t.num_rows, len(set(ids)), glob_rows]
+print(json.dumps(out), flush=True)
+os._exit(0)
+"#;
+    let output = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(lake)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python reader failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let parsed: BTreeMap<String, [i64; 3]> = serde_json::from_slice(&output.stdout).unwrap();
+    parsed
+        .into_iter()
+        .map(|(k, [a, b, c])| (k, (a, b, c)))
+        .collect()
+}
+
+fn child(base_url: &str, lake: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_run-pipeline"));
+    c.arg(pipeline_file("errors.toml"))
+        .arg(base_url)
+        .arg(lake)
+        .env("AUTH_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+#[test]
+fn runs_killed_at_many_instants_leave_consistent_tables_and_the_next_run_completes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt
+        .block_on(MockHandle::start(MockConfig {
+            seed: 11,
+            size: DataSize {
+                organizations: 2,
+                projects_per_org: 3,
+                saved_searches_per_project: 2,
+                errors_per_project: 30,
+                events_per_project: 2000,
+            },
+            authorization: TOKEN.to_owned(),
+        }))
+        .unwrap();
+    let base_url = mock.base_url();
+    let dir = tempfile::tempdir().unwrap();
+
+    // An uninterrupted run: the reference, and how long a run takes here.
+    let reference = dir.path().join("reference");
+    let started = Instant::now();
+    assert!(child(&base_url, &reference).status().unwrap().success());
+    let full = started.elapsed();
+    let expected = read_tables(&reference);
+    assert!(expected.len() >= 8, "{expected:?}");
+
+    // Kill instants across the run, denser near its end where the commits happen, each
+    // moved by a random few percent (the seed is in every failure message).
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let fractions: Vec<f64> = (0..14)
+        .map(|i| (i as f64 + 0.5) / 14.0)
+        .chain([0.86, 0.9, 0.93, 0.96, 0.98, 0.99, 1.0, 1.02])
+        .map(|f| f + (rng.f64() - 0.5) * 0.04)
+        .collect();
+    let mut log: Vec<String> = Vec::new();
+    let lake = dir.path().join("lake");
+    let mut killed = 0;
+    for f in &fractions {
+        let mut run = child(&base_url, &lake).spawn().unwrap();
+        std::thread::sleep(full.mul_f64(*f));
+        let finished = run.try_wait().unwrap().is_some();
+        if !finished {
+            run.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        run.wait().unwrap();
+        let tables = read_tables(&lake);
+        log.push(format!(
+            "{} at {f:.3} of {full:?}: {} tables, {} events",
+            if finished { "ended" } else { "killed" },
+            tables.len(),
+            tables.get("events").map_or(0, |t| t.0)
+        ));
+        for (table, (rows, distinct, _)) in tables {
+            assert_eq!(
+                rows,
+                distinct,
+                "`{table}` has duplicate ids (seed {seed}):\n{}",
+                log.join("\n")
+            );
+            assert!(
+                rows <= expected[&table].0,
+                "`{table}` has more rows than a whole run (seed {seed}):\n{}",
+                log.join("\n")
+            );
+        }
+    }
+    assert!(
+        killed >= 20,
+        "only {killed} runs were killed before they ended:\n{}",
+        log.join("\n")
+    );
+
+    // The next run completes the work: the same tables as the uninterrupted run.
+    assert!(child(&base_url, &lake).status().unwrap().success());
+    let got = read_tables(&lake);
+    let rows = |m: &BTreeMap<String, (i64, i64, i64)>| -> BTreeMap<String, (i64, i64)> {
+        m.iter()
+            .map(|(k, (r, d, _))| (k.clone(), (*r, *d)))
+            .collect()
+    };
+    assert_eq!(
+        rows(&got),
+        rows(&expected),
+        "seed {seed}:\n{}",
+        log.join("\n")
+    );
+
+    // Files of the killed loads are not referenced; vacuum removes them, and then a plain
+    // glob of each folder sees exactly the table's rows.
+    let lake_handle = sink_parquet::Lake::open(&lake.display().to_string()).unwrap();
+    rt.block_on(async {
+        for folder in lake_handle.folders().await.unwrap() {
+            lake_handle
+                .remove_orphans(&folder, Duration::ZERO, false)
+                .await
+                .unwrap();
+        }
+    });
+    for (table, (rows, _, glob_rows)) in read_tables(&lake) {
+        assert_eq!(
+            rows, glob_rows,
+            "`{table}`: the glob sees other rows than the table"
+        );
+    }
+}

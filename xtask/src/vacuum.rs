@@ -1,0 +1,56 @@
+//! `cargo xtask vacuum`: delete the data files no table version references (left by loads
+//! that died before their commit).
+
+use std::time::Duration;
+
+use sink_parquet::Lake;
+
+/// Arguments of `vacuum`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct VacuumArgs {
+    /// The destination: a path, file:// or s3:// URL.
+    #[arg(default_value = "./lake")]
+    destination: String,
+    /// Only files older than this many seconds: younger ones may belong to a load still
+    /// running. 0 deletes every unreferenced file (no load may be running).
+    #[arg(long, default_value_t = 3600)]
+    older_than: u64,
+    /// Only print what would be deleted.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub(crate) async fn vacuum(args: VacuumArgs) -> anyhow::Result<()> {
+    let lake = Lake::open(&args.destination)?;
+    let (mut files, mut bytes) = (0, 0);
+    for folder in lake.folders().await? {
+        let o = lake
+            .remove_orphans(&folder, Duration::from_secs(args.older_than), args.dry_run)
+            .await?;
+        if o.files > 0 {
+            println!(
+                "{folder}: {} {} unreferenced files ({:.1} MB)",
+                if args.dry_run {
+                    "would delete"
+                } else {
+                    "deleted"
+                },
+                o.files,
+                o.bytes as f64 / 1e6
+            );
+        }
+        files += o.files;
+        bytes += o.bytes;
+    }
+    println!(
+        "{}: {files} unreferenced data files, {:.1} MB{}",
+        lake.url(),
+        bytes as f64 / 1e6,
+        if args.dry_run {
+            " (dry run)"
+        } else {
+            " deleted"
+        }
+    );
+    Ok(())
+}
