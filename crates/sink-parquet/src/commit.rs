@@ -134,10 +134,6 @@ async fn commit_table(
     id_source: Option<(&str, &[StagedFile])>,
 ) -> Result<(Option<TableCommit>, Vec<StagedFile>)> {
     let table_name = meta.name.as_str();
-    let delta_err = |source| SinkError::Delta {
-        table: table_name.to_owned(),
-        source,
-    };
     let (mut staged, schema) = match writer {
         Some(w) => (w.staged, w.schema),
         None => (Vec::new(), empty_schema()),
@@ -156,11 +152,115 @@ async fn commit_table(
         staged = kept;
     }
 
+    // Another writer may commit to the table between our read of it and our commit: then
+    // the merge is done again against the new version (Delta's optimistic concurrency), so
+    // neither writer's rows are lost and no id lands twice.
+    let mut attempt = 0;
+    loop {
+        let mut rewritten = Vec::new();
+        let outcome = commit_attempt(
+            lake,
+            config,
+            load_id,
+            meta,
+            &staged,
+            &schema,
+            root_ids,
+            id_source,
+            attempt,
+            &mut rewritten,
+        )
+        .await;
+        match outcome {
+            Ok(commit) => return Ok((commit, staged)),
+            Err(e) if attempt < MAX_COMMIT_ATTEMPTS && is_concurrent_commit(&e) => {
+                for f in &rewritten {
+                    let _ = lake
+                        .store()
+                        .delete(&lake.file_path(table_name, &f.name))
+                        .await;
+                }
+                attempt += 1;
+                tracing::info!(
+                    table = table_name,
+                    attempt,
+                    "table changed during the commit; merging again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    20 * attempt as u64 + fastrand_millis(50),
+                ))
+                .await;
+            }
+            Err(e) => {
+                for f in &rewritten {
+                    let _ = lake
+                        .store()
+                        .delete(&lake.file_path(table_name, &f.name))
+                        .await;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// How many times a table commit is tried when other writers keep committing first.
+const MAX_COMMIT_ATTEMPTS: usize = 20;
+
+/// Whether a commit failed because another writer committed first.
+fn is_concurrent_commit(e: &SinkError) -> bool {
+    use deltalake::DeltaTableError as E;
+    use deltalake::kernel::transaction::TransactionError as T;
+    match e {
+        SinkError::Delta { source, .. } => match source {
+            E::VersionAlreadyExists(_) => true,
+            E::Transaction { source } => matches!(
+                source,
+                T::VersionAlreadyExists(_) | T::MaxCommitAttempts(_) | T::CommitConflict(_)
+            ),
+            // Two first loads: the other one created the table.
+            other => other.to_string().contains("already exists"),
+        },
+        _ => false,
+    }
+}
+
+/// A few random milliseconds, so that retrying writers do not collide again.
+fn fastrand_millis(max: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    u64::from(nanos) % max.max(1)
+}
+
+/// One try at moving a table to its next version with the load's staged files. Files this
+/// try writes (rewrites of merged files) are pushed to `rewritten`, so that a failed try can
+/// delete them.
+#[allow(clippy::too_many_arguments)]
+async fn commit_attempt(
+    lake: &Lake,
+    config: &crate::ParquetSinkConfig,
+    load_id: &str,
+    meta: &Arc<TableMeta>,
+    staged: &[StagedFile],
+    schema: &SchemaRef,
+    root_ids: Option<&RootIds>,
+    id_source: Option<(&str, &[StagedFile])>,
+    attempt: usize,
+    rewritten: &mut Vec<StagedFile>,
+) -> Result<Option<TableCommit>> {
+    let table_name = meta.name.as_str();
+    let delta_err = |source| SinkError::Delta {
+        table: table_name.to_owned(),
+        source,
+    };
+    let key_column = root_key_column(meta);
+    let merge = meta.write_disposition == WriteDisposition::Merge;
     let table = lake.load_table(table_name).await?;
     let mut actions: Vec<Action> = Vec::new();
     let mut removed_paths = Vec::new();
     let mut rows_removed = 0u64;
-    let mut rewritten: Vec<StagedFile> = Vec::new();
     // Bytes of the table before the commit, and of the files a merge read and rewrote.
     let mut bytes_before = 0u64;
     let mut bytes_read = 0u64;
@@ -181,7 +281,7 @@ async fn commit_table(
                     .iter()
                     .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
                     .collect();
-                let (id_table, id_files) = id_source.unwrap_or((table_name, &staged));
+                let (id_table, id_files) = id_source.unwrap_or((table_name, staged));
                 files_maybe_holding(lake, table_name, key_column, &existing, id_table, id_files)
                     .await?
             }
@@ -205,7 +305,15 @@ async fn commit_table(
                     let size = f.size().max(0) as u64;
                     let n = rewritten.len() + 1;
                     let (total, kept, file) = rewrite_without(
-                        lake, config, load_id, table_name, key_column, &path, size, ids, n,
+                        lake,
+                        config,
+                        &format!("{load_id}-{attempt}"),
+                        table_name,
+                        key_column,
+                        &path,
+                        size,
+                        ids,
+                        n,
                     )
                     .await?;
                     if kept == total {
@@ -238,25 +346,29 @@ async fn commit_table(
         }));
     }
     if actions.is_empty() {
-        return Ok((None, staged));
+        return Ok(None);
     }
 
-    let merged_schema = merge_schemas(table_name, existing_schema.as_ref(), &schema)?;
-    let properties = CommitProperties::default().with_metadata([
-        ("errlake.load_id".to_owned(), serde_json::json!(load_id)),
-        (
-            "errlake.rows_added".to_owned(),
-            serde_json::json!(rows_added),
-        ),
-        (
-            "errlake.rows_removed".to_owned(),
-            serde_json::json!(rows_removed),
-        ),
-    ]);
+    let merged_schema = merge_schemas(table_name, existing_schema.as_ref(), schema)?;
+    // No retry inside delta-rs: a table that moved is merged again from the top, since
+    // its conflict check does not see that a concurrent append may hold our ids.
+    let properties = CommitProperties::default()
+        .with_max_retries(0)
+        .with_metadata([
+            ("errlake.load_id".to_owned(), serde_json::json!(load_id)),
+            (
+                "errlake.rows_added".to_owned(),
+                serde_json::json!(rows_added),
+            ),
+            (
+                "errlake.rows_removed".to_owned(),
+                serde_json::json!(rows_removed),
+            ),
+        ]);
     let version = match table {
         None => {
             if staged.is_empty() {
-                return Ok((None, staged));
+                return Ok(None);
             }
             let delta = delta_schema(table_name, &merged_schema)?;
             let blank = lake_table_handle(lake, table_name)?;
@@ -334,20 +446,17 @@ async fn commit_table(
         Ok(_) => {}
         Err(error) => tracing::warn!(table = table_name, %error, "could not remove orphaned files"),
     }
-    Ok((
-        Some(TableCommit {
-            table: table_name.to_owned(),
-            root: meta.root.clone(),
-            version,
-            rows_added,
-            rows_removed,
-            files_added,
-            files_removed: removed_paths.len(),
-            bytes_before,
-            bytes_rewritten: bytes_read,
-        }),
-        staged,
-    ))
+    Ok(Some(TableCommit {
+        table: table_name.to_owned(),
+        root: meta.root.clone(),
+        version,
+        rows_added,
+        rows_removed,
+        files_added,
+        files_removed: removed_paths.len(),
+        bytes_before,
+        bytes_rewritten: bytes_read,
+    }))
 }
 
 /// A handle on a table folder that holds no table yet.
