@@ -221,6 +221,18 @@ fn is_concurrent_commit(e: &SinkError) -> bool {
             // Two first loads: the other one created the table.
             other => other.to_string().contains("already exists"),
         },
+        // A file of the version we read was replaced and deleted by the other writer.
+        SinkError::Store {
+            source: object_store::Error::NotFound { .. },
+            ..
+        } => true,
+        SinkError::ParquetFile {
+            source: parquet::errors::ParquetError::External(inner),
+            ..
+        } => matches!(
+            inner.downcast_ref::<object_store::Error>(),
+            Some(object_store::Error::NotFound { .. })
+        ),
         _ => false,
     }
 }
