@@ -20,7 +20,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::bloom_filter::Sbbf;
 
-use transform::{ROW_ID, TableMeta, WriteDisposition};
+use transform::{LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 
 use crate::lake::{Lake, delta_schema};
 use crate::read::StoreFile;
@@ -90,6 +90,7 @@ impl LoadWriter {
             // The root's final staged files carry the load's root ids, which also say
             // which child files may hold rows to replace.
             let mut root_files: Vec<StagedFile> = Vec::new();
+            let mut root_version: Option<u64> = None;
             for table in group {
                 let writer = self.tables.remove(&table);
                 let meta = match &writer {
@@ -112,10 +113,18 @@ impl LoadWriter {
                     writer,
                     root_ids.as_ref(),
                     (!is_root).then_some((root.name.as_str(), root_files.as_slice())),
+                    root_version
+                        .filter(|_| !is_root)
+                        .map(|v| (root.name.as_str(), v)),
                 )
                 .await?;
                 if is_root {
                     root_files = staged;
+                    root_version = committed.as_ref().map(|c| c.version);
+                    #[cfg(test)]
+                    if let Some(pause) = self.pause_after_root {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
                 commits.extend(committed);
             }
@@ -124,6 +133,7 @@ impl LoadWriter {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn commit_table(
     lake: &Lake,
     config: &crate::ParquetSinkConfig,
@@ -132,6 +142,7 @@ async fn commit_table(
     writer: Option<TableWriter>,
     root_ids: Option<&RootIds>,
     id_source: Option<(&str, &[StagedFile])>,
+    root_commit: Option<(&str, u64)>,
 ) -> Result<(Option<TableCommit>, Vec<StagedFile>)> {
     let table_name = meta.name.as_str();
     let (mut staged, schema) = match writer {
@@ -167,6 +178,7 @@ async fn commit_table(
             &schema,
             root_ids,
             id_source,
+            root_commit,
             attempt,
             &mut rewritten,
         )
@@ -202,6 +214,82 @@ async fn commit_table(
             }
         }
     }
+}
+
+/// The ids among `ids` whose root row in `root_table` now comes from another load than
+/// ours: rows added by other writers' commits after our commit at `our_version`.
+async fn ids_won_by_others(
+    lake: &Lake,
+    root_table: &str,
+    our_version: u64,
+    load_id: &str,
+    ids: &HashMap<u128, u64>,
+) -> Result<HashSet<u128>> {
+    let delta_err = |source| SinkError::Delta {
+        table: root_table.to_owned(),
+        source,
+    };
+    let mut won = HashSet::new();
+    let Some(now) = lake.load_table(root_table).await? else {
+        return Ok(won);
+    };
+    if now.version().is_none_or(|v| v <= our_version) {
+        return Ok(won);
+    }
+    let then = lake.load_table_version(root_table, our_version).await?;
+    let then_files: HashSet<String> = then
+        .snapshot()
+        .map_err(delta_err)?
+        .log_data()
+        .iter()
+        .map(|f| f.path().into_owned())
+        .collect();
+    let newer: Vec<(String, u64)> = now
+        .snapshot()
+        .map_err(delta_err)?
+        .log_data()
+        .iter()
+        .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
+        .filter(|(p, _)| !then_files.contains(p))
+        .collect();
+    for (path, size) in newer {
+        let parquet_err = |source| SinkError::ParquetFile {
+            table: root_table.to_owned(),
+            path: path.clone(),
+            source,
+        };
+        let builder = StoreFile::new(
+            lake.store().clone(),
+            lake.file_path(root_table, &path),
+            size,
+        )
+        .builder()
+        .await
+        .map_err(parquet_err)?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), [ROW_ID, LOAD_ID]);
+        let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
+        while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
+            let (Some(keys), Some(loads)) = (
+                batch
+                    .column_by_name(ROW_ID)
+                    .and_then(|c| c.as_string_opt::<i32>()),
+                batch
+                    .column_by_name(LOAD_ID)
+                    .and_then(|c| c.as_string_opt::<i32>()),
+            ) else {
+                continue;
+            };
+            for (k, l) in keys.iter().zip(loads.iter()) {
+                if let (Some(k), Some(l)) = (k, l)
+                    && l != load_id
+                    && ids.contains_key(&id_key(k))
+                {
+                    won.insert(id_key(k));
+                }
+            }
+        }
+    }
+    Ok(won)
 }
 
 /// How many times a table commit is tried when other writers keep committing first.
@@ -259,6 +347,7 @@ async fn commit_attempt(
     schema: &SchemaRef,
     root_ids: Option<&RootIds>,
     id_source: Option<(&str, &[StagedFile])>,
+    root_commit: Option<(&str, u64)>,
     attempt: usize,
     rewritten: &mut Vec<StagedFile>,
 ) -> Result<Option<TableCommit>> {
@@ -269,6 +358,45 @@ async fn commit_attempt(
     };
     let key_column = root_key_column(meta);
     let merge = meta.write_disposition == WriteDisposition::Merge;
+    // A child table: root rows of ours that another writer replaced after our root commit
+    // are theirs, and so are their children; ours of those roots stay out.
+    let won_by_others = match (merge, root_commit, root_ids) {
+        (true, Some((root_table, version)), Some(ids)) => {
+            ids_won_by_others(lake, root_table, version, load_id, &ids.last_page).await?
+        }
+        _ => HashSet::new(),
+    };
+    let own_staged: Vec<StagedFile>;
+    let staged: &[StagedFile] = if won_by_others.is_empty() {
+        staged
+    } else {
+        let mut kept = Vec::new();
+        for (n, f) in staged.iter().enumerate() {
+            let remove = |k: u128| won_by_others.contains(&k);
+            let (total, n_kept, file) = rewrite_without(
+                lake,
+                config,
+                &format!("{load_id}-own{attempt}"),
+                table_name,
+                key_column,
+                &f.name,
+                f.size,
+                &remove,
+                n + 1,
+            )
+            .await?;
+            match file {
+                Some(file) => {
+                    rewritten.push(file.clone());
+                    kept.push(file);
+                }
+                None if n_kept == total => kept.push(f.clone()),
+                None => {}
+            }
+        }
+        own_staged = kept;
+        &own_staged
+    };
     let table = lake.load_table(table_name).await?;
     let mut actions: Vec<Action> = Vec::new();
     let mut removed_paths = Vec::new();
@@ -314,6 +442,7 @@ async fn commit_attempt(
                     if !candidates.contains(&path) {
                         continue;
                     }
+                    let replaced = |k: u128| ids.contains_key(&k) && !won_by_others.contains(&k);
                     let size = f.size().max(0) as u64;
                     let n = rewritten.len() + 1;
                     let (total, kept, file) = rewrite_without(
@@ -324,7 +453,7 @@ async fn commit_attempt(
                         key_column,
                         &path,
                         size,
-                        ids,
+                        &replaced,
                         n,
                     )
                     .await?;
@@ -658,14 +787,24 @@ async fn files_maybe_holding(
         if filters.is_empty() {
             break;
         }
-        let builder = StoreFile::new(
+        let builder = match StoreFile::new(
             lake.store().clone(),
             lake.file_path(id_table, &f.name),
             f.size,
         )
         .builder()
         .await
-        .map_err(parquet_err(&f.name))?;
+        .map_err(parquet_err(&f.name))
+        {
+            Ok(b) => b,
+            // Another writer's merge replaced our root file since our root commit: without
+            // the ids, every file is a candidate (slower, still exact).
+            Err(e) if is_concurrent_commit(&e) => {
+                out.extend(filters.into_iter().map(|(path, _)| path));
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
         let mask = ProjectionMask::columns(builder.parquet_schema(), [id_column]);
         let mut stream = builder
             .with_projection(mask)
@@ -692,7 +831,7 @@ async fn files_maybe_holding(
     Ok(out)
 }
 
-/// Rewrites an existing file without the rows whose key is among `ids`, streaming one batch
+/// Rewrites a file without the rows whose key `remove` picks (by [`id_key`]), streaming one batch
 /// at a time. Returns the file's rows, the rows kept, and the new file if rows were removed
 /// and some remain (nothing is written when no row matched).
 #[allow(clippy::too_many_arguments)]
@@ -704,7 +843,7 @@ async fn rewrite_without(
     key_column: &str,
     path: &str,
     size: u64,
-    ids: &HashMap<u128, u64>,
+    remove: &(dyn Fn(u128) -> bool + Sync),
     n: usize,
 ) -> Result<(u64, u64, Option<StagedFile>)> {
     let parquet_err = |source| SinkError::ParquetFile {
@@ -740,7 +879,7 @@ async fn rewrite_without(
         let mask: BooleanArray = keys
             .as_string::<i32>()
             .iter()
-            .map(|k| Some(!k.is_some_and(|k| ids.contains_key(&id_key(k)))))
+            .map(|k| Some(!k.is_some_and(|k| remove(id_key(k)))))
             .collect();
         let remaining = arrow_select::filter::filter_record_batch(&batch, &mask).map_err(|e| {
             SinkError::Internal {

@@ -152,6 +152,22 @@ impl Lake {
         Ok(Some(t))
     }
 
+    /// A table as of one version.
+    pub async fn load_table_version(&self, table: &str, version: u64) -> Result<DeltaTable> {
+        let url = self.table_url(table);
+        let fail = |source| SinkError::Delta {
+            table: table.to_owned(),
+            source,
+        };
+        let mut t = DeltaTableBuilder::from_url(url.clone())
+            .map_err(fail)?
+            .with_storage_backend(self.store.clone(), url)
+            .build()
+            .map_err(fail)?;
+        t.load_version(version).await.map_err(fail)?;
+        Ok(t)
+    }
+
     /// The names of the tables in the destination (folders holding a `_delta_log`).
     pub async fn table_names(&self) -> Result<Vec<String>> {
         let listing = self

@@ -391,3 +391,31 @@ async fn root_values_by_row_id(lake: &Lake) -> BTreeMap<String, i64> {
         .map(|(k, v)| (k, v[0]))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_root_rows_were_replaced_meanwhile_leaves_the_winners_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    let record = |id: &str, v: i64| json!({"id": id, "v": v, "items": [{"v": v}, {"v": v}]});
+    load(&lake, &m, &[vec![record("s", 0), record("t", 0)]]).await;
+    // A commits its root rows, then stalls; B lands `s` whole (root and children) meanwhile;
+    // then A commits its children.
+    let mut a = stage(&lake, &m, &[vec![record("s", 1), record("t", 1)]]).await;
+    a.pause_after_root = Some(std::time::Duration::from_millis(600));
+    let b = stage(&lake, &m, &[vec![record("s", 2)]]).await;
+    let a_task = tokio::spawn(a.commit());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    b.commit().await.unwrap();
+    a_task.await.unwrap().unwrap();
+
+    let events = rows(&lake, "events", "id").await;
+    assert_eq!(events["s"], vec![2], "B replaced `s` after A");
+    assert_eq!(events["t"], vec![1]);
+    let root_v = root_values_by_row_id(&lake).await;
+    let children = rows(&lake, "events__items", "_dlt_root_id").await;
+    assert_eq!(children.len(), 2);
+    for (root_id, vs) in &children {
+        assert_eq!(vs, &vec![root_v[root_id]; 2], "children of {root_id}");
+    }
+}

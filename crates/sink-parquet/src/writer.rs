@@ -79,6 +79,10 @@ pub struct LoadWriter {
     /// The root tables of this load, whether or not rows came.
     pub(crate) roots: Vec<Arc<TableMeta>>,
     n_files: usize,
+    /// Tests: a pause between a root table's commit and its children's, to let another
+    /// writer in.
+    #[cfg(test)]
+    pub(crate) pause_after_root: Option<std::time::Duration>,
 }
 
 impl LoadWriter {
@@ -97,6 +101,8 @@ impl LoadWriter {
             tables: HashMap::new(),
             roots,
             n_files: 0,
+            #[cfg(test)]
+            pause_after_root: None,
         }
     }
 
