@@ -380,6 +380,25 @@ pub struct TableInfo {
     pub columns: Vec<(String, String)>,
     /// The load id of the latest commit, if errlake made it.
     pub last_load_id: Option<String>,
+    /// The latest commits, newest first (at most five).
+    pub last_loads: Vec<LoadEntry>,
+}
+
+/// One commit of a table, from its Delta history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LoadEntry {
+    /// The version it made.
+    pub version: u64,
+    /// When (milliseconds since the epoch).
+    pub timestamp_ms: Option<i64>,
+    /// The Delta operation (`WRITE`, `CREATE TABLE`).
+    pub operation: Option<String>,
+    /// errlake's load id, if errlake made it.
+    pub load_id: Option<String>,
+    /// Rows the load added.
+    pub rows_added: Option<u64>,
+    /// Rows of earlier loads it replaced.
+    pub rows_removed: Option<u64>,
 }
 
 impl Lake {
@@ -406,24 +425,34 @@ impl Lake {
             .map(|f| (f.name().clone(), f.data_type().to_string()))
             .collect();
         let version = t.version().unwrap_or(0);
-        let mut last_load_id = None;
+        let mut last_loads = Vec::new();
         {
             use futures::StreamExt;
-            let mut history = t.history(Some(1));
-            if let Some(Ok(info)) = history.next().await {
-                last_load_id = info
-                    .info
-                    .get("errlake.load_id")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned);
+            let mut history = t.history(Some(5));
+            let mut v = version;
+            while let Some(Ok(info)) = history.next().await {
+                let get = |k: &str| info.info.get(k);
+                last_loads.push(LoadEntry {
+                    version: v,
+                    timestamp_ms: info.timestamp,
+                    operation: info.operation.clone(),
+                    load_id: get("errlake.load_id")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
+                    rows_added: get("errlake.rows_added").and_then(|v| v.as_u64()),
+                    rows_removed: get("errlake.rows_removed").and_then(|v| v.as_u64()),
+                });
+                v = v.saturating_sub(1);
             }
         }
+        let last_load_id = last_loads.first().and_then(|l| l.load_id.clone());
         Ok(Some(TableInfo {
             version,
             rows,
             files: files.len(),
             columns,
             last_load_id,
+            last_loads,
         }))
     }
 }

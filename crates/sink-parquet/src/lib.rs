@@ -32,7 +32,7 @@ mod read;
 mod writer;
 
 pub use commit::TableCommit;
-pub use lake::{Lake, Orphans, TableInfo};
+pub use lake::{Lake, LoadEntry, Orphans, TableInfo};
 pub use writer::LoadWriter;
 
 /// File sizing and encoding (`[sink]` in the pipeline file).
