@@ -158,3 +158,21 @@ fn every_pipeline_file_checks() {
         Pipeline::load(&path, &secrets, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn a_hard_delete_hint_reaches_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    std::fs::write(
+        &file,
+        format!("{seed}\n[normalize.tables.errors.columns.is_deleted]\nhard_delete = true\n"),
+    )
+    .unwrap();
+    let secrets = Secrets::from_map([("auth_token".to_owned(), "t".to_owned())]);
+    let p = Pipeline::load(&file, &secrets, &Overrides::default()).unwrap();
+    assert_eq!(
+        p.sink.hard_delete_columns.get("errors").map(String::as_str),
+        Some("is_deleted")
+    );
+}

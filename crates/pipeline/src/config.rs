@@ -143,7 +143,15 @@ impl Pipeline {
             section(file, "storage_options", take("storage_options"))?;
         storage_options.extend(overrides.storage_options.clone());
         let normalize: NormalizeConfig = section(file, "normalize", take("normalize"))?;
-        let sink: ParquetSinkConfig = section(file, "sink", take("sink"))?;
+        let mut sink: ParquetSinkConfig = section(file, "sink", take("sink"))?;
+        for (table, hints) in &normalize.tables {
+            for (column, hint) in &hints.columns {
+                if hint.hard_delete {
+                    sink.hard_delete_columns
+                        .insert(table.clone(), column.clone());
+                }
+            }
+        }
         let channels: ChannelConfig = section(file, "channels", take("channels"))?;
         debug_assert!(ROOT_KEYS.iter().all(|k| !map.contains_key(*k)));
         let mut source_value = Value::Object(map);

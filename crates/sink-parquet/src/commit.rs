@@ -59,6 +59,8 @@ struct RootIds {
     last_page: HashMap<u128, u64>,
     /// Ids that came in more than one page.
     repeated: HashSet<u128>,
+    /// Ids whose last record in the load says "delete" (the hard-delete column).
+    deleted: HashSet<u128>,
 }
 
 impl LoadWriter {
@@ -70,10 +72,19 @@ impl LoadWriter {
         let mut commits = Vec::new();
         let roots = self.roots.clone();
         for root in &roots {
-            let root_ids = self.tables.get_mut(&root.name).map(|w| RootIds {
+            let mut root_ids = self.tables.get_mut(&root.name).map(|w| RootIds {
                 last_page: std::mem::take(&mut w.last_page_of_id),
                 repeated: std::mem::take(&mut w.repeated_ids),
+                deleted: HashSet::new(),
             });
+            if let (Some(ids), Some(column), Some(w)) = (
+                root_ids.as_mut(),
+                self.config.hard_delete_columns.get(&root.name),
+                self.tables.get(&root.name),
+            ) && root.write_disposition == WriteDisposition::Merge
+            {
+                ids.deleted = deleted_ids(&self.lake, &root.name, column, &w.staged).await?;
+            }
             // The root first, then its child tables: written this load or already in the lake.
             let prefix = format!("{}__", root.name);
             let mut group: Vec<String> = vec![root.name.clone()];
@@ -159,6 +170,41 @@ async fn commit_table(
         let mut kept = Vec::new();
         for file in staged {
             kept.extend(drop_superseded(lake, config, table_name, key_column, file, ids).await?);
+        }
+        staged = kept;
+    }
+
+    // Records that say "delete" are not stored; their ids stay among the incoming ones, so
+    // the rows they name (and, in child tables, those rows' children) are removed.
+    if let (true, Some(ids)) = (merge, root_ids)
+        && !ids.deleted.is_empty()
+    {
+        let mut kept = Vec::new();
+        for (n, f) in staged.iter().enumerate() {
+            let remove = |k: u128| ids.deleted.contains(&k);
+            let (total, n_kept, file) = rewrite_without(
+                lake,
+                config,
+                &format!("{load_id}-del"),
+                table_name,
+                key_column,
+                &f.name,
+                f.size,
+                &remove,
+                n + 1,
+            )
+            .await?;
+            match file {
+                Some(file) => kept.push(file),
+                None if n_kept == total => kept.push(f.clone()),
+                None => {}
+            }
+            if n_kept < total {
+                let _ = lake
+                    .store()
+                    .delete(&lake.file_path(table_name, &f.name))
+                    .await;
+            }
         }
         staged = kept;
     }
@@ -292,6 +338,55 @@ async fn ids_won_by_others(
     Ok(won)
 }
 
+/// The root ids whose rows in the load's staged root files have the hard-delete column
+/// set: `true` for a boolean column, any value for another type.
+async fn deleted_ids(
+    lake: &Lake,
+    table: &str,
+    column: &str,
+    staged: &[StagedFile],
+) -> Result<HashSet<u128>> {
+    use arrow_array::Array;
+    let mut deleted = HashSet::new();
+    for f in staged {
+        let parquet_err = |source| SinkError::ParquetFile {
+            table: table.to_owned(),
+            path: f.name.clone(),
+            source,
+        };
+        let builder = StoreFile::new(lake.store().clone(), lake.file_path(table, &f.name), f.size)
+            .builder()
+            .await
+            .map_err(parquet_err)?;
+        if !builder.schema().fields().iter().any(|c| c.name() == column) {
+            continue;
+        }
+        let mask = ProjectionMask::columns(builder.parquet_schema(), [ROW_ID, column]);
+        let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
+        while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
+            let (Some(keys), Some(flags)) = (
+                batch
+                    .column_by_name(ROW_ID)
+                    .and_then(|c| c.as_string_opt::<i32>()),
+                batch.column_by_name(column),
+            ) else {
+                continue;
+            };
+            let bools = flags.as_boolean_opt();
+            for (i, k) in keys.iter().enumerate() {
+                let set = match bools {
+                    Some(b) => b.is_valid(i) && b.value(i),
+                    None => flags.is_valid(i),
+                };
+                if let (true, Some(k)) = (set, k) {
+                    deleted.insert(id_key(k));
+                }
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 /// How many times a table commit is tried when other writers keep committing first.
 const MAX_COMMIT_ATTEMPTS: usize = 20;
 
@@ -366,13 +461,18 @@ async fn commit_attempt(
         }
         _ => HashSet::new(),
     };
+    // In a child table, our own rows of roots that another writer won or that the load
+    // deletes stay out.
+    let deleted = root_ids.filter(|_| !meta.is_root()).map(|ids| &ids.deleted);
     let own_staged: Vec<StagedFile>;
-    let staged: &[StagedFile] = if won_by_others.is_empty() {
+    let staged: &[StagedFile] = if won_by_others.is_empty() && deleted.is_none_or(HashSet::is_empty)
+    {
         staged
     } else {
         let mut kept = Vec::new();
         for (n, f) in staged.iter().enumerate() {
-            let remove = |k: u128| won_by_others.contains(&k);
+            let remove =
+                |k: u128| won_by_others.contains(&k) || deleted.is_some_and(|d| d.contains(&k));
             let (total, n_kept, file) = rewrite_without(
                 lake,
                 config,

@@ -61,6 +61,10 @@ pub struct ParquetSinkConfig {
     /// Default: 3600.
     #[serde(default = "default_orphan_grace_secs")]
     pub orphan_grace_secs: u64,
+    /// Per root table, its hard-delete column (set by the pipeline from the `hard_delete`
+    /// column hints of `[normalize]`, not written in `[sink]`).
+    #[serde(skip)]
+    pub hard_delete_columns: std::collections::BTreeMap<String, String>,
     /// The zstd level. Default: 3.
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
@@ -93,6 +97,7 @@ impl Default for ParquetSinkConfig {
             row_group_rows: default_row_group_rows(),
             row_group_bytes: default_row_group_bytes(),
             orphan_grace_secs: default_orphan_grace_secs(),
+            hard_delete_columns: Default::default(),
             zstd_level: default_zstd_level(),
         }
     }

@@ -419,3 +419,48 @@ async fn a_writer_whose_root_rows_were_replaced_meanwhile_leaves_the_winners_chi
         assert_eq!(vs, &vec![root_v[root_id]; 2], "children of {root_id}");
     }
 }
+
+#[tokio::test]
+async fn a_hard_delete_column_removes_the_row_and_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    let record = |id: &str, v: i64| json!({"id": id, "v": v, "items": [{"v": v}]});
+    load(
+        &lake,
+        &m,
+        &[vec![record("a", 1), record("b", 2), record("c", 3)]],
+    )
+    .await;
+
+    let mut writer = stage(
+        &lake,
+        &m,
+        &[vec![
+            json!({"id": "a", "v": 10, "deleted": true, "items": [{"v": 10}]}),
+            json!({"id": "b", "v": 20, "deleted": false, "items": [{"v": 20}]}),
+            json!({"id": "z", "v": 30, "deleted": true}),
+        ]],
+    )
+    .await;
+    writer
+        .config
+        .hard_delete_columns
+        .insert("events".into(), "deleted".into());
+    writer.commit().await.unwrap();
+
+    let events = rows(&lake, "events", "id").await;
+    assert_eq!(
+        events,
+        BTreeMap::from([("b".into(), vec![20]), ("c".into(), vec![3])]),
+        "`a` is deleted, `b` updated, `z` (deleted, never stored) absent"
+    );
+    let children: Vec<i64> = rows(&lake, "events__items", "_dlt_root_id")
+        .await
+        .into_values()
+        .flatten()
+        .collect::<std::collections::BTreeSet<i64>>()
+        .into_iter()
+        .collect();
+    assert_eq!(children, vec![3, 20]);
+}

@@ -102,6 +102,11 @@ pub struct ColumnHint {
     /// Leave the field (and anything nested in it) out of the tables. Default: false.
     #[serde(default)]
     pub exclude: bool,
+    /// dlt's `hard_delete`: in a merged root table, a record whose value here is `true`
+    /// (or, for a column of another type, not null) deletes the row of its primary key and
+    /// its child rows, and is not stored itself. Default: false.
+    #[serde(default)]
+    pub hard_delete: bool,
 }
 
 /// The column types a hint can name.
