@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mock_api::{DataSize, MockConfig, MockHandle};
 
-use crate::support::{pipeline_file, python};
+use crate::support::{pipeline_file, run_python};
 
 const TOKEN: &str = "kill-token-41d2";
 
@@ -36,18 +36,7 @@ for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
 print(json.dumps(out), flush=True)
 os._exit(0)
 "#;
-    let output = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(lake)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "python reader failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let parsed: BTreeMap<String, [i64; 3]> = serde_json::from_slice(&output.stdout).unwrap();
+    let parsed: BTreeMap<String, [i64; 3]> = run_python(script, &[&lake.display().to_string()]);
     parsed
         .into_iter()
         .map(|(k, [a, b, c])| (k, (a, b, c)))

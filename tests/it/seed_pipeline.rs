@@ -253,19 +253,9 @@ async fn normalize_hints_and_contracts_from_the_pipeline_file() {
 
 /// The column names of a table, through the Python reader's schema.
 fn deltalake_columns(lake: &std::path::Path, table: &str) -> Vec<String> {
-    let output = std::process::Command::new(crate::support::python())
-        .arg("-c")
-        .arg(
-            "import json, sys\nfrom deltalake import DeltaTable\n\
-             print(json.dumps([f.name for f in DeltaTable(sys.argv[1]).schema().fields]))",
-        )
-        .arg(lake.join(table))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    crate::support::run_python(
+        "import json, sys\nfrom deltalake import DeltaTable\n\
+         print(json.dumps([f.name for f in DeltaTable(sys.argv[1]).schema().fields]))",
+        &[&lake.join(table).display().to_string()],
+    )
 }

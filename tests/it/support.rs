@@ -109,7 +109,7 @@ import os; os._exit(0)
 }
 
 /// Runs a Python script with the Delta reader and parses what it prints as JSON.
-fn run_python<T: serde::de::DeserializeOwned>(script: &str, args: &[&str]) -> T {
+pub(crate) fn run_python<T: serde::de::DeserializeOwned>(script: &str, args: &[&str]) -> T {
     let output = Command::new(python())
         .arg("-c")
         .arg(script)

@@ -179,32 +179,22 @@ async fn commit_table(
     if let (true, Some(ids)) = (merge, root_ids)
         && !ids.deleted.is_empty()
     {
-        let mut kept = Vec::new();
-        for (n, f) in staged.iter().enumerate() {
-            let remove = |k: u128| ids.deleted.contains(&k);
-            let (total, n_kept, file) = rewrite_without(
-                lake,
-                config,
-                &format!("{load_id}-del"),
-                table_name,
-                key_column,
-                &f.name,
-                f.size,
-                &remove,
-                n + 1,
-            )
-            .await?;
-            match file {
-                Some(file) => kept.push(file),
-                None if n_kept == total => kept.push(f.clone()),
-                None => {}
-            }
-            if n_kept < total {
-                let _ = lake
-                    .store()
-                    .delete(&lake.file_path(table_name, &f.name))
-                    .await;
-            }
+        let remove = |k: u128| ids.deleted.contains(&k);
+        let (kept, replaced) = without_rows(
+            lake,
+            config,
+            &format!("{load_id}-del"),
+            table_name,
+            key_column,
+            &staged,
+            &remove,
+        )
+        .await?;
+        for f in replaced {
+            let _ = lake
+                .store()
+                .delete(&lake.file_path(table_name, &f.name))
+                .await;
         }
         staged = kept;
     }
@@ -338,6 +328,45 @@ async fn ids_won_by_others(
     Ok(won)
 }
 
+/// Staged files without the rows whose key `remove` picks: each file with such rows is
+/// rewritten (or dropped when nothing remains). Returns the files to commit and the
+/// originals that were replaced.
+async fn without_rows(
+    lake: &Lake,
+    config: &crate::ParquetSinkConfig,
+    name_prefix: &str,
+    table: &str,
+    key_column: &str,
+    staged: &[StagedFile],
+    remove: &(dyn Fn(u128) -> bool + Sync),
+) -> Result<(Vec<StagedFile>, Vec<StagedFile>)> {
+    let (mut kept, mut replaced) = (Vec::new(), Vec::new());
+    for (n, f) in staged.iter().enumerate() {
+        let (total, n_kept, file) = rewrite_without(
+            lake,
+            config,
+            name_prefix,
+            table,
+            key_column,
+            &f.name,
+            f.size,
+            remove,
+            n + 1,
+        )
+        .await?;
+        match file {
+            Some(file) => kept.push(file),
+            None if n_kept == total => {
+                kept.push(f.clone());
+                continue;
+            }
+            None => {}
+        }
+        replaced.push(f.clone());
+    }
+    Ok((kept, replaced))
+}
+
 /// The root ids whose rows in the load's staged root files have the hard-delete column
 /// set: `true` for a boolean column, any value for another type.
 async fn deleted_ids(
@@ -469,31 +498,24 @@ async fn commit_attempt(
     {
         staged
     } else {
-        let mut kept = Vec::new();
-        for (n, f) in staged.iter().enumerate() {
-            let remove =
-                |k: u128| won_by_others.contains(&k) || deleted.is_some_and(|d| d.contains(&k));
-            let (total, n_kept, file) = rewrite_without(
-                lake,
-                config,
-                &format!("{load_id}-own{attempt}"),
-                table_name,
-                key_column,
-                &f.name,
-                f.size,
-                &remove,
-                n + 1,
-            )
-            .await?;
-            match file {
-                Some(file) => {
-                    rewritten.push(file.clone());
-                    kept.push(file);
-                }
-                None if n_kept == total => kept.push(f.clone()),
-                None => {}
-            }
-        }
+        let remove =
+            |k: u128| won_by_others.contains(&k) || deleted.is_some_and(|d| d.contains(&k));
+        let (kept, _) = without_rows(
+            lake,
+            config,
+            &format!("{load_id}-own{attempt}"),
+            table_name,
+            key_column,
+            staged,
+            &remove,
+        )
+        .await?;
+        let old: HashSet<&str> = staged.iter().map(|f| f.name.as_str()).collect();
+        rewritten.extend(
+            kept.iter()
+                .filter(|f| !old.contains(f.name.as_str()))
+                .cloned(),
+        );
         own_staged = kept;
         &own_staged
     };

@@ -130,16 +130,11 @@ impl Lake {
 
     /// The Delta table `table`, loaded; `None` if there is none yet.
     pub async fn load_table(&self, table: &str) -> Result<Option<DeltaTable>> {
-        let url = self.table_url(table);
         let fail = |source| SinkError::Delta {
             table: table.to_owned(),
             source,
         };
-        let mut t = DeltaTableBuilder::from_url(url.clone())
-            .map_err(fail)?
-            .with_storage_backend(self.store.clone(), url)
-            .build()
-            .map_err(fail)?;
+        let mut t = self.unloaded_table(table)?;
         if !t
             .log_store()
             .is_delta_table_location()
@@ -154,18 +149,25 @@ impl Lake {
 
     /// A table as of one version.
     pub async fn load_table_version(&self, table: &str, version: u64) -> Result<DeltaTable> {
-        let url = self.table_url(table);
-        let fail = |source| SinkError::Delta {
-            table: table.to_owned(),
-            source,
-        };
-        let mut t = DeltaTableBuilder::from_url(url.clone())
-            .map_err(fail)?
-            .with_storage_backend(self.store.clone(), url)
-            .build()
-            .map_err(fail)?;
-        t.load_version(version).await.map_err(fail)?;
+        let mut t = self.unloaded_table(table)?;
+        t.load_version(version)
+            .await
+            .map_err(|source| SinkError::Delta {
+                table: table.to_owned(),
+                source,
+            })?;
         Ok(t)
+    }
+
+    /// A handle on a table folder on this lake's store, nothing read yet.
+    fn unloaded_table(&self, table: &str) -> Result<DeltaTable> {
+        let url = self.table_url(table);
+        DeltaTableBuilder::from_url(url.clone())
+            .and_then(|b| b.with_storage_backend(self.store.clone(), url).build())
+            .map_err(|source| SinkError::Delta {
+                table: table.to_owned(),
+                source,
+            })
     }
 
     /// The names of the tables in the destination (folders holding a `_delta_log`).

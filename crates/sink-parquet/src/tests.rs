@@ -25,22 +25,7 @@ fn root(disposition: WriteDisposition) -> Arc<TableMeta> {
 
 /// Runs one load: each inner list is one page.
 async fn load(lake: &Lake, meta: &Arc<TableMeta>, pages: &[Vec<Value>]) -> Vec<TableCommit> {
-    let registry = SchemaRegistry::new(lake.schemas().await.unwrap());
-    let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
-    let load_id = uuid::Uuid::new_v4().to_string();
-    let mut writer = LoadWriter::new(
-        lake.clone(),
-        ParquetSinkConfig::default(),
-        load_id.clone(),
-        vec![meta.clone()],
-    );
-    for (seq, records) in pages.iter().enumerate() {
-        let batches = normalizer
-            .normalize(meta, &load_id, seq as u64, records)
-            .unwrap();
-        writer.write(seq as u64, batches).await.unwrap();
-    }
-    writer.commit().await.unwrap()
+    stage(lake, meta, pages).await.commit().await.unwrap()
 }
 
 /// The committed rows of a table: `id` (or `_dlt_root_id` for a child) -> `v` values.
