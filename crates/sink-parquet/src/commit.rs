@@ -235,7 +235,7 @@ async fn commit_table(
                     "table changed during the commit; merging again"
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(
-                    20 * attempt as u64 + fastrand_millis(50),
+                    20 * attempt as u64 + fastrand::u64(..50),
                 ))
                 .await;
             }
@@ -447,15 +447,6 @@ fn is_concurrent_commit(e: &SinkError) -> bool {
         ),
         _ => false,
     }
-}
-
-/// A few random milliseconds, so that retrying writers do not collide again.
-fn fastrand_millis(max: u64) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    u64::from(nanos) % max.max(1)
 }
 
 /// One try at moving a table to its next version with the load's staged files. Files this

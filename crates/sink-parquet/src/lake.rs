@@ -172,20 +172,9 @@ impl Lake {
 
     /// The names of the tables in the destination (folders holding a `_delta_log`).
     pub async fn table_names(&self) -> Result<Vec<String>> {
-        let listing = self
-            .store
-            .list_with_delimiter(Some(&self.prefix))
-            .await
-            .map_err(|source| SinkError::Store {
-                path: self.prefix.to_string(),
-                source,
-            })?;
         let mut names = Vec::new();
-        for dir in listing.common_prefixes {
-            let Some(name) = dir.filename().map(str::to_owned) else {
-                continue;
-            };
-            let log = dir.clone().join("_delta_log");
+        for name in self.folders().await? {
+            let log = self.prefix.clone().join(name.as_str()).join("_delta_log");
             let has_log = self
                 .store
                 .list_with_delimiter(Some(&log))
