@@ -38,6 +38,10 @@ pub(crate) struct BenchArgs {
     /// Where the pipeline bench writes its lakes (deleted after each run).
     #[arg(long, default_value_t = std::env::temp_dir().join("errlake-bench").display().to_string())]
     scratch: String,
+    /// Internal: the merge bench's measured landing, run in a child process of its own so
+    /// its peak memory is the landing's alone: `<lake dir>,<case>,<table rows>`.
+    #[arg(long, hide = true)]
+    land_child: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +62,9 @@ impl std::fmt::Display for Bench {
 }
 
 pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(spec) = &args.land_child {
+        return crate::runtime()?.block_on(land_child(spec));
+    }
     println!(
         "machine: {} cores; figures are medians of {} repetitions where repeated",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -297,12 +304,6 @@ fn fastrand_suffix() -> String {
     format!("{:x}", t.as_nanos())
 }
 
-/// Resets this process's peak resident memory (Linux: `5` into clear_refs); false where
-/// that is not possible.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -313,6 +314,47 @@ fn peak_rss_mb() -> f64 {
         })
         .and_then(|kib| kib.parse::<f64>().ok())
         .map_or(f64::NAN, |kib| kib / 1000.0)
+}
+
+/// The figures of one measured landing, printed by the child as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Landed {
+    seconds: f64,
+    bytes_before: u64,
+    bytes_rewritten: u64,
+    peak_rss_mb: f64,
+}
+
+/// The child side of the merge bench: lands 1% of a `rows`-row table built by the parent,
+/// the way `case` says, and prints its figures with this process's peak memory.
+async fn land_child(spec: &str) -> anyhow::Result<()> {
+    let mut parts = spec.rsplitn(3, ',');
+    let (Some(rows), Some(case), Some(dir)) = (parts.next(), parts.next(), parts.next()) else {
+        anyhow::bail!("bench: --land-child takes <lake dir>,<case>,<rows>, got {spec}");
+    };
+    let rows: usize = rows.parse().context("bench: --land-child rows")?;
+    let changed = rows / 100;
+    let lake = sink_parquet::Lake::open(dir)?;
+    let (disposition, ids): (_, Vec<usize>) = match case {
+        "append" => (WriteDisposition::Append, (rows..rows + changed).collect()),
+        "merge: new ids" => (WriteDisposition::Merge, (rows..rows + changed).collect()),
+        "merge: newest rows" => (WriteDisposition::Merge, (rows - changed..rows).collect()),
+        "merge: spread rows" => (
+            WriteDisposition::Merge,
+            (0..changed).map(|i| i * 100 + 37).collect(),
+        ),
+        other => anyhow::bail!("bench: unknown landing case {other}"),
+    };
+    let started = Instant::now();
+    let commits = land(&lake, disposition, &ids, 1).await?;
+    let landed = Landed {
+        seconds: started.elapsed().as_secs_f64(),
+        bytes_before: commits.iter().map(|c| c.bytes_before).sum(),
+        bytes_rewritten: commits.iter().map(|c| c.bytes_rewritten).sum(),
+        peak_rss_mb: peak_rss_mb(),
+    };
+    println!("{}", serde_json::to_string(&landed)?);
+    Ok(())
 }
 
 async fn merge_bench(rows: usize, scratch: &Path) -> anyhow::Result<()> {
@@ -326,7 +368,11 @@ async fn merge_bench(rows: usize, scratch: &Path) -> anyhow::Result<()> {
     );
     println!(
         "  {:<34} {:>8} {:>10} {:>16} {:>14}",
-        "landing 1% of the table as", "seconds", "x append", "bytes rewritten", "peak RSS (MB)"
+        "landing 1% of the table as",
+        "seconds",
+        "x append",
+        "bytes rewritten",
+        "peak RSS (MB, own process)"
     );
     let mut base = None;
     for case in [
@@ -347,18 +393,28 @@ async fn merge_bench(rows: usize, scratch: &Path) -> anyhow::Result<()> {
             let ids: Vec<usize> = (part * rows / 10..(part + 1) * rows / 10).collect();
             land(&lake, disposition, &ids, 0).await?;
         }
-        let ids: Vec<usize> = match case {
-            "append" | "merge: new ids" => (rows..rows + changed).collect(),
-            "merge: newest rows" => (rows - changed..rows).collect(),
-            _ => (0..changed).map(|i| i * 100 + 37).collect(),
-        };
-        let measured = reset_peak_rss();
-        let started = Instant::now();
-        let commits = land(&lake, disposition, &ids, 1).await?;
-        let seconds = started.elapsed().as_secs_f64();
-        let peak = if measured { peak_rss_mb() } else { f64::NAN };
-        let before: u64 = commits.iter().map(|c| c.bytes_before).sum();
-        let rewritten: u64 = commits.iter().map(|c| c.bytes_rewritten).sum();
+        // The measured landing runs in a child process: its peak memory is the landing's
+        // alone, not the table build's that came before it in this process.
+        let output = Command::new(std::env::current_exe()?)
+            .arg("bench")
+            .arg("--land-child")
+            .arg(format!("{},{case},{rows}", lake_dir.display()))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("bench: starting the landing child")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "bench: the landing child failed ({})",
+            output.status
+        );
+        let landed: Landed = serde_json::from_slice(&output.stdout)
+            .context("bench: reading the landing child's figures")?;
+        let Landed {
+            seconds,
+            bytes_before: before,
+            bytes_rewritten: rewritten,
+            peak_rss_mb: peak,
+        } = landed;
         let base_seconds = *base.get_or_insert(seconds);
         println!(
             "  {:<34} {:>8.2} {:>10.1} {:>9.1} MB {:>3.0}% {:>14.0}",
