@@ -40,7 +40,16 @@ fn main() -> ExitCode {
             tokio::runtime::Runtime::new()
                 .map_err(|e| e.to_string())?
                 .block_on(pipeline::run(&p, &RunOptions::default()))
-                .map_err(|e| e.to_string())
+                .map_err(|e| {
+                    let mut text = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(cause) = source {
+                        text.push_str(": ");
+                        text.push_str(&cause.to_string());
+                        source = cause.source();
+                    }
+                    text
+                })
         });
     match result {
         Ok(_) => ExitCode::SUCCESS,

@@ -67,10 +67,7 @@ async fn run_source(source: Arc<source_errors::Source>) -> Vec<Page> {
         }
         pages
     });
-    let options = RunOptions {
-        selected: None,
-        max_pages: None,
-    };
+    let options = RunOptions::default();
     source_errors::run(source, client, pages_tx, options)
         .await
         .unwrap();

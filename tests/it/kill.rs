@@ -51,6 +51,8 @@ for folder in sorted(ls(root), key=lambda i: i.path):
     if folder.type != pafs.FileType.Directory:
         continue
     name = folder.base_name
+    if name.startswith("_errlake"):
+        continue  # errlake's own tables: the pipeline state and content hashes
     # A table exists once its first commit file does (a kill while creating it may leave
     # an empty log folder, or a temporary file in it).
     log = [i.base_name for i in ls(folder.path + "/_delta_log")]

@@ -27,3 +27,6 @@ mod normalize_fixtures;
 
 /// SIGKILL at many instants of a run, then a rerun: consistent tables, nothing lost.
 mod kill;
+
+/// Incremental cursors, checkpoints, resume after a kill, keep-going and interrupts.
+mod incremental;

@@ -55,7 +55,7 @@ fn paths_render_as_the_seed_means_them() {
     );
     assert_eq!(
         url("events", &proj),
-        "https://api.example.com/projects/5a2fc37fd1befa003981d5b9/events?per_page=50"
+        "https://api.example.com/projects/5a2fc37fd1befa003981d5b9/events?per_page=50&filters%5Bevent.since%5D%5B%5D%5Btype%5D=eq"
     );
     let parents: Vec<(String, String)> = s
         .resources

@@ -36,17 +36,19 @@ async fn the_seed_pipeline_lands_and_merges_on_s3() {
     ];
     let read = read_s3_with_python(url, &tables, &s3.options());
     for (table, expected) in mock.expected_counts() {
+        // Organizations and saved searches do not change in revision 1: no new version.
+        let version = i64::from(!["organizations", "saved_searches"].contains(&table));
         assert_eq!(
             read[table],
-            [1, expected as i64, expected as i64],
+            [version, expected as i64, expected as i64],
             "{table}"
         );
     }
+    // The second run was incremental: only the new and changed events came, their
+    // children replacing the old ones, one row per id.
+    assert!(second.resources["events"].records < read["events"][1] as u64 / 2);
     let crumbs = read["events__breadcrumbs"];
-    assert_eq!(
-        (crumbs[1], crumbs[2]),
-        (second.rows["events__breadcrumbs"] as i64, crumbs[1])
-    );
+    assert_eq!(crumbs[1], crumbs[2]);
 }
 
 /// Two runs writing the same tables on S3 at once (two mocks with the same ids, one a

@@ -102,7 +102,7 @@ fn event_pages(n_events: usize) -> Vec<Vec<u8>> {
                 7,
                 &project_id,
                 40,
-                k,
+                (k, per_project),
                 0,
                 "http://127.0.0.1:1",
             ));

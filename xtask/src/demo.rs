@@ -6,8 +6,6 @@ use mock_api::{DataSize, MockConfig, MockHandle};
 use pipeline::{Overrides, Pipeline, RunOptions};
 use source_errors::Secrets;
 
-use crate::run::print_summary;
-
 /// The mock's data: its size and revision, shared by `demo` and `mock`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct MockData {
@@ -68,9 +66,8 @@ pub(crate) struct DemoArgs {
     /// The pipeline file to run.
     #[arg(long)]
     pipeline: Option<PathBuf>,
-    /// Write the run report as JSON to this file.
-    #[arg(long)]
-    report: Option<PathBuf>,
+    #[command(flatten)]
+    flags: crate::run::RunFlags,
 }
 
 /// Arguments of `mock`.
@@ -107,7 +104,7 @@ pub(crate) async fn mock(args: MockArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<std::process::ExitCode> {
     let token = format!("demo-{:016x}", fastrand_u64());
     let mock = args
         .data
@@ -132,11 +129,7 @@ pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let p = Pipeline::load(&file, &secrets, &overrides)?;
-    let report = pipeline::run(&p, &RunOptions::default()).await?;
-    print_summary(&report);
-    if let Some(path) = &args.report {
-        crate::run::write_report(&report, path)?;
-    }
+    let (report, code) = crate::run::execute(&p, RunOptions::default(), &args.flags).await?;
     let events = report.rows.get("events").copied().unwrap_or(0);
     if report.seconds > 0.0 {
         println!("{:.0} events/s", events as f64 / report.seconds);
@@ -147,7 +140,12 @@ pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "  duckdb -c \"INSTALL delta; LOAD delta; SELECT severity, count(*) FROM delta_scan('{}/events') GROUP BY 1\"",
         args.destination.trim_end_matches('/')
     );
-    Ok(())
+    println!("see what landed, the pipeline state and the last loads:");
+    println!(
+        "  cargo xtask inspect {}",
+        args.destination.trim_end_matches('/')
+    );
+    Ok(code)
 }
 
 /// A random number for the demo's throwaway token.

@@ -1,5 +1,5 @@
-//! `cargo xtask inspect`: what is in a destination: tables, versions, rows, files, schemas
-//! and the last loads.
+//! `cargo xtask inspect`: what is in a destination: tables, versions, rows, files, schemas,
+//! the pipeline state per resource and partition, and the last runs and loads.
 
 use sink_parquet::Lake;
 
@@ -19,12 +19,17 @@ pub(crate) struct InspectArgs {
 
 pub(crate) async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     let lake = Lake::open(&args.destination)?;
-    let tables = lake.table_names().await?;
-    if tables.is_empty() {
+    let (internal, tables): (Vec<String>, Vec<String>) = lake
+        .table_names()
+        .await?
+        .into_iter()
+        .partition(|t| t.starts_with("_errlake"));
+    if tables.is_empty() && internal.is_empty() {
         println!("{}: no tables yet", lake.url());
         return Ok(());
     }
     println!("{}", lake.url());
+    println!();
     println!(
         "{:<44} {:>8} {:>10} {:>6} {:>8}",
         "table", "version", "rows", "files", "columns"
@@ -44,9 +49,11 @@ pub(crate) async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         );
         infos.push((name, info));
     }
+    state(&lake).await?;
+    runs(&lake, args.loads.max(1)).await?;
     if args.loads > 0 {
         println!();
-        println!("last loads (newest first):");
+        println!("last loads per table (newest first):");
         for (name, info) in &infos {
             println!("  {name}");
             for l in info.last_loads.iter().take(args.loads) {
@@ -73,6 +80,110 @@ pub(crate) async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             for (column, data_type) in &info.columns {
                 println!("  {column:<48} {data_type}");
             }
+        }
+    }
+    Ok(())
+}
+
+/// The pipeline state: per resource, each partition's cursor, unfinished paging and error.
+async fn state(lake: &Lake) -> anyhow::Result<()> {
+    let state = pipeline::load_state(lake).await?;
+    println!();
+    if state.is_empty() {
+        println!("pipeline state: none yet");
+        return Ok(());
+    }
+    println!("pipeline state (what the next run starts from), per resource and partition:");
+    let mut by_resource: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
+    for ((resource, partition), s) in &state {
+        by_resource
+            .entry(resource.as_str())
+            .or_default()
+            .push((partition.as_str(), s));
+    }
+    for (resource, mut partitions) in by_resource {
+        partitions.sort_by_key(|(p, _)| *p);
+        let unfinished = partitions
+            .iter()
+            .filter(|(_, s)| s.state.resume_url.is_some())
+            .count();
+        let failed = partitions.iter().filter(|(_, s)| s.error.is_some()).count();
+        println!(
+            "  {resource}: {} partitions, {unfinished} unfinished, {failed} failed",
+            partitions.len()
+        );
+        for (partition, s) in partitions {
+            let name = if partition.is_empty() {
+                "(all)"
+            } else {
+                partition
+            };
+            let cursor = s
+                .state
+                .cursor
+                .as_deref()
+                .map_or("no cursor".to_owned(), |c| format!("cursor {c}"));
+            let next = match &s.state.resume_url {
+                Some(_) => "  resumes mid-paging".to_owned(),
+                None => String::new(),
+            };
+            let error = s
+                .error
+                .as_deref()
+                .map(|e| format!("  FAILED: {e}"))
+                .unwrap_or_default();
+            println!(
+                "    {name:<60} {cursor}{next}{error}  (updated {})",
+                s.updated_at.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The last runs from the load history, with their outcome.
+async fn runs(lake: &Lake, n: usize) -> anyhow::Result<()> {
+    let reports = lake.load_reports(n).await?;
+    println!();
+    if reports.is_empty() {
+        println!("runs: none recorded");
+        return Ok(());
+    }
+    println!("last runs (newest first):");
+    for r in reports {
+        let get = |k: &str| r.get(k).cloned().unwrap_or_default();
+        let rows: u64 = r
+            .get("rows")
+            .and_then(|v| v.as_object())
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0);
+        let commits = r
+            .get("commits")
+            .and_then(|v| v.as_array())
+            .map_or(0, Vec::len);
+        let failed = r
+            .get("failed")
+            .and_then(|v| v.as_array())
+            .map_or(0, Vec::len);
+        println!(
+            "  {}  {:<16} {:>6.1} s  {:>6} requests  {:>8} rows  {:>3} checkpoints  {:>3} commits{}",
+            get("load_id").as_str().unwrap_or("?"),
+            get("outcome").as_str().unwrap_or("?"),
+            get("seconds").as_f64().unwrap_or(0.0),
+            r.pointer("/http/requests")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0),
+            rows,
+            get("checkpoints").as_u64().unwrap_or(0),
+            commits,
+            if failed > 0 {
+                format!("  {failed} partitions failed")
+            } else {
+                String::new()
+            }
+        );
+        if let Some(e) = r.get("error").and_then(|v| v.as_str()) {
+            println!("      error: {e}");
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 mod bench;
 mod demo;
 mod inspect;
+mod progress;
 mod run;
 mod test;
 mod vacuum;
@@ -18,8 +19,24 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", version, about)]
 struct Cli {
+    /// How log lines are written to stderr: `plain` text or `json` objects, one per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
     #[command(subcommand)]
     task: Option<Task>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+static JSON_LOGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Whether log lines are JSON (`--log-format json`).
+pub(crate) fn json_logs() -> bool {
+    JSON_LOGS.get().copied().unwrap_or(false)
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,10 +72,18 @@ fn main() -> ExitCode {
         let _ = Cli::command().print_help();
         return ExitCode::SUCCESS;
     };
-    init_logging();
+    let _ = JSON_LOGS.set(cli.log_format == LogFormat::Json);
+    init_logging(cli.log_format);
+    let ran = |code: anyhow::Result<ExitCode>| match code {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    };
     let result = match task {
-        Task::Run(a) => runtime().and_then(|rt| rt.block_on(run::run(a))),
-        Task::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::demo(a))),
+        Task::Run(a) => return ran(runtime().and_then(|rt| rt.block_on(run::run(a)))),
+        Task::Demo(a) => return ran(runtime().and_then(|rt| rt.block_on(demo::demo(a)))),
         Task::Mock(a) => runtime().and_then(|rt| rt.block_on(demo::mock(a))),
         Task::Check(a) => run::check(a),
         Task::Inspect(a) => runtime().and_then(|rt| rt.block_on(inspect::inspect(a))),
@@ -81,13 +106,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_logging() {
+/// Log lines go to stderr, filtered by `ERRLAKE_LOG` (default: warnings, and the progress
+/// lines a run writes when stderr is not a terminal).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ERRLAKE_LOG")
-        .unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| "warn,progress=info".into());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 /// The workspace root, from this crate's manifest folder: never the caller's working folder.

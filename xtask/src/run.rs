@@ -1,11 +1,94 @@
-//! `cargo xtask run` and `cargo xtask check`.
+//! `cargo xtask run` and `cargo xtask check`, and how every run is started from the command
+//! line: progress display, Ctrl-C, the summary and the exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 
-use pipeline::{Overrides, Pipeline, RunOptions, RunReport};
+use pipeline::{Interrupt, Outcome, Overrides, Pipeline, RunOptions, RunReport};
 use source_errors::Secrets;
+
+use crate::progress::{Display, Mode};
+
+/// The options of every run from the command line (`run` and `demo`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunFlags {
+    /// Ignore the stored state (incremental cursor, resume points) of these resources,
+    /// comma-separated: they start at their initial value and first page.
+    #[arg(long, value_delimiter = ',')]
+    full_refresh: Vec<String>,
+    /// A paging that keeps failing (after the retries) fails its partition only: the run
+    /// lands the others, lists the failed ones and exits with 2; the next run retries them
+    /// from their last landed page.
+    #[arg(long)]
+    keep_going: bool,
+    /// Write the run report as JSON to this file (the lake's load history keeps it too).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// Runs a pipeline with live progress (bars on a terminal, log lines elsewhere) and Ctrl-C
+/// handling (the first stops gracefully: pages in flight land and commit; the second stops
+/// at once), prints the summary and says how it ended: 0 completed, 2 some partitions
+/// failed, 130 interrupted.
+pub(crate) async fn execute(
+    p: &Pipeline,
+    mut options: RunOptions,
+    flags: &RunFlags,
+) -> anyhow::Result<(RunReport, ExitCode)> {
+    options.full_refresh = flags.full_refresh.clone();
+    options.keep_going = flags.keep_going;
+    let live = source_errors::LiveStats::default();
+    let http = Arc::new(OnceLock::new());
+    options.live = Some(live.clone());
+    options.http_probe = Some(http.clone());
+    let interrupt = Interrupt::default();
+    options.interrupt = Some(interrupt.clone());
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "interrupted: no new requests; the pages in flight land and commit (Ctrl-C again to stop at once)"
+            );
+            interrupt.trigger();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopped at once: the last checkpoint stays committed");
+            std::process::exit(130);
+        }
+    });
+    let display = Display::start(Mode::detect(crate::json_logs()), live, http);
+    let result = pipeline::run(p, &options).await;
+    display.finish().await;
+    ctrl_c.abort();
+    let report = result?;
+    print_summary(&report);
+    if let Some(path) = &flags.report {
+        write_report(&report, path)?;
+    }
+    let code = match report.outcome {
+        Outcome::Completed => ExitCode::SUCCESS,
+        Outcome::PartiallyFailed => {
+            eprintln!(
+                "{} partitions failed; the next run retries them from their last landed page:",
+                report.failed.len()
+            );
+            for f in &report.failed {
+                eprintln!("  {}[{}]: {}", f.resource, f.partition, f.error);
+            }
+            ExitCode::from(2)
+        }
+        Outcome::Interrupted => {
+            eprintln!(
+                "interrupted: what landed is committed with its state; the next run goes on from there"
+            );
+            ExitCode::from(130)
+        }
+        Outcome::Failed => ExitCode::FAILURE,
+    };
+    Ok((report, code))
+}
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -31,9 +114,8 @@ pub(crate) struct RunArgs {
     /// An untracked TOML file of secrets (`auth_token = "..."`), read after the environment.
     #[arg(long)]
     secrets_file: Option<PathBuf>,
-    /// Write the run report as JSON to this file.
-    #[arg(long)]
-    report: Option<PathBuf>,
+    #[command(flatten)]
+    flags: RunFlags,
 }
 
 /// Arguments of `check`.
@@ -43,7 +125,7 @@ pub(crate) struct CheckArgs {
     pipeline: PathBuf,
 }
 
-pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut secrets = Secrets::from_env();
     if let Some(path) = &args.secrets_file {
         secrets = secrets.with_file(path).map_err(anyhow::Error::msg)?;
@@ -54,24 +136,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         storage_options: args.storage_option.into_iter().collect(),
     };
     let p = Pipeline::load(&args.pipeline, &secrets, &overrides)?;
-    let report = pipeline::run(
-        &p,
-        &RunOptions {
-            resources: args.resources,
-            max_pages: args.max_pages,
-        },
-    )
-    .await?;
-    print_summary(&report);
-    if let Some(path) = &args.report {
-        write_report(&report, path)?;
-    }
-    Ok(())
+    let options = RunOptions {
+        resources: args.resources,
+        max_pages: args.max_pages,
+        ..RunOptions::default()
+    };
+    let (_, code) = execute(&p, options, &args.flags).await?;
+    Ok(code)
 }
 
 /// Writes the run report as JSON, with this process's peak resident memory so far
 /// (`peak_rss_bytes`, Linux only) beside the report's own fields.
-pub(crate) fn write_report(report: &RunReport, path: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn write_report(report: &RunReport, path: &Path) -> anyhow::Result<()> {
     let mut json = serde_json::to_value(report)?;
     if let (Some(peak), Some(fields)) = (peak_rss_bytes(), json.as_object_mut()) {
         fields.insert("peak_rss_bytes".into(), peak.into());
@@ -95,14 +171,32 @@ pub(crate) fn print_summary(report: &RunReport) {
         "{:<44} {:>10} {:>10} {:>8}",
         "table", "rows added", "replaced", "version"
     );
-    for c in &report.commits {
+    let (internal, data): (Vec<_>, Vec<_>) = report
+        .commits
+        .iter()
+        .partition(|c| c.table.starts_with("_errlake"));
+    for c in &data {
         println!(
             "{:<44} {:>10} {:>10} {:>8}",
             c.table, c.rows_added, c.rows_removed, c.version
         );
     }
-    if report.commits.is_empty() {
+    if data.is_empty() {
         println!("(nothing changed: no table got a new version)");
+    }
+    if !internal.is_empty() {
+        let tables: std::collections::BTreeSet<&str> =
+            internal.iter().map(|c| c.table.as_str()).collect();
+        println!(
+            "pipeline state committed with the data: {}",
+            tables.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if report.checkpoints > 0 {
+        println!(
+            "{} checkpoints committed along the way (and the last commit at the end)",
+            report.checkpoints
+        );
     }
     let pages: u64 = report.resources.values().map(|r| r.pages).sum();
     let records: u64 = report.resources.values().map(|r| r.records).sum();
@@ -147,17 +241,39 @@ pub(crate) fn check(args: CheckArgs) -> anyhow::Result<()> {
             .parent()
             .map(|p| format!(" <- {}.{} as {}", p.resource, p.field, p.key))
             .unwrap_or_default();
+        let pad = "  ".repeat(depth);
+        println!("  {pad}{}{parent}", r.name);
+        println!("  {pad}  GET {}", r.path_template);
         println!(
-            "  {}{}{parent}\n  {}  GET {}  paginator: {}, {} on {}",
-            "  ".repeat(depth),
-            r.name,
-            "  ".repeat(depth),
-            r.path_template,
+            "  {pad}  pages: {}; rows: {} on {} into table `{}`",
             r.strategy_name(),
             r.write_disposition_name(),
-            r.primary_key.as_deref().unwrap_or("-")
+            r.primary_key.as_deref().unwrap_or("-"),
+            r.table_name
         );
+        if let Some(i) = &r.incremental {
+            let window = match &i.end_value {
+                Some(end) => format!(
+                    "backfill {} .. {end}",
+                    i.initial_value.as_deref().unwrap_or("-")
+                ),
+                None => format!(
+                    "from the stored cursor (first run: {})",
+                    i.initial_value.as_deref().unwrap_or("everything")
+                ),
+            };
+            println!(
+                "  {pad}  incremental on `{}` per partition, {window}, sent as `{}`",
+                i.cursor_path,
+                i.start_param.as_deref().unwrap_or("(no parameter)")
+            );
+        }
     }
+    println!(
+        "  checkpoints: a commit every {} pages or {} s, with the state of the pages it holds",
+        p.checkpoint.pages, p.checkpoint.seconds
+    );
+    println!("no request was sent.");
     Ok(())
 }
 

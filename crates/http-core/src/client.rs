@@ -348,6 +348,38 @@ impl Client {
         redact_url(url, extra)
     }
 
+    /// How long requests still wait for a host's rate limit (after a 429, `Retry-After` or
+    /// pacing from rate-limit headers); zero when nothing is paused.
+    pub fn rate_limit_wait(&self) -> std::time::Duration {
+        self.pacer.longest_pause()
+    }
+
+    /// `url` without the credentials this client adds (the query API key, userinfo), for
+    /// storing a URL to fetch later (a resume point): the client adds them again then.
+    pub fn without_credentials(&self, url: &Url) -> Url {
+        let mut clean = url.clone();
+        let _ = clean.set_username("");
+        let _ = clean.set_password(None);
+        if let Some(Auth::ApiKey {
+            name,
+            location: ApiKeyLocation::Query,
+            ..
+        }) = &self.settings.auth
+            && url.query_pairs().any(|(k, _)| k == name.as_str())
+        {
+            let kept: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != name.as_str())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            clean.set_query(None);
+            if !kept.is_empty() {
+                clean.query_pairs_mut().extend_pairs(kept);
+            }
+        }
+        clean
+    }
+
     /// Whether `url` may receive the credentials: same origin as the base URL, or a trusted host.
     pub fn is_trusted(&self, url: &Url) -> bool {
         let base = &self.settings.base_url;

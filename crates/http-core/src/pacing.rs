@@ -193,6 +193,18 @@ impl Pacer {
         permit
     }
 
+    /// How long the most paused host still waits before its next request (zero when none
+    /// is paused): what a progress display shows as the API pacing us.
+    pub(crate) fn longest_pause(&self) -> Duration {
+        let now = Instant::now();
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts
+            .values()
+            .map(|h| h.not_before.saturating_duration_since(now))
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
     /// No request to `url`'s host starts for `wait` (after a 429 or `Retry-After`).
     pub(crate) fn pause(&self, url: &Url, wait: Duration) {
         let until = Instant::now() + wait;

@@ -52,6 +52,38 @@ fn changed(idx: usize, revision: u32) -> bool {
     revision > 0 && idx % 10 == (revision as usize) % 10
 }
 
+/// The revision at which record `k` (of `base` at revision 0) last changed, as seen at
+/// `revision`: a change of this revision, else the revision that added it, else 0.
+fn changed_at(k: usize, base: usize, revision: u32) -> u32 {
+    if changed(k, revision) {
+        return revision;
+    }
+    if k < base {
+        return 0;
+    }
+    let step = (base / 20).max(1);
+    ((k - base) / step + 1) as u32
+}
+
+/// The incremental cursor of record `k` (errors' `last_seen`, events' `received_at`) as
+/// milliseconds since the epoch: records of revision 0 one minute apart in index order,
+/// each later revision's added and changed records after everything before them, as an
+/// API's newest records are.
+pub fn cursor_millis(seed: u64, parts: &[u64], k: usize, base: usize, revision: u32) -> i64 {
+    let jitter = (mix(seed, parts) % 60_000) as i64;
+    match changed_at(k, base, revision) {
+        0 => 1_700_000_000_000 + k as i64 * 60_000 + jitter,
+        r => 1_800_000_000_000 + i64::from(r) * 86_400_000 + jitter,
+    }
+}
+
+/// Milliseconds since the epoch as Bugsnag writes times (`2017-12-12T10:58:55.000Z`).
+pub fn format_millis(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
 fn timestamp(seed: u64, parts: &[u64], revision: u32) -> String {
     let base =
         1_700_000_000i64 + (mix(seed, parts) % 30_000_000) as i64 + i64::from(revision) * 86_400;
@@ -171,8 +203,15 @@ pub fn saved_search(seed: u64, project_id: &str, k: usize) -> Value {
     })
 }
 
-/// Error `k` of a project.
-pub fn error(seed: u64, project_id: &str, k: usize, revision: u32, base_url: &str) -> Value {
+/// Error `k` of a project that had `base` errors at revision 0.
+pub fn error(
+    seed: u64,
+    project_id: &str,
+    k: usize,
+    base: usize,
+    revision: u32,
+    base_url: &str,
+) -> Value {
     let p = hash_str(project_id);
     let id = object_id(seed, 4, &[p, k as u64]);
     let rev = if changed(k, revision) { revision } else { 0 };
@@ -189,7 +228,7 @@ pub fn error(seed: u64, project_id: &str, k: usize, revision: u32, base_url: &st
         "events": (mix(seed, &[7, p, k as u64]) % 10_000) as i64 + i64::from(rev) * 10,
         "users": (mix(seed, &[8, p, k as u64]) % 300) as i64,
         "first_seen": timestamp(seed, &[9, p, k as u64], 0),
-        "last_seen": timestamp(seed, &[10, p, k as u64], rev),
+        "last_seen": format_millis(cursor_millis(seed, &[10, p, k as u64], k, base, revision)),
         "status": if rev > 0 { "fixed" } else { "open" },
         "created_issue": {},
         "reopen_rules": null,
@@ -203,18 +242,26 @@ pub fn error(seed: u64, project_id: &str, k: usize, revision: u32, base_url: &st
     })
 }
 
-/// Event `k` of a project: a full report (about 4 KB) with exceptions, stack frames,
-/// breadcrumbs, metaData, user, device and app.
+/// Event `k` of a project that had `base` events at revision 0: a full report (about 4 KB)
+/// with exceptions, stack frames, breadcrumbs, metaData, user, device and app.
 pub fn event(
     seed: u64,
     project_id: &str,
     n_errors: usize,
-    k: usize,
+    (k, base): (usize, usize),
     revision: u32,
     base_url: &str,
 ) -> Value {
     let mut text = String::new();
-    write_event(&mut text, seed, project_id, n_errors, k, revision, base_url);
+    write_event(
+        &mut text,
+        seed,
+        project_id,
+        n_errors,
+        (k, base),
+        revision,
+        base_url,
+    );
     serde_json::from_str(&text).expect("the mock writes valid JSON")
 }
 
@@ -225,7 +272,7 @@ pub fn write_event(
     seed: u64,
     project_id: &str,
     n_errors: usize,
-    k: usize,
+    (k, n_base): (usize, usize),
     revision: u32,
     base_url: &str,
 ) {
@@ -288,7 +335,13 @@ pub fn write_event(
         base = Inner(&base),
         project = Inner(&project),
         error_id = object_id(seed, 4, &[p, error_k as u64]),
-        received_at = Quoted(&timestamp(seed, &[13, p, k as u64], rev)),
+        received_at = Quoted(&format_millis(cursor_millis(
+            seed,
+            &[13, p, k as u64],
+            k,
+            n_base,
+            revision
+        ))),
         class = Quoted(class),
         class_text = Inner(&Quoted(class)),
         k = k,

@@ -36,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use data::hash_str;
 pub use data::{DataSize, count_at};
 
 /// What the mock serves.
@@ -163,6 +164,12 @@ impl MockHandle {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A reader of the request count that another task can own.
+    pub fn request_counter(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.requests.load(Ordering::SeqCst)
     }
 
     /// Serves revision `n` of the data from now on (0 is the first).
@@ -402,15 +409,85 @@ async fn project_resource(
             false,
             |out, k| push_json(out, &data::saved_search(seed, &project_id, k)),
         ),
-        "errors" => page(&s, &path, q, &p, n_errors, true, |out, k| {
-            push_json(out, &data::error(seed, &project_id, k, rev, &s.base_url))
-        }),
+        "errors" => {
+            let base = size.errors_per_project;
+            let kept = time_filter(q.as_deref(), n_errors, |k| {
+                data::cursor_millis(seed, &[10, hash_str(&project_id), k as u64], k, base, rev)
+            });
+            page(&s, &path, q, &p, kept.len(), true, |out, i| {
+                push_json(
+                    out,
+                    &data::error(seed, &project_id, kept.index(i), base, rev, &s.base_url),
+                )
+            })
+        }
         "events" => {
-            let total = count_at(size.events_per_project, rev);
-            page(&s, &path, q, &p, total, true, |out, k| {
-                data::write_event(out, seed, &project_id, n_errors, k, rev, &s.base_url)
+            let base = size.events_per_project;
+            let total = count_at(base, rev);
+            let kept = time_filter(q.as_deref(), total, |k| {
+                data::cursor_millis(seed, &[13, hash_str(&project_id), k as u64], k, base, rev)
+            });
+            page(&s, &path, q, &p, kept.len(), true, |out, i| {
+                data::write_event(
+                    out,
+                    seed,
+                    &project_id,
+                    n_errors,
+                    (kept.index(i), base),
+                    rev,
+                    &s.base_url,
+                )
             })
         }
         _ => not_found("Resource"),
     }
+}
+
+/// The records of a list that Bugsnag's time filters keep: `filters[event.since][][value]`
+/// (at or after) and `filters[event.before][][value]` (before), ISO 8601 times.
+enum Kept {
+    All(usize),
+    Some(Vec<usize>),
+}
+
+impl Kept {
+    fn len(&self) -> usize {
+        match self {
+            Kept::All(n) => *n,
+            Kept::Some(v) => v.len(),
+        }
+    }
+
+    fn index(&self, i: usize) -> usize {
+        match self {
+            Kept::All(_) => i,
+            Kept::Some(v) => v[i],
+        }
+    }
+}
+
+fn time_filter(query: Option<&str>, total: usize, millis_of: impl Fn(usize) -> i64) -> Kept {
+    let mut since = None;
+    let mut before = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let at = chrono::DateTime::parse_from_rfc3339(&v)
+            .ok()
+            .map(|t| t.timestamp_millis());
+        match k.as_ref() {
+            "filters[event.since][][value]" => since = at,
+            "filters[event.before][][value]" => before = at,
+            _ => {}
+        }
+    }
+    if since.is_none() && before.is_none() {
+        return Kept::All(total);
+    }
+    Kept::Some(
+        (0..total)
+            .filter(|&k| {
+                let t = millis_of(k);
+                since.is_none_or(|s| t >= s) && before.is_none_or(|b| t < b)
+            })
+            .collect(),
+    )
 }

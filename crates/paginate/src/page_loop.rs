@@ -61,6 +61,11 @@ impl PageLoop {
         }
     }
 
+    /// The URL of the next page, if the paging goes on (`None` after its last page).
+    pub fn next_url(&self) -> Option<&Url> {
+        self.next.as_ref()
+    }
+
     /// The next page, or `None` when the paging is done.
     pub async fn next_page(&mut self) -> Result<Option<FetchedPage>> {
         let Some(url) = self.next.take() else {

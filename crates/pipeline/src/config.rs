@@ -43,6 +43,37 @@ impl Default for ChannelConfig {
     }
 }
 
+/// When a run commits what it has landed so far (`[checkpoint]` in the pipeline file): a
+/// checkpoint is one commit per table with the state of every paging it covers, so a run
+/// that dies keeps its checkpoints and the next run goes on from them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Commit after this many pages landed since the last checkpoint. Default: 200.
+    #[serde(default = "default_checkpoint_pages")]
+    pub pages: u64,
+    /// Commit when this many seconds passed since the last checkpoint (checked as pages
+    /// land). Default: 300.
+    #[serde(default = "default_checkpoint_seconds")]
+    pub seconds: u64,
+}
+
+fn default_checkpoint_pages() -> u64 {
+    200
+}
+fn default_checkpoint_seconds() -> u64 {
+    300
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            pages: default_checkpoint_pages(),
+            seconds: default_checkpoint_seconds(),
+        }
+    }
+}
+
 /// What the command line may override in a pipeline file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -74,6 +105,8 @@ pub struct Pipeline {
     pub sink: ParquetSinkConfig,
     /// Channel capacities and workers.
     pub channels: ChannelConfig,
+    /// When a run commits mid-way.
+    pub checkpoint: CheckpointConfig,
 }
 
 /// The keys of a pipeline file that belong to the composition root; the rest is the source's.
@@ -84,6 +117,7 @@ const ROOT_KEYS: &[&str] = &[
     "normalize",
     "sink",
     "channels",
+    "checkpoint",
 ];
 
 impl Pipeline {
@@ -153,6 +187,14 @@ impl Pipeline {
             }
         }
         let channels: ChannelConfig = section(file, "channels", take("channels"))?;
+        let checkpoint: CheckpointConfig = section(file, "checkpoint", take("checkpoint"))?;
+        if checkpoint.pages == 0 || checkpoint.seconds == 0 {
+            return Err(config_error(
+                file,
+                "checkpoint",
+                "`pages` and `seconds` must be at least 1",
+            ));
+        }
         debug_assert!(ROOT_KEYS.iter().all(|k| !map.contains_key(*k)));
         let mut source_value = Value::Object(map);
         if let Some(url) = &overrides.base_url
@@ -182,6 +224,7 @@ impl Pipeline {
             normalize,
             sink,
             channels,
+            checkpoint,
         })
     }
 }

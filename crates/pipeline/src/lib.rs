@@ -26,9 +26,11 @@
 
 mod config;
 mod run;
+mod state;
 
-pub use config::{ChannelConfig, Overrides, Pipeline};
-pub use run::{RunOptions, RunReport, run};
+pub use config::{ChannelConfig, CheckpointConfig, Overrides, Pipeline};
+pub use run::{Interrupt, Outcome, RunOptions, RunReport, run};
+pub use state::{STATE_TABLE, StoredState, load_state};
 
 /// Why a run failed; nothing of it was committed.
 #[derive(Debug, thiserror::Error)]

@@ -1,27 +1,85 @@
-//! One run of a pipeline: the stages wired through two bounded channels, then one commit per
-//! table, or none.
+//! One run of a pipeline: the stages wired through two bounded channels; commits at
+//! checkpoints and at the end, each followed by the pipeline state it makes true.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_core::{Client, StatsSnapshot};
 use sink_parquet::{Lake, LoadWriter, TableCommit};
-use source_errors::{Page, ResourceStats};
+use source_errors::{
+    FailedPartition, LiveStats, Page, PartitionState, ResourceStats, StateKey, WriteDisposition,
+};
 use transform::{
     Discarded, Normalizer, SchemaRegistry, TableBatch, TableMeta, naming::normalize_identifier,
 };
 
 use crate::PipelineError;
-use crate::config::Pipeline;
+use crate::config::{CheckpointConfig, Pipeline};
+use crate::state::{Progress, StoredState, commit_state, load_state};
 
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Only these resources (their parents are fetched for partitions, not written).
     pub resources: Option<Vec<String>>,
-    /// Stop each paging after this many pages.
+    /// Stop each paging after this many pages (the next run resumes it there).
     pub max_pages: Option<usize>,
+    /// Resources whose stored state (cursor, resume point) this run ignores: they start at
+    /// their initial value and first page.
+    pub full_refresh: Vec<String>,
+    /// A paging that fails after the client's retries fails its partition only: the others
+    /// go on, the report lists it, and the next run retries it from its last landed page.
+    pub keep_going: bool,
+    /// Stops the run gracefully when triggered (Ctrl-C): no new requests, the pages in
+    /// flight land, and a last checkpoint commits them with their state.
+    pub interrupt: Option<Interrupt>,
+    /// Live per-resource counters, for a progress display.
+    pub live: Option<LiveStats>,
+    /// Receives the run's HTTP client once it exists, for a progress display to read its
+    /// request counts and rate-limit wait.
+    pub http_probe: Option<Arc<std::sync::OnceLock<Client>>>,
+}
+
+/// A handle that stops a run gracefully; clones share it.
+#[derive(Debug, Clone)]
+pub struct Interrupt(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Interrupt {
+    fn default() -> Self {
+        Interrupt(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl Interrupt {
+    /// Asks the run to stop.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether the run was asked to stop.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    async fn triggered(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Everything fetched and committed.
+    Completed,
+    /// Committed, but some partitions failed (`--keep-going`); the next run retries them.
+    PartiallyFailed,
+    /// Stopped by an interrupt; what landed is committed, the next run goes on from there.
+    Interrupted,
+    /// Failed; the checkpoints before the failure stay committed.
+    Failed,
 }
 
 /// What a run did.
@@ -29,13 +87,21 @@ pub struct RunOptions {
 pub struct RunReport {
     /// The load id, in every root row's `_dlt_load_id` and in each commit's info.
     pub load_id: String,
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// Why it failed (`Failed` only).
+    pub error: Option<String>,
+    /// Pagings that failed under `keep_going`.
+    pub failed: Vec<FailedPartition>,
+    /// Checkpoints committed before the end.
+    pub checkpoints: u32,
     /// The destination URL.
     pub destination: String,
     /// Per resource: partitions, pages, records, bytes, retries.
     pub resources: BTreeMap<String, ResourceStats>,
     /// HTTP traffic.
     pub http: StatsSnapshot,
-    /// Per table, the commit made.
+    /// Per table, the commits made (at checkpoints and at the end), the state table's too.
     pub commits: Vec<TableCommit>,
     /// Rows normalized per table.
     pub rows: BTreeMap<String, u64>,
@@ -47,32 +113,48 @@ pub struct RunReport {
 
 /// A page's batches on their way to the sink.
 struct PageBatches {
+    key: StateKey,
+    page_idx: usize,
     page_seq: u64,
+    state_after: Option<PartitionState>,
     batches: Vec<TableBatch>,
 }
 
-/// Runs a pipeline: fetch, normalize and stage everything, then commit each table once.
-/// On any error nothing is committed, the staged files are deleted, and the error names
-/// the stage, resource, partition and page.
+/// Runs a pipeline: fetch, normalize and stage, commit at checkpoints and at the end, each
+/// commit followed by the state it makes true; every run's report goes to the lake's load
+/// history. On an error the checkpoints before it stay committed, what was staged since is
+/// deleted, and the error names the stage, resource, partition and page.
 pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, PipelineError> {
     let started = Instant::now();
     let load_id = load_id();
     let source = pipeline.source.clone();
-    if let Some(selected) = &options.resources {
-        for name in selected {
-            if source.resource(name).is_none() {
-                return Err(PipelineError::UnknownResource { name: name.clone() });
-            }
+    for name in options
+        .resources
+        .iter()
+        .flatten()
+        .chain(&options.full_refresh)
+    {
+        if source.resource(name).is_none() {
+            return Err(PipelineError::UnknownResource { name: name.clone() });
         }
     }
     let lake = Lake::open_with_options(&pipeline.destination, &pipeline.storage_options)?;
     let registry = SchemaRegistry::new(lake.schemas().await?);
     let client = Client::new(source.client.clone()).map_err(PipelineError::Client)?;
+    if let Some(probe) = &options.http_probe {
+        let _ = probe.set(client.clone());
+    }
+    let stored = load_state(&lake).await?;
 
     let selected: Option<HashSet<String>> = options
         .resources
         .as_ref()
         .map(|r| r.iter().cloned().collect());
+    let dispositions: HashMap<String, WriteDisposition> = source
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), r.write_disposition))
+        .collect();
     let metas: BTreeMap<String, Arc<TableMeta>> = source
         .resources
         .iter()
@@ -85,11 +167,9 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
                 root: table,
                 primary_key: r.primary_key.clone(),
                 write_disposition: match r.write_disposition {
-                    source_errors::WriteDisposition::Append => transform::WriteDisposition::Append,
-                    source_errors::WriteDisposition::Replace => {
-                        transform::WriteDisposition::Replace
-                    }
-                    source_errors::WriteDisposition::Merge => transform::WriteDisposition::Merge,
+                    WriteDisposition::Append => transform::WriteDisposition::Append,
+                    WriteDisposition::Replace => transform::WriteDisposition::Replace,
+                    WriteDisposition::Merge => transform::WriteDisposition::Merge,
                 },
             };
             (r.name.clone(), Arc::new(meta))
@@ -102,6 +182,17 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
     let (batches_tx, batches_rx) =
         async_channel::bounded::<PageBatches>(pipeline.channels.channel_capacity_batches);
 
+    // An interrupt closes the pages channel: the fetchers stop at their next page, the
+    // pages already queued still land.
+    let interrupt_task = options.interrupt.clone().map(|interrupt| {
+        let pages_tx = pages_tx.clone();
+        tokio::spawn(async move {
+            interrupt.triggered().await;
+            tracing::warn!("interrupted: no new requests; the pages in flight land and commit");
+            pages_tx.close();
+        })
+    });
+
     // Fetch: ends when every paging is done; drops `pages_tx`, which closes the channel.
     let source_task = tokio::spawn(source_errors::run(
         source.clone(),
@@ -110,6 +201,15 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         source_errors::RunOptions {
             selected,
             max_pages: options.max_pages,
+            state: Arc::new(
+                stored
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.state.clone()))
+                    .collect(),
+            ),
+            full_refresh: options.full_refresh.iter().cloned().collect(),
+            keep_going: options.keep_going,
+            live: options.live.clone(),
         },
     ));
 
@@ -145,13 +245,14 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
                                 });
                             }
                         };
-                    if batches_tx
-                        .send_blocking(PageBatches {
-                            page_seq: page.page_seq,
-                            batches,
-                        })
-                        .is_err()
-                    {
+                    let message = PageBatches {
+                        key: (page.resource.to_string(), page.partition.to_string()),
+                        page_idx: page.page_idx,
+                        page_seq: page.page_seq,
+                        state_after: page.state_after,
+                        batches,
+                    };
+                    if batches_tx.send_blocking(message).is_err() {
                         // The sink is gone; it reports why.
                         pages_rx.close();
                         return Ok(normalizer.discarded().clone());
@@ -164,26 +265,44 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
     drop(pages_rx);
     drop(batches_tx);
 
-    // Stage: one writer per table, fed by one task.
+    // Stage: one writer per table, fed by one task, committing at checkpoints.
     let roots: Vec<Arc<TableMeta>> = metas.values().cloned().collect();
-    let mut writer = LoadWriter::new(lake.clone(), pipeline.sink.clone(), load_id.clone(), roots);
+    let mut sink = Sink {
+        writer: Some(LoadWriter::new(
+            lake.clone(),
+            pipeline.sink.clone(),
+            load_id.clone(),
+            roots,
+        )),
+        lake: lake.clone(),
+        registry: registry.clone(),
+        load_id: load_id.clone(),
+        dispositions,
+        progress: Progress::default(),
+        committed: stored,
+        commits: Vec::new(),
+        checkpoints: 0,
+        config: pipeline.checkpoint.clone(),
+        pages_since: 0,
+        since: Instant::now(),
+    };
     let sink_task = tokio::spawn(async move {
         while let Ok(msg) = batches_rx.recv().await {
-            if let Err(e) = writer.write(msg.page_seq, msg.batches).await {
+            if let Err(e) = sink.land(msg).await {
                 batches_rx.close();
-                return (writer, Err(PipelineError::from(e)));
+                return (sink, Err(e));
             }
         }
-        (writer, Ok(()))
+        (sink, Ok(()))
     });
 
     let source_result = join(source_task).await;
     let mut first_error: Option<PipelineError> = None;
-    let resources = match source_result {
-        Ok(Ok(stats)) => stats,
+    let source_report = match source_result {
+        Ok(Ok(report)) => report,
         Ok(Err(e)) => {
             first_error = Some(PipelineError::Source(e));
-            BTreeMap::new()
+            source_errors::SourceReport::default()
         }
         Err(e) => return Err(e),
     };
@@ -196,26 +315,207 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
             }
         }
     }
-    let (writer, sink_result) = join(sink_task).await?;
+    let (mut sink, sink_result) = join(sink_task).await?;
+    if let Some(task) = interrupt_task {
+        task.abort();
+    }
     if let Err(e) = sink_result {
         first_error.get_or_insert(e);
     }
-    if let Some(e) = first_error {
-        writer.abort().await;
-        return Err(e);
-    }
-    let rows: BTreeMap<String, u64> = writer.row_counts().into_iter().collect();
-    let commits = writer.commit().await?;
-    Ok(RunReport {
+    let interrupted = options
+        .interrupt
+        .as_ref()
+        .is_some_and(Interrupt::is_triggered);
+    let rows: BTreeMap<String, u64> = sink
+        .writer
+        .as_ref()
+        .map(|w| w.row_counts().into_iter().collect())
+        .unwrap_or_default();
+    let mut report = RunReport {
         load_id,
+        outcome: Outcome::Completed,
+        error: None,
+        failed: source_report.failed.clone(),
+        checkpoints: sink.checkpoints,
         destination: lake.url().to_string(),
-        resources,
+        resources: source_report.resources,
         http: client.stats(),
-        commits,
+        commits: Vec::new(),
         rows,
         discarded,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        seconds: 0.0,
+    };
+    let result = match first_error {
+        Some(e) => {
+            if let Some(w) = sink.writer.take() {
+                w.abort().await;
+            }
+            Err(e)
+        }
+        None => sink.finish(&source_report.failed, interrupted).await,
+    };
+    report.commits = std::mem::take(&mut sink.commits);
+    report.http = client.stats();
+    report.seconds = started.elapsed().as_secs_f64();
+    report.outcome = match (&result, interrupted, report.failed.is_empty()) {
+        (Err(_), _, _) => Outcome::Failed,
+        (Ok(()), true, _) => Outcome::Interrupted,
+        (Ok(()), false, false) => Outcome::PartiallyFailed,
+        (Ok(()), false, true) => Outcome::Completed,
+    };
+    if let Err(e) = &result {
+        report.error = Some(error_chain(e));
+    }
+    // The load history keeps every run's report, failed ones too.
+    match serde_json::to_value(&report) {
+        Ok(value) => {
+            if let Err(e) = lake.put_load_report(&report.load_id, &value).await {
+                tracing::warn!(error = %e, "could not store the run report in the load history");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "run report is not JSON"),
+    }
+    result.map(|()| report)
+}
+
+/// An error with its causes, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The sink side of a run: stages pages, tracks the state they make true, and commits.
+struct Sink {
+    /// `None` once committed or aborted.
+    writer: Option<LoadWriter>,
+    lake: Lake,
+    registry: SchemaRegistry,
+    load_id: String,
+    dispositions: HashMap<String, WriteDisposition>,
+    progress: Progress,
+    /// The state as committed (loaded at the start, updated at each commit).
+    committed: HashMap<StateKey, StoredState>,
+    commits: Vec<TableCommit>,
+    checkpoints: u32,
+    config: CheckpointConfig,
+    pages_since: u64,
+    since: Instant,
+}
+
+impl Sink {
+    async fn land(&mut self, msg: PageBatches) -> Result<(), PipelineError> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| PipelineError::Cancelled)?;
+        writer.write(msg.page_seq, msg.batches).await?;
+        self.progress.landed(msg.key, msg.page_idx, msg.state_after);
+        self.pages_since += 1;
+        if self.pages_since >= self.config.pages
+            || self.since.elapsed() >= Duration::from_secs(self.config.seconds)
+        {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the data tables (all but replaced ones), then the state of the pages landed.
+    async fn checkpoint(&mut self) -> Result<(), PipelineError> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| PipelineError::Cancelled)?;
+        let commits = writer.checkpoint().await?;
+        self.checkpoints += 1;
+        tracing::info!(
+            checkpoint = self.checkpoints,
+            tables = commits.len(),
+            "checkpoint committed"
+        );
+        self.commits.extend(commits);
+        let changes = self.state_changes(false, &[]);
+        self.commit_state(changes).await?;
+        self.pages_since = 0;
+        self.since = Instant::now();
+        Ok(())
+    }
+
+    /// The last commit: everything staged, then the state; the roots of replaced resources
+    /// whose data came only in part (a failed partition, an interrupt) are left as they were.
+    async fn finish(
+        &mut self,
+        failed: &[FailedPartition],
+        interrupted: bool,
+    ) -> Result<(), PipelineError> {
+        let mut writer = self.writer.take().ok_or_else(|| PipelineError::Cancelled)?;
+        let partial: HashSet<&str> = self
+            .dispositions
+            .iter()
+            .filter(|(name, d)| {
+                **d == WriteDisposition::Replace
+                    && (interrupted || failed.iter().any(|f| f.resource == **name))
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        for name in &partial {
+            tracing::warn!(resource = %name, "replace skipped: only part of its data came");
+            writer.discard_root(&normalize_identifier(name)).await;
+        }
+        self.commits.extend(writer.commit().await?);
+        let partial: Vec<String> = partial.into_iter().map(str::to_owned).collect();
+        let mut changes = self.state_changes(true, &partial);
+        for f in failed {
+            let key = (f.resource.clone(), f.partition.clone());
+            let mut row = changes
+                .remove(&key)
+                .or_else(|| self.committed.get(&key).cloned())
+                .unwrap_or_default();
+            row.error = Some(f.error.clone());
+            changes.insert(key, row);
+        }
+        self.commit_state(changes).await
+    }
+
+    /// The pagings whose state differs from the committed one. Replaced resources never
+    /// store a resume point (a replace needs all its pages in one run), and get their state
+    /// only at the end of the run.
+    fn state_changes(&self, last: bool, skip: &[String]) -> BTreeMap<StateKey, StoredState> {
+        let mut changes = BTreeMap::new();
+        for (key, state) in self.progress.states() {
+            let replace = self.dispositions.get(&key.0) == Some(&WriteDisposition::Replace);
+            if skip.contains(&key.0) || (replace && (!last || state.is_resumable())) {
+                continue;
+            }
+            let before = self.committed.get(key);
+            if before.is_some_and(|b| b.state == *state && b.error.is_none()) {
+                continue;
+            }
+            changes.insert(
+                key.clone(),
+                StoredState {
+                    state: state.clone(),
+                    ..StoredState::default()
+                },
+            );
+        }
+        changes
+    }
+
+    async fn commit_state(
+        &mut self,
+        changes: BTreeMap<StateKey, StoredState>,
+    ) -> Result<(), PipelineError> {
+        let commits = commit_state(&self.lake, &self.registry, &self.load_id, &changes).await?;
+        self.commits.extend(commits);
+        self.committed.extend(changes);
+        Ok(())
+    }
 }
 
 /// Awaits a task; a panic in it is re-raised here, never swallowed.

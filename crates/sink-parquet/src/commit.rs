@@ -20,12 +20,12 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::bloom_filter::Sbbf;
 
-use transform::{LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
+use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 
 use crate::lake::{Lake, delta_schema};
 use crate::read::StoreFile;
 use crate::writer::{
-    LoadWriter, StagedFile, TableWriter, empty_schema, encode, id_key, key_column_of,
+    LoadWriter, StagedFile, TableWriter, empty_schema, encode, file_token, id_key, key_column_of,
     root_key_column, writer_properties,
 };
 use crate::{Result, SinkError};
@@ -64,6 +64,40 @@ struct RootIds {
 }
 
 impl LoadWriter {
+    /// A checkpoint: commits what was written so far to every table except those of replaced
+    /// roots (a replace swaps a table's content once, at the end of the run, never with part
+    /// of it), and goes on writing under the same load id. Each table gets at most one
+    /// commit, as in [`LoadWriter::commit`]; a table with nothing new gets none.
+    pub async fn checkpoint(&mut self) -> Result<Vec<TableCommit>> {
+        let replaced: HashSet<String> = self
+            .roots
+            .iter()
+            .filter(|r| r.write_disposition == WriteDisposition::Replace)
+            .map(|r| r.name.clone())
+            .collect();
+        let (kept, done): (HashMap<_, _>, HashMap<_, _>) = std::mem::take(&mut self.tables)
+            .into_iter()
+            .partition(|(_, w)| replaced.contains(&w.meta.root));
+        self.tables = kept;
+        let part = LoadWriter {
+            lake: self.lake.clone(),
+            config: self.config.clone(),
+            load_id: self.load_id.clone(),
+            tables: done,
+            roots: self
+                .roots
+                .iter()
+                .filter(|r| !replaced.contains(&r.name))
+                .cloned()
+                .collect(),
+            n_files: self.n_files,
+            file_prefix: self.file_prefix.clone(),
+            #[cfg(test)]
+            pause_after_root: self.pause_after_root,
+        };
+        part.commit().await
+    }
+
     /// Commits the load: per root table, the root and each of its child tables move to a new
     /// Delta version in one commit each. A table with nothing to change gets no new version.
     pub async fn commit(mut self) -> Result<Vec<TableCommit>> {
@@ -85,8 +119,52 @@ impl LoadWriter {
             {
                 ids.deleted = deleted_ids(&self.lake, &root.name, column, &w.staged).await?;
             }
-            // The root first, then its child tables: written this load or already in the lake.
             let prefix = format!("{}__", root.name);
+            // Records whose stored copy is identical are left out, with their children: an
+            // unchanged record costs no rewrite, and a load of nothing new commits nothing.
+            // The stored hashes live in a table of their own, committed after the root's
+            // child tables, so a load killed between the root's commit and its children's
+            // leaves the old hashes, and the next load merges those records again.
+            let mut new_hashes: Vec<(String, String)> = Vec::new();
+            if let (Some(ids), Some(w)) = (root_ids.as_mut(), self.tables.get(&root.name))
+                && root.write_disposition == WriteDisposition::Merge
+                && w.schema.column_with_name(CONTENT_HASH).is_some()
+            {
+                let unchanged;
+                (unchanged, new_hashes) =
+                    unchanged_ids(&self.lake, &root.name, &w.staged, ids).await?;
+                if !unchanged.is_empty() {
+                    tracing::debug!(table = %root.name, records = unchanged.len(), "unchanged records left out of the merge");
+                    for id in &unchanged {
+                        ids.last_page.remove(id);
+                    }
+                    for (name, tw) in self
+                        .tables
+                        .iter_mut()
+                        .filter(|(n, _)| **n == root.name || n.starts_with(&prefix))
+                    {
+                        let (kept, replaced) = without_rows(
+                            &self.lake,
+                            &self.config,
+                            &format!("{}-{}-same", self.load_id, file_token()),
+                            name,
+                            root_key_column(&tw.meta),
+                            &tw.staged,
+                            &|k| unchanged.contains(&k),
+                        )
+                        .await?;
+                        for f in replaced {
+                            let _ = self
+                                .lake
+                                .store()
+                                .delete(&self.lake.file_path(name, &f.name))
+                                .await;
+                        }
+                        tw.staged = kept;
+                    }
+                }
+            }
+            // The root first, then its child tables: written this load or already in the lake.
             let mut group: Vec<String> = vec![root.name.clone()];
             let mut children: Vec<String> = self
                 .tables
@@ -139,9 +217,78 @@ impl LoadWriter {
                 }
                 commits.extend(committed);
             }
+            if !new_hashes.is_empty() {
+                commits.extend(
+                    commit_hashes(
+                        &self.lake,
+                        &self.config,
+                        &self.load_id,
+                        &root.name,
+                        new_hashes,
+                    )
+                    .await?,
+                );
+            }
         }
         Ok(commits)
     }
+}
+
+/// The table that holds the content hashes of a merged root table's records.
+pub fn hash_table(root: &str) -> String {
+    format!("_errlake_hashes_{root}")
+}
+
+/// The hash table's column of hashes (not [`CONTENT_HASH`], so that its own merge does not
+/// look for unchanged records).
+const HASH: &str = "hash";
+
+/// Merges the load's `(row id, content hash)` pairs into the root's hash table.
+async fn commit_hashes(
+    lake: &Lake,
+    config: &crate::ParquetSinkConfig,
+    load_id: &str,
+    root: &str,
+    rows: Vec<(String, String)>,
+) -> Result<Vec<TableCommit>> {
+    use arrow_array::StringArray;
+    let name = hash_table(root);
+    let meta = Arc::new(TableMeta {
+        name: name.clone(),
+        parent: None,
+        root: name.clone(),
+        primary_key: Some(ROW_ID.into()),
+        write_disposition: WriteDisposition::Merge,
+    });
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(ROW_ID, arrow_schema::DataType::Utf8, false),
+        Field::new(LOAD_ID, arrow_schema::DataType::Utf8, false),
+        Field::new(HASH, arrow_schema::DataType::Utf8, false),
+    ]));
+    let n = rows.len();
+    let (ids, hashes): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(vec![load_id; n])),
+            Arc::new(StringArray::from(hashes)),
+        ],
+    )
+    .map_err(|e| SinkError::Internal {
+        message: format!("hash table of `{root}`: {e}"),
+    })?;
+    let mut writer = LoadWriter::new(
+        lake.clone(),
+        config.clone(),
+        load_id.to_owned(),
+        vec![meta.clone()],
+    );
+    writer
+        .write(0, vec![transform::TableBatch { table: meta, batch }])
+        .await?;
+    // The hash table has no hash column of its own, so this commit does not come back here.
+    Box::pin(writer.commit()).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -183,7 +330,7 @@ async fn commit_table(
         let (kept, replaced) = without_rows(
             lake,
             config,
-            &format!("{load_id}-del"),
+            &format!("{load_id}-{}-del", file_token()),
             table_name,
             key_column,
             &staged,
@@ -326,6 +473,112 @@ async fn ids_won_by_others(
         }
     }
     Ok(won)
+}
+
+/// The load's root ids whose record is stored unchanged (the same content hash in the
+/// root's hash table; only files whose bloom filters may hold one of the load's ids are
+/// read), and the `(row id, hash)` pairs of the others, to store once the load is in.
+/// An id that came more than once in the load gets an empty hash (its last copy is not
+/// known here), and one the load deletes too, so neither is ever taken as unchanged.
+async fn unchanged_ids(
+    lake: &Lake,
+    table: &str,
+    staged: &[StagedFile],
+    ids: &RootIds,
+) -> Result<(HashSet<u128>, Vec<(String, String)>)> {
+    let mut incoming: HashMap<u128, (String, String)> = HashMap::new();
+    for f in staged {
+        for_each_hash(lake, table, &f.name, f.size, CONTENT_HASH, |k, id, h| {
+            let h = if ids.repeated.contains(&k) || ids.deleted.contains(&k) {
+                String::new()
+            } else {
+                h.to_owned()
+            };
+            incoming.insert(k, (id.to_owned(), h));
+        })
+        .await?;
+    }
+    let mut unchanged = HashSet::new();
+    let hashes = hash_table(table);
+    if let Some(t) = lake.load_table(&hashes).await?
+        && !incoming.is_empty()
+    {
+        let existing: Vec<(String, u64)> = t
+            .snapshot()
+            .map_err(|source| SinkError::Delta {
+                table: hashes.clone(),
+                source,
+            })?
+            .log_data()
+            .iter()
+            .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
+            .collect();
+        let candidates =
+            files_maybe_holding(lake, &hashes, ROW_ID, &existing, table, staged).await?;
+        for (path, size) in existing.iter().filter(|(p, _)| candidates.contains(p)) {
+            for_each_hash(lake, &hashes, path, *size, HASH, |k, _, h| {
+                if !h.is_empty() && incoming.get(&k).is_some_and(|(_, ih)| ih == h) {
+                    unchanged.insert(k);
+                }
+            })
+            .await?;
+        }
+    }
+    let rows = incoming
+        .into_iter()
+        .filter(|(k, _)| !unchanged.contains(k))
+        .map(|(_, row)| row)
+        .collect();
+    Ok((unchanged, rows))
+}
+
+/// Calls `f` with each row's id key, id and hash (column `hash_column`) of a data file; a
+/// file without that column (written before it existed) has none to give.
+async fn for_each_hash(
+    lake: &Lake,
+    table: &str,
+    path: &str,
+    size: u64,
+    hash_column: &str,
+    mut f: impl FnMut(u128, &str, &str),
+) -> Result<()> {
+    let parquet_err = |source| SinkError::ParquetFile {
+        table: table.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let builder = StoreFile::new(lake.store().clone(), lake.file_path(table, path), size)
+        .builder()
+        .await
+        .map_err(parquet_err)?;
+    let has_hash = builder
+        .parquet_schema()
+        .columns()
+        .iter()
+        .any(|c| c.name() == hash_column);
+    if !has_hash {
+        return Ok(());
+    }
+    let mask = ProjectionMask::columns(builder.parquet_schema(), [ROW_ID, hash_column]);
+    let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
+    while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
+        let (Some(keys), Some(hashes)) = (
+            batch
+                .column_by_name(ROW_ID)
+                .and_then(|c| c.as_string_opt::<i32>()),
+            batch
+                .column_by_name(hash_column)
+                .and_then(|c| c.as_string_opt::<i32>()),
+        ) else {
+            continue;
+        };
+        for (k, h) in keys.iter().zip(hashes.iter()) {
+            if let (Some(k), Some(h)) = (k, h) {
+                f(id_key(k), k, h);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Staged files without the rows whose key `remove` picks: each file with such rows is
@@ -494,7 +747,7 @@ async fn commit_attempt(
         let (kept, _) = without_rows(
             lake,
             config,
-            &format!("{load_id}-own{attempt}"),
+            &format!("{load_id}-{}-own{attempt}", file_token()),
             table_name,
             key_column,
             staged,
@@ -561,7 +814,7 @@ async fn commit_attempt(
                     let (total, kept, file) = rewrite_without(
                         lake,
                         config,
-                        &format!("{load_id}-{attempt}"),
+                        &format!("{load_id}-{}-{attempt}", file_token()),
                         table_name,
                         key_column,
                         &path,

@@ -447,3 +447,117 @@ impl Lake {
         }))
     }
 }
+
+/// The folder of the load history: one JSON report per load, named by its load id.
+pub const LOADS_FOLDER: &str = "_errlake_loads";
+
+impl Lake {
+    /// Every row of table `name` at its latest version, as JSON objects (column name to
+    /// value, nulls left out); `None` if there is no such table. Meant for small tables such
+    /// as the pipeline state: all rows are held in memory.
+    pub async fn read_rows(
+        &self,
+        name: &str,
+    ) -> Result<Option<Vec<serde_json::Map<String, serde_json::Value>>>> {
+        use futures::TryStreamExt;
+        let Some(t) = self.load_table(name).await? else {
+            return Ok(None);
+        };
+        let files: Vec<(String, u64)> = t
+            .snapshot()
+            .map_err(|source| SinkError::Delta {
+                table: name.to_owned(),
+                source,
+            })?
+            .log_data()
+            .iter()
+            .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
+            .collect();
+        let mut json = arrow_json::ArrayWriter::new(Vec::new());
+        for (path, size) in files {
+            let parquet_err = |source| SinkError::ParquetFile {
+                table: name.to_owned(),
+                path: path.clone(),
+                source,
+            };
+            let stream = crate::read::StoreFile::new(
+                self.store().clone(),
+                self.file_path(name, &path),
+                size,
+            )
+            .builder()
+            .await
+            .map_err(parquet_err)?
+            .build()
+            .map_err(parquet_err)?;
+            let batches: Vec<_> = stream.try_collect().await.map_err(parquet_err)?;
+            for batch in &batches {
+                json.write(batch).map_err(|e| SinkError::Internal {
+                    message: format!("table `{name}` as JSON: {e}"),
+                })?;
+            }
+        }
+        json.finish().map_err(|e| SinkError::Internal {
+            message: format!("table `{name}` as JSON: {e}"),
+        })?;
+        let bytes = json.into_inner();
+        if bytes.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| SinkError::Internal {
+                message: format!("table `{name}` as JSON: {e}"),
+            })
+    }
+
+    /// Stores a load's report in the load history (`_errlake_loads/<load_id>.json`).
+    pub async fn put_load_report(&self, load_id: &str, report: &serde_json::Value) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        let path = self.file_path(LOADS_FOLDER, &format!("{load_id}.json"));
+        let body = serde_json::to_vec_pretty(report).map_err(|e| SinkError::Internal {
+            message: format!("load report as JSON: {e}"),
+        })?;
+        self.store()
+            .put(&path, body.into())
+            .await
+            .map_err(|source| SinkError::Store {
+                path: path.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// The latest `limit` load reports, newest first (load ids sort by their start time);
+    /// a report that cannot be read is left out with a warning.
+    pub async fn load_reports(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let folder = self.prefix.clone().join(LOADS_FOLDER);
+        let mut paths: Vec<StorePath> = self
+            .store()
+            .list(Some(&folder))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|source| SinkError::Store {
+                path: folder.to_string(),
+                source,
+            })?;
+        paths.retain(|p| p.as_ref().ends_with(".json"));
+        paths.sort();
+        let mut reports = Vec::new();
+        for path in paths.iter().rev().take(limit) {
+            let read = async {
+                let bytes = self.store().get(path).await?.bytes().await?;
+                Ok::<_, object_store::Error>(bytes)
+            };
+            match read.await.map(|b| serde_json::from_slice(&b)) {
+                Ok(Ok(report)) => reports.push(report),
+                Ok(Err(e)) => tracing::warn!(path = %path, error = %e, "load report is not JSON"),
+                Err(e) => tracing::warn!(path = %path, error = %e, "load report unreadable"),
+            }
+        }
+        Ok(reports)
+    }
+}

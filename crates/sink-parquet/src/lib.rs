@@ -31,8 +31,8 @@ mod lake;
 mod read;
 mod writer;
 
-pub use commit::TableCommit;
-pub use lake::{Lake, LoadEntry, Orphans, TableInfo};
+pub use commit::{TableCommit, hash_table};
+pub use lake::{LOADS_FOLDER, Lake, LoadEntry, Orphans, TableInfo};
 pub use writer::LoadWriter;
 
 /// File sizing and encoding (`[sink]` in the pipeline file).

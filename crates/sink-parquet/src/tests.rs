@@ -79,6 +79,51 @@ fn parquet_files(dir: &std::path::Path, table: &str) -> usize {
 }
 
 #[tokio::test]
+async fn records_that_come_again_unchanged_are_not_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    let page = vec![
+        json!({"id": "a", "v": 1, "items": [{"v": 10}, {"v": 11}]}),
+        json!({"id": "b", "v": 2, "items": [{"v": 20}]}),
+    ];
+    load(&lake, &m, std::slice::from_ref(&page)).await;
+    // The same records: nothing to commit.
+    let again = load(&lake, &m, std::slice::from_ref(&page)).await;
+    assert!(again.is_empty(), "{again:?}");
+    // One changed record: only it and its children are replaced.
+    let changed = load(
+        &lake,
+        &m,
+        &[vec![
+            json!({"id": "a", "v": 1, "items": [{"v": 10}, {"v": 11}]}),
+            json!({"id": "b", "v": 3, "items": [{"v": 30}]}),
+        ]],
+    )
+    .await;
+    let by_table: BTreeMap<&str, (u64, u64)> = changed
+        .iter()
+        .map(|c| (c.table.as_str(), (c.rows_added, c.rows_removed)))
+        .collect();
+    assert_eq!(by_table["events"], (1, 1));
+    assert_eq!(by_table["events__items"], (1, 1));
+    assert_eq!(
+        rows(&lake, "events", "id").await,
+        BTreeMap::from([("a".into(), vec![1]), ("b".into(), vec![3])])
+    );
+    // Without stored hashes (a load killed after the root's commit and before its hash
+    // table's) the records merge again: the children are restored with their root.
+    let hashes = lake.table_url(&crate::hash_table("events"));
+    std::fs::remove_dir_all(hashes.to_file_path().unwrap()).unwrap();
+    let remerged = load(&lake, &m, std::slice::from_ref(&page)).await;
+    assert!(
+        remerged
+            .iter()
+            .any(|c| c.table == "events__items" && c.rows_added == 3)
+    );
+}
+
+#[tokio::test]
 async fn merge_replaces_rows_and_their_children_and_the_later_page_wins() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
@@ -127,7 +172,11 @@ async fn merge_replaces_rows_and_their_children_and_the_later_page_wins() {
         .collect();
     assert_eq!(
         versions,
-        BTreeMap::from([("events".into(), 1), ("events__items".into(), 1)])
+        BTreeMap::from([
+            ("events".into(), 1),
+            ("events__items".into(), 1),
+            (crate::hash_table("events"), 1)
+        ])
     );
     // The replaced files are gone from the folder.
     let t = lake.load_table("events").await.unwrap().unwrap();

@@ -78,7 +78,10 @@ pub struct LoadWriter {
     pub(crate) tables: HashMap<String, TableWriter>,
     /// The root tables of this load, whether or not rows came.
     pub(crate) roots: Vec<Arc<TableMeta>>,
-    n_files: usize,
+    pub(crate) n_files: usize,
+    /// Names this writer's files: the load id and a random token, so that files of two
+    /// writers of one load (the state table's, written at every checkpoint) never collide.
+    pub(crate) file_prefix: String,
     /// Tests: a pause between a root table's commit and its children's, to let another
     /// writer in.
     #[cfg(test)]
@@ -94,11 +97,13 @@ impl LoadWriter {
         load_id: String,
         roots: Vec<Arc<TableMeta>>,
     ) -> Self {
+        let file_prefix = format!("{load_id}-{}", file_token());
         LoadWriter {
             lake,
             config,
             load_id,
             tables: HashMap::new(),
+            file_prefix,
             roots,
             n_files: 0,
             #[cfg(test)]
@@ -167,7 +172,7 @@ impl LoadWriter {
                 writer.open = Some(open(
                     &self.lake,
                     &self.config,
-                    &self.load_id,
+                    &self.file_prefix,
                     self.n_files,
                     &name,
                     writer.schema.clone(),
@@ -220,20 +225,37 @@ impl LoadWriter {
         Ok(())
     }
 
+    /// Leaves root table `root` and its child tables out of this load: their staged files
+    /// are deleted and the commit does not touch them (a replaced table whose data came
+    /// only in part, after a failed paging or an interrupt, keeps its old content).
+    pub async fn discard_root(&mut self, root: &str) {
+        self.roots.retain(|r| r.name != root);
+        let (gone, kept): (HashMap<_, _>, HashMap<_, _>) = std::mem::take(&mut self.tables)
+            .into_iter()
+            .partition(|(_, w)| w.meta.root == root);
+        self.tables = kept;
+        delete_staged(&self.lake, gone).await;
+    }
+
     /// Deletes the files this load staged: after a failure nothing of it stays behind.
     pub async fn abort(mut self) {
-        for (name, mut t) in self.tables.drain() {
-            if let Some(file) = t.open.take() {
-                // An unfinished upload leaves no object behind once aborted.
-                if let Err(error) = file.writer.into_inner().abort().await {
-                    tracing::warn!(table = %name, file = %file.name, %error, "could not abort an unfinished file");
-                }
+        delete_staged(&self.lake, std::mem::take(&mut self.tables)).await;
+    }
+}
+
+/// Deletes the staged and unfinished files of `tables`.
+async fn delete_staged(lake: &Lake, tables: HashMap<String, TableWriter>) {
+    for (name, mut t) in tables {
+        if let Some(file) = t.open.take() {
+            // An unfinished upload leaves no object behind once aborted.
+            if let Err(error) = file.writer.into_inner().abort().await {
+                tracing::warn!(table = %name, file = %file.name, %error, "could not abort an unfinished file");
             }
-            for f in &t.staged {
-                let path = self.lake.file_path(&name, &f.name);
-                if let Err(error) = self.lake.store().delete(&path).await {
-                    tracing::warn!(table = %name, file = %f.name, %error, "could not delete a staged file");
-                }
+        }
+        for f in &t.staged {
+            let path = lake.file_path(&name, &f.name);
+            if let Err(error) = lake.store().delete(&path).await {
+                tracing::warn!(table = %name, file = %f.name, %error, "could not delete a staged file");
             }
         }
     }
@@ -307,16 +329,22 @@ pub(crate) fn encode(
     writer.into_inner().map_err(fail)
 }
 
+/// A random token for file names: a file is never written twice under one name, even by
+/// two commits of one load.
+pub(crate) fn file_token() -> String {
+    format!("{:08x}", fastrand::u32(..))
+}
+
 /// Opens the next data file of a table.
 fn open(
     lake: &Lake,
     config: &ParquetSinkConfig,
-    load_id: &str,
+    file_prefix: &str,
     file_no: usize,
     table: &str,
     schema: SchemaRef,
 ) -> Result<OpenFile> {
-    let name = format!("part-{load_id}-{file_no:05}.zstd.parquet");
+    let name = format!("part-{file_prefix}-{file_no:05}.zstd.parquet");
     let path = lake.file_path(table, &name);
     // Small files go up in one put, large ones as a multipart upload of 8 MiB parts, two in
     // flight: enough to keep a connection busy, little memory per open file.

@@ -13,6 +13,7 @@ use url::Url;
 use http_core::{ApiKeyLocation, Auth, AuthConfig, ClientConfig, ClientSettings, Secret};
 use paginate::{JsonPath, PaginatorConfig, Strategy};
 
+use crate::incremental::{Incremental, IncrementalConfig};
 use crate::secrets::{Secrets, secret_reference};
 use crate::{ConfigError, Result, SourceError};
 
@@ -78,6 +79,10 @@ pub struct EndpointConfig {
     /// How to page. Default: a single page.
     #[serde(default)]
     pub paginator: Option<PaginatorConfig>,
+    /// An incremental cursor: each run asks only for records after the last run's latest
+    /// cursor value, kept per partition in the destination. Default: none.
+    #[serde(default)]
+    pub incremental: Option<IncrementalConfig>,
 }
 
 fn default_method() -> String {
@@ -132,6 +137,8 @@ pub struct Resource {
     pub partition_keys: Vec<ParentRef>,
     /// Requests of this resource in flight at most.
     pub concurrency: Option<usize>,
+    /// The incremental cursor, if any.
+    pub incremental: Option<Incremental>,
 }
 
 impl Resource {
@@ -299,6 +306,28 @@ impl Source {
                     params.push((k, v));
                 }
             }
+            let incremental = rc
+                .endpoint
+                .incremental
+                .as_ref()
+                .map(|i| {
+                    i.compile().map_err(|(key, message)| {
+                        err(at(&format!("endpoint.incremental.{key}")), message)
+                    })
+                })
+                .transpose()?;
+            if let Some(i) = &incremental {
+                for (key, param) in [("start_param", &i.start_param), ("end_param", &i.end_param)] {
+                    if let Some(p) = param
+                        && params.iter().any(|(k, _)| k == p)
+                    {
+                        return Err(err(
+                            at(&format!("endpoint.incremental.{key}")),
+                            format!("`{p}` is also in endpoint.params; the cursor fills it"),
+                        ));
+                    }
+                }
+            }
             let data_selector = rc
                 .endpoint
                 .data_selector
@@ -317,6 +346,7 @@ impl Source {
                 write_disposition: rc.write_disposition,
                 partition_keys: refs,
                 concurrency: rc.concurrency,
+                incremental,
             });
         }
         let resources = order_by_parent(resources).map_err(|m| err("resources".into(), m))?;

@@ -28,6 +28,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod config;
+mod incremental;
 mod run;
 mod secrets;
 
@@ -38,7 +39,14 @@ pub use config::{
     EndpointConfig, ParentRef, Resource, ResourceConfig, Source, SourceConfig, WriteDisposition,
     config_error, deep_merge, describe_auth, partition_keys, read_pipeline_value,
 };
-pub use run::{Page, Partition, ResourceStats, RunOptions, run};
+pub use incremental::{
+    Incremental, IncrementalConfig, PartitionState, RowOrder, compare_cursors, cursor_of,
+    max_cursor,
+};
+pub use run::{
+    FailedPartition, LiveStats, Page, Partition, PartitionStats, ResourceStats, RunOptions,
+    SourceReport, StateKey, run,
+};
 pub use secrets::{Secrets, secret_reference};
 
 /// A mistake in a pipeline file, found before any request.

@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use url::Url;
 
 use http_core::Client;
 use paginate::PageLoop;
 
 use crate::config::{Resource, Source};
+use crate::incremental::{PartitionState, RowOrder, compare_cursors, cursor_of, max_cursor};
 use crate::{Result, SourceError};
 
 /// The partition keys of a paging and their values (`project_id = "5a2f..."`); empty for a
@@ -43,20 +45,84 @@ pub struct Page {
     /// The records, parsed once, as the data selector found them (plus the parent key column
     /// of a child resource, `_<parent>_<field>`).
     pub records: Vec<Value>,
+    /// The partition's state once this page and every earlier page of its paging have
+    /// landed: where the paging goes on, or, after its last page, the next run's cursor.
+    /// `None` when the run keeps no state for the partition (a backfill window).
+    pub state_after: Option<PartitionState>,
 }
 
+/// A (resource, partition) as the state names it: the resource and the partition's
+/// `key=value,...` text (empty for a root resource).
+pub type StateKey = (String, String);
+
 /// Options of one source run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// The resources whose pages are sent; their ancestors are fetched too, for partitions,
     /// but not sent. `None`: all.
     pub selected: Option<HashSet<String>>,
-    /// Stop each paging after this many pages.
+    /// Stop each paging after this many pages (a stopped paging resumes there next run).
     pub max_pages: Option<usize>,
+    /// The state the earlier runs left, per (resource, partition).
+    pub state: Arc<HashMap<StateKey, PartitionState>>,
+    /// Resources whose state is ignored: they start at the initial value and first page.
+    pub full_refresh: HashSet<String>,
+    /// A paging that fails (after the client's retries) fails its partition only: it is
+    /// listed in the report and the other pagings go on.
+    pub keep_going: bool,
+    /// Where the counters go as pages come in, for a progress display to read; a run
+    /// without one keeps them to itself.
+    pub live: Option<LiveStats>,
+}
+
+/// The per-resource counters of a running source, shared with whoever displays them.
+pub type LiveStats = Arc<Mutex<BTreeMap<String, ResourceStats>>>;
+
+/// What a source run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SourceReport {
+    /// Per resource.
+    pub resources: BTreeMap<String, ResourceStats>,
+    /// Pagings that failed under `keep_going`.
+    pub failed: Vec<FailedPartition>,
+}
+
+/// A paging that failed under `keep_going`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailedPartition {
+    /// The resource.
+    pub resource: String,
+    /// The partition (`key=value,...`; empty for a root resource).
+    pub partition: String,
+    /// Why, as the error says it (credentials redacted).
+    pub error: String,
+}
+
+/// What one paging did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PartitionStats {
+    /// Pages fetched.
+    pub pages: u64,
+    /// Records fetched.
+    pub records: u64,
+    /// Body bytes.
+    pub bytes: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Seconds from its first request to its end.
+    pub seconds: f64,
+    /// Whether it went on from an earlier run's unfinished paging.
+    pub resumed: bool,
+    /// The start value sent (incremental resources).
+    pub cursor_start: Option<String>,
+    /// The latest cursor value seen.
+    pub cursor_end: Option<String>,
+    /// Why it failed (under `keep_going`).
+    pub error: Option<String>,
 }
 
 /// What a source run fetched, per resource.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ResourceStats {
     /// Pagings run (one per partition).
     pub partitions: u64,
@@ -68,6 +134,8 @@ pub struct ResourceStats {
     pub bytes: u64,
     /// Retries.
     pub retries: u64,
+    /// Per partition (`key=value,...`; empty for a root resource).
+    pub by_partition: BTreeMap<String, PartitionStats>,
 }
 
 /// What one fetch task does.
@@ -94,7 +162,7 @@ struct Context {
     /// Partition values already scheduled, per child resource (a parent row seen twice, as
     /// rows move between pages, must not fetch its children twice).
     scheduled: Mutex<HashMap<String, HashSet<String>>>,
-    stats: Mutex<BTreeMap<String, ResourceStats>>,
+    stats: LiveStats,
     options: RunOptions,
 }
 
@@ -108,7 +176,7 @@ pub async fn run(
     client: Client,
     pages_tx: async_channel::Sender<Page>,
     options: RunOptions,
-) -> Result<BTreeMap<String, ResourceStats>> {
+) -> Result<SourceReport> {
     let (spawn_tx, mut spawn_rx) = mpsc::unbounded_channel();
     let resources: HashMap<String, Arc<Resource>> = source
         .resources
@@ -130,10 +198,11 @@ pub async fn run(
         spawn_tx,
         page_seq: AtomicU64::new(0),
         scheduled: Mutex::default(),
-        stats: Mutex::default(),
+        stats: options.live.clone().unwrap_or_default(),
         options,
     });
 
+    let mut failed = Vec::new();
     let mut tasks = JoinSet::new();
     for r in source
         .resources
@@ -161,8 +230,28 @@ pub async fn run(
             }
         };
         match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+            Ok((_, Ok(()))) => {}
+            Ok(((resource, partition), Err(e)))
+                if ctx.options.keep_going && !matches!(e, SourceError::Cancelled) =>
+            {
+                tracing::error!(%resource, %partition, error = %e, "paging failed; the other pagings go on (--keep-going)");
+                let error = e.to_string();
+                ctx.stats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(resource.clone())
+                    .or_default()
+                    .by_partition
+                    .entry(partition.clone())
+                    .or_default()
+                    .error = Some(error.clone());
+                failed.push(FailedPartition {
+                    resource,
+                    partition,
+                    error,
+                });
+            }
+            Ok((_, Err(e))) => {
                 tasks.shutdown().await;
                 return Err(e);
             }
@@ -175,8 +264,8 @@ pub async fn run(
             }
         }
     }
-    let stats = ctx.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Ok(stats)
+    let resources = ctx.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(SourceReport { resources, failed })
 }
 
 /// The selected resources and all their ancestors.
@@ -207,14 +296,73 @@ fn needed_resources(source: &Source, selected: Option<&HashSet<String>>) -> Arc<
     Arc::new(needed)
 }
 
-async fn fetch_paging(ctx: Arc<Context>, job: Job, needed: Arc<HashSet<String>>) -> Result<()> {
+async fn fetch_paging(
+    ctx: Arc<Context>,
+    job: Job,
+    needed: Arc<HashSet<String>>,
+) -> (StateKey, Result<()>) {
+    let key: StateKey = (job.resource.name.clone(), job.partition.to_string());
+    let result = fetch_paging_inner(&ctx, &job, &needed, &key).await;
+    (key, result)
+}
+
+async fn fetch_paging_inner(
+    ctx: &Arc<Context>,
+    job: &Job,
+    needed: &HashSet<String>,
+    key: &StateKey,
+) -> Result<()> {
+    let started = std::time::Instant::now();
     let resource = &job.resource;
     let label = if job.partition.0.is_empty() {
         resource.name.clone()
     } else {
         format!("{}[{}]", resource.name, job.partition)
     };
-    let url = ctx.source.first_url(resource, &job.partition.0)?;
+    // Where to start: an unfinished paging goes on where it stopped; otherwise the first
+    // page, from the stored cursor (or the initial value) when the resource has one.
+    let incremental = resource.incremental.as_ref();
+    let backfill = incremental.is_some_and(|i| i.end_value.is_some());
+    let prior = ctx
+        .options
+        .state
+        .get(key)
+        .filter(|_| !backfill && !ctx.options.full_refresh.contains(&resource.name));
+    let start_value = incremental.and_then(|i| {
+        prior
+            .and_then(|p| p.cursor.clone())
+            .or_else(|| i.initial_value.clone())
+    });
+    let resume = prior.and_then(|p| p.resume_url.as_deref()).and_then(|u| {
+        Url::parse(u)
+            .inspect_err(|e| tracing::warn!(paging = %label, error = %e, "stored resume URL is not a URL; starting at the first page"))
+            .ok()
+    });
+    let resumed = resume.is_some();
+    let mut latest = if resumed {
+        prior.and_then(|p| p.resume_cursor.clone())
+    } else {
+        None
+    };
+    let url = match resume {
+        Some(url) => {
+            tracing::info!(paging = %label, "resuming an unfinished paging");
+            url
+        }
+        None => {
+            let mut url = ctx.source.first_url(resource, &job.partition.0)?;
+            if let Some(i) = incremental {
+                let mut query = url.query_pairs_mut();
+                if let (Some(p), Some(v)) = (&i.start_param, &start_value) {
+                    query.append_pair(p, v);
+                }
+                if let (Some(p), Some(v)) = (&i.end_param, &i.end_value) {
+                    query.append_pair(p, v);
+                }
+            }
+            url
+        }
+    };
     let mut pages = PageLoop::new(
         ctx.client.clone(),
         url,
@@ -235,14 +383,25 @@ async fn fetch_paging(ctx: Arc<Context>, job: Job, needed: Arc<HashSet<String>>)
         .as_ref()
         .is_none_or(|s| s.contains(&resource.name));
     let resource_name: Arc<str> = Arc::from(resource.name.as_str());
-    ctx.stats
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(resource.name.clone())
-        .or_default()
-        .partitions += 1;
+    let record_stats = |f: &mut dyn FnMut(&mut ResourceStats, &mut PartitionStats)| {
+        let mut stats = ctx.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let r = stats.entry(resource.name.clone()).or_default();
+        let mut p = r.by_partition.remove(&key.1).unwrap_or_default();
+        f(r, &mut p);
+        r.by_partition.insert(key.1.clone(), p);
+    };
+    record_stats(&mut |r, p| {
+        r.partitions += 1;
+        p.resumed = resumed;
+        p.cursor_start = start_value.clone();
+    });
 
     loop {
+        if ctx.pages_tx.is_closed() {
+            // Stopped (an interrupt, or downstream failed): no request whose page has nowhere
+            // to go.
+            return Ok(());
+        }
         let fetched = {
             let _resource_permit = match ctx.resource_permits.get(&resource.name) {
                 Some(s) => Some(s.acquire().await.map_err(|_| SourceError::Cancelled)?),
@@ -259,43 +418,92 @@ async fn fetch_paging(ctx: Arc<Context>, job: Job, needed: Arc<HashSet<String>>)
             return Ok(());
         };
         let page_seq = ctx.page_seq.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut stats = ctx.stats.lock().unwrap_or_else(|p| p.into_inner());
-            let s = stats.entry(resource.name.clone()).or_default();
-            s.pages += 1;
-            s.records += fetched.records.len() as u64;
-            s.bytes += fetched.n_bytes as u64;
-            s.retries += u64::from(fetched.n_retries);
+        // The cursor: the latest value so far, and whether this page already reaches past
+        // the window, so that rows in cursor order let the paging stop here.
+        let mut past_window = false;
+        if let Some(i) = incremental {
+            for record in &fetched.records {
+                let Some(value) = cursor_of(record, &i.cursor_path) else {
+                    continue;
+                };
+                latest = max_cursor(latest, Some(&value));
+                past_window |= match i.row_order {
+                    Some(RowOrder::Desc) => start_value
+                        .as_deref()
+                        .is_some_and(|s| compare_cursors(&value, s).is_lt()),
+                    Some(RowOrder::Asc) => i
+                        .end_value
+                        .as_deref()
+                        .is_some_and(|e| compare_cursors(&value, e).is_ge()),
+                    None => false,
+                };
+            }
         }
+        let next_url = if past_window {
+            None
+        } else {
+            pages.next_url().map(|u| ctx.client.without_credentials(u))
+        };
+        let state_after = (!backfill).then(|| match &next_url {
+            // An unfinished paging: the stored cursor stays until the paging ends.
+            Some(next) => PartitionState {
+                cursor: prior.and_then(|p| p.cursor.clone()),
+                resume_url: Some(next.to_string()),
+                resume_cursor: latest.clone(),
+            },
+            None => PartitionState {
+                cursor: incremental
+                    .and_then(|_| max_cursor(start_value.clone(), latest.as_deref())),
+                resume_url: None,
+                resume_cursor: None,
+            },
+        });
+        let n_records = fetched.records.len() as u64;
+        record_stats(&mut |r, p| {
+            r.pages += 1;
+            r.records += n_records;
+            r.bytes += fetched.n_bytes as u64;
+            r.retries += u64::from(fetched.n_retries);
+            p.pages += 1;
+            p.records += n_records;
+            p.bytes += fetched.n_bytes as u64;
+            p.retries += u64::from(fetched.n_retries);
+            p.seconds = started.elapsed().as_secs_f64();
+            p.cursor_end = latest.clone();
+        });
         for child in &children {
-            schedule_children(&ctx, child, &job.partition, &fetched.records);
+            schedule_children(ctx, child, &job.partition, &fetched.records);
         }
-        if !send {
-            continue;
-        }
-        let mut records = fetched.records;
-        if let Some(parent) = resource.parent() {
-            // The parent's key, so that child rows join to their parent (dlt's
-            // include_from_parent naming).
-            let column = format!("_{}_{}", parent.resource, parent.field);
-            if let Some(value) = job.partition.0.get(&parent.key) {
-                for record in &mut records {
-                    if let Value::Object(map) = record {
-                        map.entry(column.clone())
-                            .or_insert_with(|| Value::String(value.clone()));
+        if send {
+            let mut records = fetched.records;
+            if let Some(parent) = resource.parent() {
+                // The parent's key, so that child rows join to their parent (dlt's
+                // include_from_parent naming).
+                let column = format!("_{}_{}", parent.resource, parent.field);
+                if let Some(value) = job.partition.0.get(&parent.key) {
+                    for record in &mut records {
+                        if let Value::Object(map) = record {
+                            map.entry(column.clone())
+                                .or_insert_with(|| Value::String(value.clone()));
+                        }
                     }
                 }
             }
+            let page = Page {
+                resource: resource_name.clone(),
+                partition: job.partition.clone(),
+                page_idx: fetched.page_idx,
+                page_seq,
+                records,
+                state_after,
+            };
+            if ctx.pages_tx.send(page).await.is_err() {
+                // Downstream is gone (it failed or stopped); nothing more to do here.
+                return Ok(());
+            }
         }
-        let page = Page {
-            resource: resource_name.clone(),
-            partition: job.partition.clone(),
-            page_idx: fetched.page_idx,
-            page_seq,
-            records,
-        };
-        if ctx.pages_tx.send(page).await.is_err() {
-            // Downstream is gone (it failed or stopped); nothing more to do here.
+        if past_window {
+            tracing::debug!(resource = %resource.name, partition = %job.partition, "rows past the incremental window; paging stops");
             return Ok(());
         }
     }

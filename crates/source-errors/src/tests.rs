@@ -77,7 +77,7 @@ fn paths_render_with_partition_values_under_the_base_path() {
 fn unknown_keys_are_named_with_their_path() {
     check_error(
         |v| v["resources"][0]["endpoint"]["paginatr"] = json!({}),
-        "config: pipelines/x.toml: `resources[0].endpoint.paginatr`: unknown field `paginatr`, expected one of `path`, `method`, `params`, `data_selector`, `paginator`",
+        "config: pipelines/x.toml: `resources[0].endpoint.paginatr`: unknown field `paginatr`, expected one of `path`, `method`, `params`, `data_selector`, `paginator`, `incremental`",
     );
 }
 

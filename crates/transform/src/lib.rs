@@ -23,6 +23,9 @@
 //! but for the first two points below, which the fixtures show.
 //! - Child tables always have `_dlt_root_id` (dlt adds it only under merge), so any child row
 //!   joins its root row directly and merges can replace a root's children.
+//! - Root rows under merge have `_errlake_content_hash` ([`CONTENT_HASH`]), a hash of the
+//!   record's JSON with its children, so the sink leaves out records that come again
+//!   unchanged.
 //! - A column that holds only nulls is created as nullable text, or with its hinted type
 //!   (dlt leaves it out until a value arrives, so a reader cannot select it). Its type is
 //!   decided at the end of a page, so a field that is null in some rows and typed in others
@@ -80,8 +83,8 @@ mod schema;
 
 pub use config::{ColumnHint, ContractMode, HintType, NormalizeConfig, SchemaContract, TableHints};
 pub use normalize::{
-    Discarded, LIST, LIST_IDX, LOAD_ID, Normalizer, PARENT_ID, ROOT_ID, ROW_ID, TableBatch, VALUE,
-    primary_key_string,
+    CONTENT_HASH, Discarded, LIST, LIST_IDX, LOAD_ID, Normalizer, PARENT_ID, ROOT_ID, ROW_ID,
+    TableBatch, VALUE, primary_key_string,
 };
 pub use schema::{
     Column, ColumnType, SOURCE_METADATA_KEY, SchemaRegistry, TYPE_METADATA_KEY, TableMeta,

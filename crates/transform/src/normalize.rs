@@ -25,6 +25,10 @@ pub const PARENT_ID: &str = "_dlt_parent_id";
 pub const LIST_IDX: &str = "_dlt_list_idx";
 /// Column of a child row holding its root row's id.
 pub const ROOT_ID: &str = "_dlt_root_id";
+/// A hash of a merged root record's whole JSON (children included): a merge skips the
+/// records whose stored copy has the same hash, so an unchanged record costs no rewrite and
+/// a run that brings nothing new commits nothing.
+pub const CONTENT_HASH: &str = "_errlake_content_hash";
 /// Column holding the elements of a list of scalars.
 pub const VALUE: &str = "value";
 /// The name that a list inside a list gets (its table is `<table>__list`).
@@ -285,6 +289,8 @@ impl Node {
 struct SystemColumns {
     row_id: u32,
     load_id: u32,
+    /// Merged roots only; `u32::MAX` elsewhere.
+    content_hash: u32,
     parent_id: u32,
     list_idx: u32,
     root_id: u32,
@@ -496,6 +502,16 @@ impl Normalizer {
                 ColumnType::Text,
                 Scalar::Text(load_id),
             );
+            if system.content_hash != u32::MAX {
+                let hash = content_hash(record);
+                self.emit(
+                    &mut call,
+                    at,
+                    system.content_hash,
+                    ColumnType::Text,
+                    Scalar::Text(&hash),
+                );
+            }
             let flow = self.flatten_object(&mut call, at, 0, object, 0)?;
             if let (Some(pending), Some(saved)) = (call.pending.take(), saved_counts) {
                 if flow == Flow::DiscardRow {
@@ -543,9 +559,18 @@ impl Normalizer {
             let row_id = system_column(ROW_ID);
             if meta.is_root() {
                 let load_id = system_column(LOAD_ID);
+                // errlake's own tables (the pipeline state) change with every write: no hash.
+                let merged = meta.primary_key.is_some()
+                    && meta.write_disposition == WriteDisposition::Merge
+                    && !meta.name.starts_with("_errlake");
                 SystemColumns {
                     row_id,
                     load_id,
+                    content_hash: if merged {
+                        system_column(CONTENT_HASH)
+                    } else {
+                        u32::MAX
+                    },
                     parent_id: u32::MAX,
                     list_idx: u32::MAX,
                     root_id: u32::MAX,
@@ -554,6 +579,7 @@ impl Normalizer {
                 SystemColumns {
                     row_id,
                     load_id: u32::MAX,
+                    content_hash: u32::MAX,
                     parent_id: system_column(PARENT_ID),
                     list_idx: system_column(LIST_IDX),
                     root_id: system_column(ROOT_ID),
@@ -1098,6 +1124,24 @@ pub fn primary_key_string(record: &Value, primary_key: &str) -> Option<String> {
 }
 
 /// A 128-bit row id, as 32 hex digits, from its parts.
+/// The hash of a record's JSON text (keys in the order the API sent them).
+fn content_hash(record: &Value) -> String {
+    struct Feed(xxhash_rust::xxh3::Xxh3);
+    impl std::io::Write for Feed {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut feed = Feed(xxhash_rust::xxh3::Xxh3::new());
+    // Writing a `Value` into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut feed, record);
+    format!("{:016x}", feed.0.digest())
+}
+
 fn row_id_hash(parts: &[&[u8]]) -> String {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     for part in parts {

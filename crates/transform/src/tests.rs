@@ -22,7 +22,7 @@ fn meta(name: &str, disposition: WriteDisposition) -> Arc<TableMeta> {
 }
 
 /// Renders batches as text: per table, `column: type` lines, then the rows, leaving out the
-/// hash-valued id columns (they are checked separately).
+/// hash-valued id and content-hash columns (they are checked separately).
 fn render(batches: &[TableBatch]) -> String {
     let mut out = String::new();
     for tb in batches {
@@ -31,7 +31,7 @@ fn render(batches: &[TableBatch]) -> String {
         let shown: Vec<usize> = (0..b.num_columns())
             .filter(|&i| {
                 let n = b.schema().field(i).name().clone();
-                n != ROW_ID && n != PARENT_ID && n != ROOT_ID && n != LOAD_ID
+                n != ROW_ID && n != PARENT_ID && n != ROOT_ID && n != LOAD_ID && n != CONTENT_HASH
             })
             .collect();
         for &i in &shown {

@@ -1,0 +1,220 @@
+//! Incremental cursors (dlt's `incremental`): the request parameter a resource's start value
+//! fills, how cursor values compare, and the state a partition leaves for the next run.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use paginate::JsonPath;
+
+/// An endpoint's `incremental` section as written (dlt's keys).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalConfig {
+    /// Where each record's cursor value is (`received_at`, `meta.updated`).
+    pub cursor_path: String,
+    /// The start value of the first run (and of a `--full-refresh`). Default: none, so the
+    /// first run sends no start parameter and fetches everything.
+    #[serde(default)]
+    pub initial_value: Option<Value>,
+    /// The end of a backfill window: sent as `end_param`; a run with an end value neither
+    /// reads nor advances the stored cursor (dlt's rule), so backfills never disturb it.
+    #[serde(default)]
+    pub end_value: Option<Value>,
+    /// The query parameter that carries the start value (`filters[event.since][][value]`).
+    #[serde(default)]
+    pub start_param: Option<String>,
+    /// The query parameter that carries the end value.
+    #[serde(default)]
+    pub end_param: Option<String>,
+    /// The order rows come in by cursor (`asc` or `desc`): lets a paging stop at the first
+    /// page past the window when the API cannot filter. Default: unknown, no early stop.
+    #[serde(default)]
+    pub row_order: Option<RowOrder>,
+}
+
+/// The order of rows by cursor value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowOrder {
+    /// Oldest first.
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// A checked incremental cursor.
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    /// Where each record's cursor value is.
+    pub cursor_path: JsonPath,
+    /// The start value when there is no state.
+    pub initial_value: Option<String>,
+    /// The end of a backfill window.
+    pub end_value: Option<String>,
+    /// The parameter the start value goes into.
+    pub start_param: Option<String>,
+    /// The parameter the end value goes into.
+    pub end_param: Option<String>,
+    /// The order rows come in.
+    pub row_order: Option<RowOrder>,
+}
+
+impl IncrementalConfig {
+    /// Checks the section; the message says which key is wrong.
+    pub(crate) fn compile(&self) -> Result<Incremental, (String, String)> {
+        let cursor_path =
+            JsonPath::parse(&self.cursor_path).map_err(|m| ("cursor_path".to_owned(), m))?;
+        let scalar = |key: &str, v: &Option<Value>| -> Result<Option<String>, (String, String)> {
+            match v {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(other) => Err((
+                    key.to_owned(),
+                    format!("expected a string or a number, got {other}"),
+                )),
+            }
+        };
+        let initial_value = scalar("initial_value", &self.initial_value)?;
+        let end_value = scalar("end_value", &self.end_value)?;
+        if end_value.is_some() && initial_value.is_none() {
+            return Err((
+                "end_value".to_owned(),
+                "a backfill window needs `initial_value` as its start".to_owned(),
+            ));
+        }
+        if let (Some(a), Some(b)) = (&initial_value, &end_value)
+            && compare_cursors(a, b) == Ordering::Greater
+        {
+            return Err((
+                "end_value".to_owned(),
+                format!("`{b}` is before initial_value `{a}`"),
+            ));
+        }
+        if end_value.is_some() && self.end_param.is_none() && self.row_order.is_none() {
+            return Err((
+                "end_value".to_owned(),
+                "needs `end_param` (the API filters) or `row_order` (the paging stops)".to_owned(),
+            ));
+        }
+        Ok(Incremental {
+            cursor_path,
+            initial_value,
+            end_value,
+            start_param: self.start_param.clone(),
+            end_param: self.end_param.clone(),
+            row_order: self.row_order,
+        })
+    }
+}
+
+/// Compares two cursor values: as instants when both are RFC 3339 timestamps (any offset,
+/// any precision), as numbers when both are numbers, else as strings.
+pub fn compare_cursors(a: &str, b: &str) -> Ordering {
+    use chrono::DateTime;
+    if let (Ok(x), Ok(y)) = (
+        DateTime::parse_from_rfc3339(a),
+        DateTime::parse_from_rfc3339(b),
+    ) {
+        return x.cmp(&y);
+    }
+    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+        return x.partial_cmp(&y).unwrap_or(Ordering::Equal);
+    }
+    a.cmp(b)
+}
+
+/// The later of two optional cursor values.
+pub fn max_cursor(a: Option<String>, b: Option<&str>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) if compare_cursors(&a, b) == Ordering::Less => Some(b.to_owned()),
+        (Some(a), _) => Some(a),
+        (None, b) => b.map(str::to_owned),
+    }
+}
+
+/// A record's cursor value as text (a string as is, a number in its JSON form).
+pub fn cursor_of<'a>(record: &'a Value, path: &JsonPath) -> Option<std::borrow::Cow<'a, str>> {
+    match path.get(record)? {
+        Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
+        Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+        _ => None,
+    }
+}
+
+/// What one (resource, partition) leaves for the next run: the stored cursor and, while a
+/// paging is unfinished, where it goes on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The start value of the next run (the latest cursor value of the last finished
+    /// paging, or the initial value); `None` for a resource without a cursor.
+    pub cursor: Option<String>,
+    /// The URL of the next page of an unfinished paging (credentials removed); the next run
+    /// starts there instead of at the first page.
+    pub resume_url: Option<String>,
+    /// The latest cursor value of the pages already landed from the unfinished paging.
+    pub resume_cursor: Option<String>,
+}
+
+impl PartitionState {
+    /// Whether a paging is unfinished.
+    pub fn is_resumable(&self) -> bool {
+        self.resume_url.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_compare_as_instants_not_strings() {
+        // The same instant in two offsets, and a shorter string that is later.
+        assert_eq!(
+            compare_cursors("2026-01-01T10:00:00+02:00", "2026-01-01T08:00:00Z"),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare_cursors("2026-01-01T08:00:00.5Z", "2026-01-01T08:00:00.123456Z"),
+            Ordering::Greater
+        );
+        assert_eq!(compare_cursors("9", "10"), Ordering::Less);
+        assert_eq!(compare_cursors("b", "a"), Ordering::Greater);
+        assert_eq!(
+            max_cursor(
+                Some("2026-01-02T00:00:00Z".into()),
+                Some("2026-01-01T23:00:00-02:00")
+            ),
+            Some("2026-01-01T23:00:00-02:00".into())
+        );
+        assert_eq!(max_cursor(None, None), None);
+    }
+
+    #[test]
+    fn a_backfill_window_is_checked() {
+        let cfg = |initial: Option<&str>, end: Option<&str>| IncrementalConfig {
+            cursor_path: "received_at".into(),
+            initial_value: initial.map(|s| Value::String(s.into())),
+            end_value: end.map(|s| Value::String(s.into())),
+            start_param: Some("since".into()),
+            end_param: Some("before".into()),
+            row_order: None,
+        };
+        assert!(
+            cfg(Some("2026-01-01T00:00:00Z"), Some("2026-02-01T00:00:00Z"))
+                .compile()
+                .is_ok()
+        );
+        let (key, message) = cfg(None, Some("2026-02-01T00:00:00Z"))
+            .compile()
+            .unwrap_err();
+        assert_eq!(key, "end_value");
+        assert!(message.contains("initial_value"), "{message}");
+        let (_, message) = cfg(Some("2026-03-01T00:00:00Z"), Some("2026-02-01T00:00:00Z"))
+            .compile()
+            .unwrap_err();
+        assert!(message.contains("before initial_value"), "{message}");
+    }
+}

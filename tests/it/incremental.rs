@@ -1,0 +1,383 @@
+//! Incremental runs, checkpoints and resume with the seed pipeline against the mock: what a
+//! rerun asks the API for (counted by the mock), what it commits, and that the tables end
+//! as an uninterrupted run leaves them (read by the Python Delta reader).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mock_api::{DataSize, Fault, MockConfig, MockHandle};
+use pipeline::{Interrupt, Outcome, RunOptions};
+
+use crate::support::{load, pipeline_file, read_with_python};
+
+const TOKEN: &str = "inc-token-88b1";
+const TABLES: [&str; 5] = [
+    "organizations",
+    "projects",
+    "saved_searches",
+    "errors",
+    "events",
+];
+
+fn size(events_per_project: usize) -> DataSize {
+    DataSize {
+        organizations: 2,
+        projects_per_org: 3,
+        saved_searches_per_project: 2,
+        errors_per_project: 30,
+        events_per_project,
+    }
+}
+
+async fn mock(events_per_project: usize) -> MockHandle {
+    MockHandle::start(MockConfig {
+        seed: 5,
+        size: size(events_per_project),
+        authorization: TOKEN.to_owned(),
+    })
+    .await
+    .unwrap()
+}
+
+/// Per table (rows, distinct ids) as the Python reader sees them.
+fn rows(lake: &Path) -> BTreeMap<String, (i64, i64)> {
+    read_with_python(lake, &TABLES)
+        .into_iter()
+        .map(|(t, r)| (t, (r.rows, r.distinct_keys)))
+        .collect()
+}
+
+fn expected(mock: &MockHandle) -> BTreeMap<String, (i64, i64)> {
+    TABLES
+        .iter()
+        .map(|t| {
+            let n = mock.expected_counts()[t] as i64;
+            ((*t).to_owned(), (n, n))
+        })
+        .collect()
+}
+
+fn versions(lake: &Path) -> BTreeMap<String, i64> {
+    read_with_python(lake, &TABLES)
+        .into_iter()
+        .map(|(t, r)| (t, r.version))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_without_changes_asks_once_per_partition_and_commits_nothing() {
+    let mock = mock(120).await;
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(
+        &pipeline_file("errors.toml"),
+        &mock.base_url(),
+        lake.path(),
+        TOKEN,
+    );
+    pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    let before = versions(lake.path());
+
+    let requests = mock.requests();
+    let second = pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    let made = mock.requests() - requests;
+    let partitions: u64 = second.resources.values().map(|r| r.partitions).sum();
+    // 1 organizations + 2 projects + 6 each of saved_searches, errors and events.
+    assert_eq!(partitions, 21);
+    assert_eq!(made, partitions, "{:#?}", second.resources);
+    assert!(second.commits.is_empty(), "{:#?}", second.commits);
+    assert_eq!(versions(lake.path()), before);
+    assert_eq!(rows(lake.path()), expected(&mock));
+    // The incremental resources sent the cursor the first run left.
+    let events = &second.resources["events"].by_partition;
+    assert!(
+        events
+            .values()
+            .all(|p| p.cursor_start.as_deref().is_some_and(|c| c > "2023")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_data_costs_only_the_new_pages_and_lands_once() {
+    let mock = mock(500).await;
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(
+        &pipeline_file("errors.toml"),
+        &mock.base_url(),
+        lake.path(),
+        TOKEN,
+    );
+    let first = pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    assert_eq!(first.resources["events"].pages, 6 * 10);
+
+    // Revision 1: per project 25 events added and 50 changed (their received_at moves on).
+    mock.set_revision(1);
+    let second = pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    for (partition, stats) in &second.resources["events"].by_partition {
+        // 75 new or changed events, plus at most the one at the old cursor: 2 pages of 50,
+        // where the first run needed 10.
+        assert!(
+            (75..=76).contains(&stats.records) && stats.pages == 2,
+            "{partition}: {stats:?}"
+        );
+    }
+    assert_eq!(rows(lake.path()), expected(&mock));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_refresh_and_a_backfill_window_ignore_the_cursor() {
+    let mock = mock(200).await;
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(
+        &pipeline_file("errors.toml"),
+        &mock.base_url(),
+        lake.path(),
+        TOKEN,
+    );
+    pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    let refreshed = pipeline::run(
+        &p,
+        &RunOptions {
+            full_refresh: vec!["events".into()],
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(refreshed.resources["events"].records, 6 * 200);
+    assert_eq!(
+        refreshed.resources["errors"].records, 6,
+        "errors kept its cursor"
+    );
+    // Unchanged records are not rewritten: nothing to commit.
+    assert!(refreshed.commits.is_empty(), "{:#?}", refreshed.commits);
+
+    // A backfill window: the first 100 minutes of events (one a minute in the mock), sent
+    // as since/before; the stored cursor is neither used nor moved.
+    let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    let window = seed.replace(
+        "cursor_path = \"received_at\"\ninitial_value = \"2015-01-01T00:00:00Z\"",
+        "cursor_path = \"received_at\"\ninitial_value = \"2023-11-14T22:13:20Z\"\nend_value = \"2023-11-14T23:53:20Z\"\nend_param = \"filters[event.before][][value]\"",
+    );
+    assert_ne!(window, seed);
+    let file = lake.path().join("backfill.toml");
+    std::fs::write(&file, window).unwrap();
+    let state_before = pipeline::load_state(
+        &sink_parquet::Lake::open(&lake.path().display().to_string()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let backfill = load(&file, &mock.base_url(), lake.path(), TOKEN);
+    let report = pipeline::run(&backfill, &RunOptions::default())
+        .await
+        .unwrap();
+    for (partition, stats) in &report.resources["events"].by_partition {
+        assert!(
+            (99..=100).contains(&stats.records),
+            "{partition}: {stats:?}"
+        );
+    }
+    let state_after = pipeline::load_state(
+        &sink_parquet::Lake::open(&lake.path().display().to_string()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let events = |s: &std::collections::HashMap<(String, String), pipeline::StoredState>| {
+        s.iter()
+            .filter(|(k, _)| k.0 == "events")
+            .map(|(k, v)| (k.clone(), v.state.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(events(&state_after), events(&state_before));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_going_lands_the_other_partitions_and_the_next_run_resumes_the_failed_one() {
+    let mock = mock(300).await;
+    let lake = tempfile::tempdir().unwrap();
+    let project = mock_api::data::object_id(5, 2, &[0, 1]);
+    // The fourth page of one project's events keeps failing.
+    mock.add_fault(Fault {
+        path_contains: format!("/projects/{project}/events"),
+        offset: 150,
+        status: 500,
+        body: "{\"errors\":[\"boom\"]}".into(),
+        retry_after: Some("0".into()),
+        times: usize::MAX,
+    });
+    let mut seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    seed.push_str("\n[client.retry]\nbackoff_base_secs = 0.001\nbackoff_max_secs = 0.002\n");
+    let file = lake.path().join("fast-retry.toml");
+    std::fs::write(&file, seed).unwrap();
+    let p = load(&file, &mock.base_url(), lake.path(), TOKEN);
+    let report = pipeline::run(
+        &p,
+        &RunOptions {
+            keep_going: true,
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, Outcome::PartiallyFailed);
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert_eq!(report.failed[0].resource, "events");
+    assert!(report.failed[0].partition.contains(&project));
+    let landed = rows(lake.path());
+    assert_eq!(
+        landed["events"].0,
+        5 * 300 + 150,
+        "the failed one's first 3 pages landed"
+    );
+
+    mock.clear_faults();
+    let requests = mock.requests();
+    let rerun = pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    assert_eq!(rerun.outcome, Outcome::Completed);
+    let failed_one = rerun.resources["events"]
+        .by_partition
+        .iter()
+        .find(|(k, _)| k.contains(&project))
+        .unwrap()
+        .1;
+    assert!(failed_one.resumed, "{failed_one:?}");
+    assert_eq!(failed_one.pages, 3, "pages 4 to 6 only");
+    // The others: one request each (nothing new); the failed one: its 3 missing pages.
+    let made = mock.requests() - requests;
+    assert_eq!(made, 21 - 1 + 3, "{:#?}", rerun.resources);
+    assert_eq!(rows(lake.path()), expected(&mock));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_commits_what_landed_and_the_next_run_goes_on_from_there() {
+    let mock = mock(1000).await;
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(
+        &pipeline_file("errors.toml"),
+        &mock.base_url(),
+        lake.path(),
+        TOKEN,
+    );
+    let interrupt = Interrupt::default();
+    let trigger = {
+        let interrupt = interrupt.clone();
+        let requests = mock.request_counter();
+        tokio::spawn(async move {
+            while requests() < 40 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            interrupt.trigger();
+        })
+    };
+    let report = pipeline::run(
+        &p,
+        &RunOptions {
+            interrupt: Some(interrupt),
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    trigger.await.unwrap();
+    assert_eq!(report.outcome, Outcome::Interrupted);
+    let first_requests = mock.requests();
+    assert!(first_requests < 6 * 20, "stopped early: {first_requests}");
+    let landed = rows(lake.path());
+    assert!(
+        landed["events"].0 > 0 && landed["events"].0 < 6000,
+        "{landed:?}"
+    );
+
+    let rerun = pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    assert_eq!(rerun.outcome, Outcome::Completed);
+    // An uninterrupted run makes 1 + 2 + 6 + 6 + 6 * 20 = 135 requests. The two runs
+    // together make at most 25 more: the 9 pagings without a cursor again, one request per
+    // finished incremental paging, and the 4 pages in flight that the interrupt dropped.
+    let total = mock.requests();
+    assert!(total <= 135 + 25, "{first_requests} then {total}");
+    assert_eq!(rows(lake.path()), expected(&mock));
+}
+
+/// A pipeline file that checkpoints every `pages` pages.
+fn with_checkpoints(dir: &Path, pages: u64) -> std::path::PathBuf {
+    let mut seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    seed.push_str(&format!("\n[checkpoint]\npages = {pages}\n"));
+    let file = dir.join("checkpointed.toml");
+    std::fs::write(&file, seed).unwrap();
+    file
+}
+
+fn child(file: &Path, base_url: &str, lake: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_run-pipeline"));
+    c.arg(file)
+        .arg(base_url)
+        .arg(lake)
+        .env("AUTH_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Killed runs resume from their checkpoints: a run killed with SIGKILL at a random instant,
+/// then rerun, lands the same tables as an uninterrupted run, and the two runs together ask
+/// for at most one checkpoint interval (plus the pages in flight and one request per
+/// partition) more than the uninterrupted run.
+#[test]
+fn killed_runs_resume_from_their_checkpoints() {
+    const CHECKPOINT_PAGES: u64 = 10;
+    // Pages a run can have fetched beyond what it staged: both channels, the workers, the
+    // requests in flight.
+    const IN_FLIGHT: u64 = 8 + 8 + 2 + 4;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(mock(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let file = with_checkpoints(dir.path(), CHECKPOINT_PAGES);
+
+    let reference = dir.path().join("reference");
+    let started = Instant::now();
+    assert!(
+        child(&file, &mock.base_url(), &reference)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let full = started.elapsed();
+    let uninterrupted = mock.requests();
+    let want = rows(&reference);
+
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut resumed = 0;
+    for round in 0..5 {
+        let lake = dir.path().join(format!("lake-{round}"));
+        let before = mock.requests();
+        let mut run = child(&file, &mock.base_url(), &lake).spawn().unwrap();
+        std::thread::sleep(full.mul_f64(0.3 + 0.5 * rng.f64()));
+        let ended = run.try_wait().unwrap().is_some();
+        run.kill().unwrap();
+        run.wait().unwrap();
+        assert!(
+            child(&file, &mock.base_url(), &lake)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let both = mock.requests() - before;
+        let partitions = 21;
+        let bound = uninterrupted + CHECKPOINT_PAGES + IN_FLIGHT + partitions;
+        assert!(
+            both <= bound,
+            "round {round} (seed {seed}): killed run and rerun made {both} requests, an uninterrupted run {uninterrupted}"
+        );
+        assert_eq!(rows(&lake), want, "round {round} (seed {seed})");
+        if !ended {
+            resumed += 1;
+        }
+    }
+    assert!(
+        resumed >= 3,
+        "only {resumed} runs were killed before they ended"
+    );
+}
