@@ -76,7 +76,20 @@ async fn a_rerun_without_changes_asks_once_per_partition_and_commits_nothing() {
         lake.path(),
         TOKEN,
     );
-    pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    // Run as the command line runs it: with an interrupt handle that is never triggered
+    // (it must not keep the run from ending) and live counters.
+    let live = source_errors::LiveStats::default();
+    let cli_like = RunOptions {
+        interrupt: Some(Interrupt::default()),
+        live: Some(live.clone()),
+        ..RunOptions::default()
+    };
+    let first = tokio::time::timeout(Duration::from_secs(120), pipeline::run(&p, &cli_like))
+        .await
+        .expect("the run ends although its interrupt handle was never triggered")
+        .unwrap();
+    assert_eq!(first.outcome, Outcome::Completed);
+    assert_eq!(live.lock().unwrap()["events"].records, 6 * 120);
     let before = versions(lake.path());
 
     let requests = mock.requests();

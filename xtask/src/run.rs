@@ -175,11 +175,16 @@ pub(crate) fn print_summary(report: &RunReport) {
         .commits
         .iter()
         .partition(|c| c.table.starts_with("_errlake"));
+    // One line per table: checkpoints add up, the version is the last one.
+    let mut per_table: std::collections::BTreeMap<&str, (u64, u64, u64)> = Default::default();
     for c in &data {
-        println!(
-            "{:<44} {:>10} {:>10} {:>8}",
-            c.table, c.rows_added, c.rows_removed, c.version
-        );
+        let t = per_table.entry(c.table.as_str()).or_default();
+        t.0 += c.rows_added;
+        t.1 += c.rows_removed;
+        t.2 = t.2.max(c.version);
+    }
+    for (table, (added, removed, version)) in per_table {
+        println!("{table:<44} {added:>10} {removed:>10} {version:>8}");
     }
     if data.is_empty() {
         println!("(nothing changed: no table got a new version)");
@@ -229,6 +234,7 @@ pub(crate) fn check(args: CheckArgs) -> anyhow::Result<()> {
         source_errors::describe_auth(&p.source.client.auth)
     );
     println!("  destination: {}", p.destination);
+    println!("resources (children under their parent):");
     for r in &p.source.resources {
         // Depth in the resource tree: how many parents up to a root.
         let mut depth = 0;
@@ -239,8 +245,13 @@ pub(crate) fn check(args: CheckArgs) -> anyhow::Result<()> {
         }
         let parent = r
             .parent()
-            .map(|p| format!(" <- {}.{} as {}", p.resource, p.field, p.key))
-            .unwrap_or_default();
+            .map(|p| {
+                format!(
+                    "  (child of {}: one paging per {} row, its `{}` as {})",
+                    p.resource, p.resource, p.field, p.key
+                )
+            })
+            .unwrap_or_else(|| "  (root: one paging)".to_owned());
         let pad = "  ".repeat(depth);
         println!("  {pad}{}{parent}", r.name);
         println!("  {pad}  GET {}", r.path_template);

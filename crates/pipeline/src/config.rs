@@ -49,7 +49,8 @@ impl Default for ChannelConfig {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// Commit after this many pages landed since the last checkpoint. Default: 200.
+    /// Commit after this many pages landed since the last checkpoint. Default: 1000 (against
+    /// a rate-limited API the seconds come first).
     #[serde(default = "default_checkpoint_pages")]
     pub pages: u64,
     /// Commit when this many seconds passed since the last checkpoint (checked as pages
@@ -59,7 +60,7 @@ pub struct CheckpointConfig {
 }
 
 fn default_checkpoint_pages() -> u64 {
-    200
+    1000
 }
 fn default_checkpoint_seconds() -> u64 {
     300

@@ -184,12 +184,15 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
 
     // An interrupt closes the pages channel: the fetchers stop at their next page, the
     // pages already queued still land.
+    // The task holds the sender weakly: the channel still closes when the fetchers end.
     let interrupt_task = options.interrupt.clone().map(|interrupt| {
-        let pages_tx = pages_tx.clone();
+        let pages_tx = pages_tx.downgrade();
         tokio::spawn(async move {
             interrupt.triggered().await;
             tracing::warn!("interrupted: no new requests; the pages in flight land and commit");
-            pages_tx.close();
+            if let Some(tx) = pages_tx.upgrade() {
+                tx.close();
+            }
         })
     });
 
@@ -281,6 +284,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         progress: Progress::default(),
         committed: stored,
         commits: Vec::new(),
+        rows: BTreeMap::new(),
         checkpoints: 0,
         config: pipeline.checkpoint.clone(),
         pages_since: 0,
@@ -326,11 +330,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         .interrupt
         .as_ref()
         .is_some_and(Interrupt::is_triggered);
-    let rows: BTreeMap<String, u64> = sink
-        .writer
-        .as_ref()
-        .map(|w| w.row_counts().into_iter().collect())
-        .unwrap_or_default();
+    let rows = std::mem::take(&mut sink.rows);
     let mut report = RunReport {
         load_id,
         outcome: Outcome::Completed,
@@ -402,6 +402,8 @@ struct Sink {
     /// The state as committed (loaded at the start, updated at each commit).
     committed: HashMap<StateKey, StoredState>,
     commits: Vec<TableCommit>,
+    /// Rows normalized per table over the whole run.
+    rows: BTreeMap<String, u64>,
     checkpoints: u32,
     config: CheckpointConfig,
     pages_since: u64,
@@ -414,6 +416,9 @@ impl Sink {
             .writer
             .as_mut()
             .ok_or_else(|| PipelineError::Cancelled)?;
+        for tb in &msg.batches {
+            *self.rows.entry(tb.table.name.clone()).or_default() += tb.batch.num_rows() as u64;
+        }
         writer.write(msg.page_seq, msg.batches).await?;
         self.progress.landed(msg.key, msg.page_idx, msg.state_after);
         self.pages_since += 1;

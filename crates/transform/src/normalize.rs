@@ -1124,22 +1124,52 @@ pub fn primary_key_string(record: &Value, primary_key: &str) -> Option<String> {
 }
 
 /// A 128-bit row id, as 32 hex digits, from its parts.
-/// The hash of a record's JSON text (keys in the order the API sent them).
+/// The hash of a record's content: every key and value, in the order the API sent them,
+/// fed to the hasher as tagged bytes (no JSON text is written: that cost a tenth of a run).
 fn content_hash(record: &Value) -> String {
-    struct Feed(xxhash_rust::xxh3::Xxh3);
-    impl std::io::Write for Feed {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
+    fn feed(h: &mut xxhash_rust::xxh3::Xxh3, v: &Value) {
+        let len = |h: &mut xxhash_rust::xxh3::Xxh3, n: usize| h.update(&(n as u64).to_le_bytes());
+        match v {
+            Value::Null => h.update(&[0]),
+            Value::Bool(b) => h.update(&[1, u8::from(*b)]),
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    h.update(&[2]);
+                    h.update(&u.to_le_bytes());
+                } else if let Some(i) = n.as_i64() {
+                    h.update(&[3]);
+                    h.update(&i.to_le_bytes());
+                } else {
+                    h.update(&[4]);
+                    h.update(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
+                }
+            }
+            Value::String(s) => {
+                h.update(&[5]);
+                len(h, s.len());
+                h.update(s.as_bytes());
+            }
+            Value::Array(items) => {
+                h.update(&[6]);
+                len(h, items.len());
+                for item in items {
+                    feed(h, item);
+                }
+            }
+            Value::Object(map) => {
+                h.update(&[7]);
+                len(h, map.len());
+                for (k, item) in map {
+                    len(h, k.len());
+                    h.update(k.as_bytes());
+                    feed(h, item);
+                }
+            }
         }
     }
-    let mut feed = Feed(xxhash_rust::xxh3::Xxh3::new());
-    // Writing a `Value` into a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut feed, record);
-    format!("{:016x}", feed.0.digest())
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    feed(&mut hasher, record);
+    format!("{:016x}", hasher.digest())
 }
 
 fn row_id_hash(parts: &[&[u8]]) -> String {
