@@ -394,3 +394,45 @@ fn killed_runs_resume_from_their_checkpoints() {
         "only {resumed} runs were killed before they ended"
     );
 }
+
+/// A resume point is a URL of the API the last run used: when the pipeline's base URL
+/// changed since, the paging starts over instead of sending the token elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_point_on_another_host_is_not_followed() {
+    let first_api = mock(300).await;
+    let lake = tempfile::tempdir().unwrap();
+    let project = mock_api::data::object_id(5, 2, &[0, 1]);
+    first_api.add_fault(Fault {
+        path_contains: format!("/projects/{project}/events"),
+        offset: 150,
+        status: 500,
+        body: "{\"errors\":[\"boom\"]}".into(),
+        retry_after: Some("0".into()),
+        times: usize::MAX,
+    });
+    let mut seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    seed.push_str("\n[client.retry]\nbackoff_base_secs = 0.001\nbackoff_max_secs = 0.002\n");
+    let file = lake.path().join("fast-retry.toml");
+    std::fs::write(&file, seed).unwrap();
+    let keep_going = RunOptions {
+        keep_going: true,
+        ..RunOptions::default()
+    };
+    let p = load(&file, &first_api.base_url(), lake.path(), TOKEN);
+    let report = pipeline::run(&p, &keep_going).await.unwrap();
+    assert_eq!(report.failed.len(), 1);
+
+    // The same data served elsewhere (another port): the failed paging starts over there.
+    let second_api = mock(300).await;
+    let p = load(&file, &second_api.base_url(), lake.path(), TOKEN);
+    let rerun = pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    let stats = rerun.resources["events"]
+        .by_partition
+        .iter()
+        .find(|(k, _)| k.contains(&project))
+        .unwrap()
+        .1;
+    assert!(!stats.resumed, "{stats:?}");
+    assert_eq!(stats.pages, 6);
+    assert_eq!(rows(lake.path()), expected(&second_api));
+}

@@ -333,11 +333,22 @@ async fn fetch_paging_inner(
             .and_then(|p| p.cursor.clone())
             .or_else(|| i.initial_value.clone())
     });
-    let resume = prior.and_then(|p| p.resume_url.as_deref()).and_then(|u| {
-        Url::parse(u)
-            .inspect_err(|e| tracing::warn!(paging = %label, error = %e, "stored resume URL is not a URL; starting at the first page"))
-            .ok()
-    });
+    let resume = prior
+        .and_then(|p| p.resume_url.as_deref())
+        .and_then(|u| {
+            Url::parse(u)
+                .inspect_err(|e| tracing::warn!(paging = %label, error = %e, "stored resume URL is not a URL; starting at the first page"))
+                .ok()
+        })
+        // A resume point on a host this API does not use any more (the base URL changed)
+        // is not followed: the paging starts over.
+        .filter(|u| {
+            let ours = ctx.client.is_trusted(u);
+            if !ours {
+                tracing::warn!(paging = %label, "stored resume URL is not on base_url's host or a trusted host; starting at the first page");
+            }
+            ours
+        });
     let resumed = resume.is_some();
     let mut latest = if resumed {
         prior.and_then(|p| p.resume_cursor.clone())
