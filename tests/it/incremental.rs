@@ -210,20 +210,7 @@ async fn full_refresh_and_a_backfill_window_ignore_the_cursor() {
 async fn keep_going_lands_the_other_partitions_and_the_next_run_resumes_the_failed_one() {
     let mock = mock(300).await;
     let lake = tempfile::tempdir().unwrap();
-    let project = mock_api::data::object_id(5, 2, &[0, 1]);
-    // The fourth page of one project's events keeps failing.
-    mock.add_fault(Fault {
-        path_contains: format!("/projects/{project}/events"),
-        offset: 150,
-        status: 500,
-        body: "{\"errors\":[\"boom\"]}".into(),
-        retry_after: Some("0".into()),
-        times: usize::MAX,
-    });
-    let mut seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
-    seed.push_str("\n[client.retry]\nbackoff_base_secs = 0.001\nbackoff_max_secs = 0.002\n");
-    let file = lake.path().join("fast-retry.toml");
-    std::fs::write(&file, seed).unwrap();
+    let (project, file) = failing_events_page(&mock, lake.path());
     let p = load(&file, &mock.base_url(), lake.path(), TOKEN);
     let report = pipeline::run(
         &p,
@@ -311,6 +298,25 @@ async fn an_interrupt_commits_what_landed_and_the_next_run_goes_on_from_there() 
     let total = mock.requests();
     assert!(total <= 135 + 25, "{first_requests} then {total}");
     assert_eq!(rows(lake.path()), expected(&mock));
+}
+
+/// A mock whose second project's fourth page of events keeps failing (500), and a pipeline
+/// file whose retries take milliseconds: the project's id and the file.
+fn failing_events_page(mock: &MockHandle, dir: &Path) -> (String, std::path::PathBuf) {
+    let project = mock_api::data::object_id(5, 2, &[0, 1]);
+    mock.add_fault(Fault {
+        path_contains: format!("/projects/{project}/events"),
+        offset: 150,
+        status: 500,
+        body: "{\"errors\":[\"boom\"]}".into(),
+        retry_after: Some("0".into()),
+        times: usize::MAX,
+    });
+    let mut seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    seed.push_str("\n[client.retry]\nbackoff_base_secs = 0.001\nbackoff_max_secs = 0.002\n");
+    let file = dir.join("fast-retry.toml");
+    std::fs::write(&file, seed).unwrap();
+    (project, file)
 }
 
 /// A pipeline file that checkpoints every `pages` pages.
@@ -401,19 +407,7 @@ fn killed_runs_resume_from_their_checkpoints() {
 async fn a_resume_point_on_another_host_is_not_followed() {
     let first_api = mock(300).await;
     let lake = tempfile::tempdir().unwrap();
-    let project = mock_api::data::object_id(5, 2, &[0, 1]);
-    first_api.add_fault(Fault {
-        path_contains: format!("/projects/{project}/events"),
-        offset: 150,
-        status: 500,
-        body: "{\"errors\":[\"boom\"]}".into(),
-        retry_after: Some("0".into()),
-        times: usize::MAX,
-    });
-    let mut seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
-    seed.push_str("\n[client.retry]\nbackoff_base_secs = 0.001\nbackoff_max_secs = 0.002\n");
-    let file = lake.path().join("fast-retry.toml");
-    std::fs::write(&file, seed).unwrap();
+    let (project, file) = failing_events_page(&first_api, lake.path());
     let keep_going = RunOptions {
         keep_going: true,
         ..RunOptions::default()
