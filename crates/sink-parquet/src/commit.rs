@@ -22,7 +22,7 @@ use parquet::bloom_filter::Sbbf;
 
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 
-use crate::lake::{Lake, delta_schema};
+use crate::lake::{Lake, data_files, delta_schema};
 use crate::read::StoreFile;
 use crate::writer::{
     LoadWriter, StagedFile, TableWriter, empty_schema, encode, file_token, id_key, key_column_of,
@@ -408,10 +408,6 @@ async fn ids_won_by_others(
     load_id: &str,
     ids: &HashMap<u128, u64>,
 ) -> Result<HashSet<u128>> {
-    let delta_err = |source| SinkError::Delta {
-        table: root_table.to_owned(),
-        source,
-    };
     let mut won = HashSet::new();
     let Some(now) = lake.load_table(root_table).await? else {
         return Ok(won);
@@ -420,57 +416,20 @@ async fn ids_won_by_others(
         return Ok(won);
     }
     let then = lake.load_table_version(root_table, our_version).await?;
-    let then_files: HashSet<String> = then
-        .snapshot()
-        .map_err(delta_err)?
-        .log_data()
-        .iter()
-        .map(|f| f.path().into_owned())
+    let then_files: HashSet<String> = data_files(&then, root_table)?
+        .into_iter()
+        .map(|(p, _)| p)
         .collect();
-    let newer: Vec<(String, u64)> = now
-        .snapshot()
-        .map_err(delta_err)?
-        .log_data()
-        .iter()
-        .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
+    for (path, size) in data_files(&now, root_table)?
+        .into_iter()
         .filter(|(p, _)| !then_files.contains(p))
-        .collect();
-    for (path, size) in newer {
-        let parquet_err = |source| SinkError::ParquetFile {
-            table: root_table.to_owned(),
-            path: path.clone(),
-            source,
-        };
-        let builder = StoreFile::new(
-            lake.store().clone(),
-            lake.file_path(root_table, &path),
-            size,
-        )
-        .builder()
-        .await
-        .map_err(parquet_err)?;
-        let mask = ProjectionMask::columns(builder.parquet_schema(), [ROW_ID, LOAD_ID]);
-        let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
-        while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
-            let (Some(keys), Some(loads)) = (
-                batch
-                    .column_by_name(ROW_ID)
-                    .and_then(|c| c.as_string_opt::<i32>()),
-                batch
-                    .column_by_name(LOAD_ID)
-                    .and_then(|c| c.as_string_opt::<i32>()),
-            ) else {
-                continue;
-            };
-            for (k, l) in keys.iter().zip(loads.iter()) {
-                if let (Some(k), Some(l)) = (k, l)
-                    && l != load_id
-                    && ids.contains_key(&id_key(k))
-                {
-                    won.insert(id_key(k));
-                }
+    {
+        for_each_id_with(lake, root_table, &path, size, LOAD_ID, |k, _, l| {
+            if l != load_id && ids.contains_key(&k) {
+                won.insert(k);
             }
-        }
+        })
+        .await?;
     }
     Ok(won)
 }
@@ -488,7 +447,7 @@ async fn unchanged_ids(
 ) -> Result<(HashSet<u128>, Vec<(String, String)>)> {
     let mut incoming: HashMap<u128, (String, String)> = HashMap::new();
     for f in staged {
-        for_each_hash(lake, table, &f.name, f.size, CONTENT_HASH, |k, id, h| {
+        for_each_id_with(lake, table, &f.name, f.size, CONTENT_HASH, |k, id, h| {
             let h = if ids.repeated.contains(&k) || ids.deleted.contains(&k) {
                 String::new()
             } else {
@@ -503,20 +462,11 @@ async fn unchanged_ids(
     if let Some(t) = lake.load_table(&hashes).await?
         && !incoming.is_empty()
     {
-        let existing: Vec<(String, u64)> = t
-            .snapshot()
-            .map_err(|source| SinkError::Delta {
-                table: hashes.clone(),
-                source,
-            })?
-            .log_data()
-            .iter()
-            .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
-            .collect();
+        let existing = data_files(&t, &hashes)?;
         let candidates =
             files_maybe_holding(lake, &hashes, ROW_ID, &existing, table, staged).await?;
         for (path, size) in existing.iter().filter(|(p, _)| candidates.contains(p)) {
-            for_each_hash(lake, &hashes, path, *size, HASH, |k, _, h| {
+            for_each_id_with(lake, &hashes, path, *size, HASH, |k, _, h| {
                 if !h.is_empty() && incoming.get(&k).is_some_and(|(_, ih)| ih == h) {
                     unchanged.insert(k);
                 }
@@ -532,14 +482,15 @@ async fn unchanged_ids(
     Ok((unchanged, rows))
 }
 
-/// Calls `f` with each row's id key, id and hash (column `hash_column`) of a data file; a
-/// file without that column (written before it existed) has none to give.
-async fn for_each_hash(
+/// Calls `f` with each row's id key, id and the text of column `column` in a data file
+/// (`_dlt_id` and a second string column, read alone); a file without that column (written
+/// before it existed) has none to give.
+async fn for_each_id_with(
     lake: &Lake,
     table: &str,
     path: &str,
     size: u64,
-    hash_column: &str,
+    column: &str,
     mut f: impl FnMut(u128, &str, &str),
 ) -> Result<()> {
     let parquet_err = |source| SinkError::ParquetFile {
@@ -551,28 +502,28 @@ async fn for_each_hash(
         .builder()
         .await
         .map_err(parquet_err)?;
-    let has_hash = builder
+    let has_column = builder
         .parquet_schema()
         .columns()
         .iter()
-        .any(|c| c.name() == hash_column);
-    if !has_hash {
+        .any(|c| c.name() == column);
+    if !has_column {
         return Ok(());
     }
-    let mask = ProjectionMask::columns(builder.parquet_schema(), [ROW_ID, hash_column]);
+    let mask = ProjectionMask::columns(builder.parquet_schema(), [ROW_ID, column]);
     let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
     while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
-        let (Some(keys), Some(hashes)) = (
+        let (Some(keys), Some(values)) = (
             batch
                 .column_by_name(ROW_ID)
                 .and_then(|c| c.as_string_opt::<i32>()),
             batch
-                .column_by_name(hash_column)
+                .column_by_name(column)
                 .and_then(|c| c.as_string_opt::<i32>()),
         ) else {
             continue;
         };
-        for (k, h) in keys.iter().zip(hashes.iter()) {
+        for (k, h) in keys.iter().zip(values.iter()) {
             if let (Some(k), Some(h)) = (k, h) {
                 f(id_key(k), k, h);
             }
@@ -1275,7 +1226,11 @@ async fn rewrite_without(
     ))
 }
 
-async fn put(lake: &Lake, path: &object_store::path::Path, bytes: Vec<u8>) -> Result<()> {
+pub(crate) async fn put(
+    lake: &Lake,
+    path: &object_store::path::Path,
+    bytes: Vec<u8>,
+) -> Result<()> {
     lake.store()
         .put(path, bytes.into())
         .await

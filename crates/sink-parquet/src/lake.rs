@@ -463,16 +463,7 @@ impl Lake {
         let Some(t) = self.load_table(name).await? else {
             return Ok(None);
         };
-        let files: Vec<(String, u64)> = t
-            .snapshot()
-            .map_err(|source| SinkError::Delta {
-                table: name.to_owned(),
-                source,
-            })?
-            .log_data()
-            .iter()
-            .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
-            .collect();
+        let files = data_files(&t, name)?;
         let mut json = arrow_json::ArrayWriter::new(Vec::new());
         for (path, size) in files {
             let parquet_err = |source| SinkError::ParquetFile {
@@ -513,19 +504,11 @@ impl Lake {
 
     /// Stores a load's report in the load history (`_errlake_loads/<load_id>.json`).
     pub async fn put_load_report(&self, load_id: &str, report: &serde_json::Value) -> Result<()> {
-        use object_store::ObjectStoreExt;
         let path = self.file_path(LOADS_FOLDER, &format!("{load_id}.json"));
         let body = serde_json::to_vec_pretty(report).map_err(|e| SinkError::Internal {
             message: format!("load report as JSON: {e}"),
         })?;
-        self.store()
-            .put(&path, body.into())
-            .await
-            .map_err(|source| SinkError::Store {
-                path: path.to_string(),
-                source,
-            })?;
-        Ok(())
+        crate::commit::put(self, &path, body).await
     }
 
     /// The latest `limit` load reports, newest first (load ids sort by their start time);
@@ -560,4 +543,17 @@ impl Lake {
         }
         Ok(reports)
     }
+}
+
+/// The data files of a loaded table's current version: path within the table folder, size.
+pub(crate) fn data_files(t: &DeltaTable, table: &str) -> Result<Vec<(String, u64)>> {
+    Ok(t.snapshot()
+        .map_err(|source| SinkError::Delta {
+            table: table.to_owned(),
+            source,
+        })?
+        .log_data()
+        .iter()
+        .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
+        .collect())
 }
