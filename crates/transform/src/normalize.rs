@@ -343,6 +343,8 @@ pub struct Normalizer {
     /// Counts `normalize` calls, to mark nodes that saw a null in the current one.
     call: u64,
     stage_rows: bool,
+    /// The bytes of the record being hashed ([`content_hash`]), kept between records.
+    hash_buf: Vec<u8>,
 }
 
 /// Where a value lands: a table, a row of it, and the ids that link it.
@@ -383,6 +385,7 @@ impl Normalizer {
     pub fn new(config: NormalizeConfig, registry: SchemaRegistry) -> Self {
         Normalizer {
             stage_rows: config.may_discard_rows(),
+            hash_buf: Vec::new(),
             config,
             registry,
             tables: Vec::new(),
@@ -503,7 +506,7 @@ impl Normalizer {
                 Scalar::Text(load_id),
             );
             if system.content_hash != u32::MAX {
-                let hash = content_hash(record);
+                let hash = content_hash(record, &mut self.hash_buf);
                 self.emit(
                     &mut call,
                     at,
@@ -1123,55 +1126,59 @@ pub fn primary_key_string(record: &Value, primary_key: &str) -> Option<String> {
     }
 }
 
-/// A 128-bit row id, as 32 hex digits, from its parts.
 /// The hash of a record's content: every key and value, in the order the API sent them,
-/// fed to the hasher as tagged bytes (no JSON text is written: that cost a tenth of a run).
-fn content_hash(record: &Value) -> String {
-    fn feed(h: &mut xxhash_rust::xxh3::Xxh3, v: &Value) {
-        let len = |h: &mut xxhash_rust::xxh3::Xxh3, n: usize| h.update(&(n as u64).to_le_bytes());
+/// written as tagged bytes into `buf` (reused across records) and hashed in one call (no
+/// JSON text is written: that cost a tenth of a run; feeding a streaming hasher value by
+/// value cost half of normalization). Same digest as xxh3-64 streamed over those bytes.
+fn content_hash(record: &Value, buf: &mut Vec<u8>) -> String {
+    fn len(out: &mut Vec<u8>, n: usize) {
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+    fn feed(out: &mut Vec<u8>, v: &Value) {
         match v {
-            Value::Null => h.update(&[0]),
-            Value::Bool(b) => h.update(&[1, u8::from(*b)]),
+            Value::Null => out.push(0),
+            Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
             Value::Number(n) => {
                 if let Some(u) = n.as_u64() {
-                    h.update(&[2]);
-                    h.update(&u.to_le_bytes());
+                    out.push(2);
+                    out.extend_from_slice(&u.to_le_bytes());
                 } else if let Some(i) = n.as_i64() {
-                    h.update(&[3]);
-                    h.update(&i.to_le_bytes());
+                    out.push(3);
+                    out.extend_from_slice(&i.to_le_bytes());
                 } else {
-                    h.update(&[4]);
-                    h.update(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
+                    out.push(4);
+                    out.extend_from_slice(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
                 }
             }
             Value::String(s) => {
-                h.update(&[5]);
-                len(h, s.len());
-                h.update(s.as_bytes());
+                out.push(5);
+                len(out, s.len());
+                out.extend_from_slice(s.as_bytes());
             }
             Value::Array(items) => {
-                h.update(&[6]);
-                len(h, items.len());
+                out.push(6);
+                len(out, items.len());
                 for item in items {
-                    feed(h, item);
+                    feed(out, item);
                 }
             }
             Value::Object(map) => {
-                h.update(&[7]);
-                len(h, map.len());
+                out.push(7);
+                len(out, map.len());
                 for (k, item) in map {
-                    len(h, k.len());
-                    h.update(k.as_bytes());
-                    feed(h, item);
+                    len(out, k.len());
+                    out.extend_from_slice(k.as_bytes());
+                    feed(out, item);
                 }
             }
         }
     }
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    feed(&mut hasher, record);
-    format!("{:016x}", hasher.digest())
+    buf.clear();
+    feed(buf, record);
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(buf))
 }
 
+/// A 128-bit row id, as 32 hex digits, from its parts.
 fn row_id_hash(parts: &[&[u8]]) -> String {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     for part in parts {
