@@ -93,3 +93,59 @@ async fn two_concurrent_runs_on_s3_both_land_with_one_row_per_id() {
         assert_eq!((rows, distinct), (expected, expected), "{table}: {read:?}");
     }
 }
+
+/// `[sink] keep_history_secs` on S3: the files a merge replaced stay, so an independent
+/// reader still reads the first run's version of a table (time travel), and the table
+/// carries the retention as its Delta property for other writers' `VACUUM`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_that_keeps_history_on_s3_still_reads_its_older_versions() {
+    let s3 = S3Server::start("errlake-history");
+    let mock = MockHandle::start(MockConfig::small("s3-token"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("errors.toml");
+    let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    std::fs::write(
+        &file,
+        format!("{seed}\n[sink]\nkeep_history_secs = 86400\n"),
+    )
+    .unwrap();
+    let url = "s3://errlake-history/lake";
+    let overrides = Overrides {
+        base_url: Some(mock.base_url()),
+        destination: Some(url.to_owned()),
+        storage_options: s3.options(),
+    };
+    let secrets = Secrets::from_map([("auth_token".to_owned(), "s3-token".to_owned())]);
+    let p = Pipeline::load(&file, &secrets, &overrides).unwrap();
+    run(&p).await.unwrap();
+    let first = mock.expected_counts()["events"] as i64;
+    mock.set_revision(1);
+    run(&p).await.unwrap();
+    let second = mock.expected_counts()["events"] as i64;
+    assert_ne!(first, second);
+
+    let script = r#"
+import json, sys
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+url, options = sys.argv[1], json.loads(sys.argv[2])
+now = DeltaTable(f"{url}/events", storage_options=options)
+then = DeltaTable(f"{url}/events", storage_options=options, version=0)
+old = then.to_pyarrow_table()
+print(json.dumps({
+    "rows_now": now.to_pyarrow_table().num_rows,
+    "rows_then": old.num_rows,
+    "ids_then": len(pc.unique(old.column("id"))),
+    "retention": now.metadata().configuration.get("delta.deletedFileRetentionDuration"),
+}), flush=True)
+import os; os._exit(0)
+"#;
+    let options = serde_json::to_string(&s3.options()).unwrap();
+    let read: serde_json::Value = crate::support::run_python(script, &[url, &options]);
+    assert_eq!(read["rows_now"], second, "{read}");
+    assert_eq!(read["rows_then"], first, "{read}");
+    assert_eq!(read["ids_then"], first, "{read}");
+    assert_eq!(read["retention"], "interval 86400 seconds", "{read}");
+}

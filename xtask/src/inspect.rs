@@ -55,7 +55,13 @@ pub(crate) async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         println!();
         println!("last loads per table (newest first):");
         for (name, info) in &infos {
-            println!("  {name}");
+            match info.keeps_history {
+                Some(kept) => println!(
+                    "  {name}  (keeps the files its commits removed for {} s: older versions stay readable)",
+                    kept.as_secs()
+                ),
+                None => println!("  {name}"),
+            }
             for l in info.last_loads.iter().take(args.loads) {
                 let when = l
                     .timestamp_ms

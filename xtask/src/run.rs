@@ -284,6 +284,17 @@ pub(crate) fn check(args: CheckArgs) -> anyhow::Result<()> {
         "  checkpoints: a commit every {} pages or {} s, with the state of the pages it holds",
         p.checkpoint.pages, p.checkpoint.seconds
     );
+    match p.sink.keep_history_secs {
+        Some(secs) if secs > 0 => println!(
+            "  history: files a commit replaces stay {secs} s (older versions stay readable)"
+        ),
+        Some(_) => println!(
+            "  history: none; files a commit replaces are deleted at once, and tables that kept history stop"
+        ),
+        None => println!(
+            "  history: as each table says (none on tables errlake created): replaced files are deleted at once"
+        ),
+    }
     println!("no request was sent.");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask vacuum`: delete the data files no table version references (left by loads
-//! that died before their commit).
+//! that died before their commit); a table that keeps history keeps the files its commits
+//! removed until its retention ends.
 
 use std::time::Duration;
 

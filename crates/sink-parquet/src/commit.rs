@@ -22,7 +22,7 @@ use parquet::bloom_filter::Sbbf;
 
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 
-use crate::lake::{Lake, data_files, delta_schema};
+use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, data_files, delta_schema, kept_history};
 use crate::read::StoreFile;
 use crate::writer::{
     LoadWriter, StagedFile, TableWriter, empty_schema, encode, file_token, id_key, key_column_of,
@@ -117,7 +117,7 @@ impl LoadWriter {
                 self.tables.get(&root.name),
             ) && root.write_disposition == WriteDisposition::Merge
             {
-                ids.deleted = deleted_ids(&self.lake, &root.name, column, &w.staged).await?;
+                ids.deleted = deleted_ids(&self.lake, &root.name, column, &w.staged, ids).await?;
             }
             let prefix = format!("{}__", root.name);
             // Records whose stored copy is identical are left out, with their children: an
@@ -571,13 +571,15 @@ async fn without_rows(
     Ok((kept, replaced))
 }
 
-/// The root ids whose rows in the load's staged root files have the hard-delete column
-/// set: `true` for a boolean column, any value for another type.
+/// The root ids whose last record in the load's staged root files has the hard-delete
+/// column set: `true` for a boolean column, any value for another type. A record that
+/// says "delete" and comes again unflagged in a later page of the load stays.
 async fn deleted_ids(
     lake: &Lake,
     table: &str,
     column: &str,
     staged: &[StagedFile],
+    ids: &RootIds,
 ) -> Result<HashSet<u128>> {
     use arrow_array::Array;
     let mut deleted = HashSet::new();
@@ -594,6 +596,11 @@ async fn deleted_ids(
         if !builder.schema().fields().iter().any(|c| c.name() == column) {
             continue;
         }
+        // The page of each row, from the file's runs: only an id's last copy counts.
+        let mut pages = f
+            .runs
+            .iter()
+            .flat_map(|(seq, n)| std::iter::repeat_n(*seq, *n as usize));
         let mask = ProjectionMask::columns(builder.parquet_schema(), [ROW_ID, column]);
         let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
         while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
@@ -603,16 +610,25 @@ async fn deleted_ids(
                     .and_then(|c| c.as_string_opt::<i32>()),
                 batch.column_by_name(column),
             ) else {
+                pages.by_ref().take(batch.num_rows()).for_each(drop);
                 continue;
             };
             let bools = flags.as_boolean_opt();
             for (i, k) in keys.iter().enumerate() {
+                let page = pages.next();
                 let set = match bools {
                     Some(b) => b.is_valid(i) && b.value(i),
                     None => flags.is_valid(i),
                 };
-                if let (true, Some(k)) = (set, k) {
-                    deleted.insert(id_key(k));
+                let Some(k) = k.map(id_key) else { continue };
+                let last_copy = !ids.repeated.contains(&k)
+                    || page.is_some_and(|p| ids.last_page.get(&k) == Some(&p));
+                if last_copy {
+                    if set {
+                        deleted.insert(k);
+                    } else {
+                        deleted.remove(&k);
+                    }
                 }
             }
         }
@@ -823,17 +839,28 @@ async fn commit_attempt(
                 serde_json::json!(rows_removed),
             ),
         ]);
+    // The history setting: `None` leaves the table's as it is, `Some(None)` removes it.
+    let history_setting: Option<Option<String>> = config
+        .keep_history_secs
+        .map(|secs| (secs > 0).then(|| format!("interval {secs} seconds")));
+    let keeps_history;
     let version = match table {
         None => {
             if staged.is_empty() {
                 return Ok(None);
             }
+            keeps_history = matches!(history_setting, Some(Some(_)));
             let delta = delta_schema(table_name, &merged_schema)?;
             let blank = lake_table_handle(lake, table_name)?;
             let created = blank
                 .create()
                 .with_columns(delta.fields().cloned())
                 .with_table_name(table_name)
+                .with_configuration(
+                    history_setting
+                        .flatten()
+                        .map(|v| (KEEP_HISTORY_PROPERTY, Some(v))),
+                )
                 .with_actions(actions)
                 .with_commit_properties(properties)
                 .await
@@ -842,19 +869,41 @@ async fn commit_attempt(
         }
         Some(t) => {
             let snapshot = t.snapshot().map_err(delta_err)?;
+            let metadata_err = |e: deltalake::kernel::Error| SinkError::Schema {
+                table: table_name.to_owned(),
+                message: e.to_string(),
+            };
+            let mut metadata = snapshot.metadata().clone();
+            let mut metadata_changed = false;
             if existing_schema
                 .as_ref()
                 .is_some_and(|s| s.fields().len() != merged_schema.fields().len())
             {
                 let delta = delta_schema(table_name, &merged_schema)?;
-                let metadata = snapshot
-                    .metadata()
-                    .clone()
-                    .with_schema(&delta)
-                    .map_err(|e| SinkError::Schema {
-                        table: table_name.to_owned(),
-                        message: e.to_string(),
-                    })?;
+                metadata = metadata.with_schema(&delta).map_err(metadata_err)?;
+                metadata_changed = true;
+            }
+            let current = metadata.configuration().get(KEEP_HISTORY_PROPERTY).cloned();
+            match &history_setting {
+                Some(Some(wanted)) if current.as_ref() != Some(wanted) => {
+                    metadata = metadata
+                        .add_config_key(KEEP_HISTORY_PROPERTY.to_owned(), wanted.clone())
+                        .map_err(metadata_err)?;
+                    metadata_changed = true;
+                }
+                Some(None) if current.is_some() => {
+                    metadata = metadata
+                        .remove_config_key(KEEP_HISTORY_PROPERTY)
+                        .map_err(metadata_err)?;
+                    metadata_changed = true;
+                }
+                _ => {}
+            }
+            keeps_history = match &history_setting {
+                Some(setting) => setting.is_some(),
+                None => kept_history(snapshot).is_some(),
+            };
+            if metadata_changed {
                 actions.push(Action::Metadata(metadata));
             }
             let mode = if meta.write_disposition == WriteDisposition::Replace {
@@ -876,9 +925,10 @@ async fn commit_attempt(
         }
     };
 
-    // The files no version references any more are deleted, so that a plain `*.parquet`
-    // glob of the table sees exactly its rows.
-    for path in &removed_paths {
+    // The files the current version no longer references are deleted, so that a plain
+    // `*.parquet` glob of the table sees exactly its rows; a table that keeps history keeps
+    // them until their removal is older than its retention (`remove_orphans`).
+    for path in removed_paths.iter().filter(|_| !keeps_history) {
         let p = lake.file_path(table_name, path);
         if let Err(error) = lake.store().delete(&p).await {
             tracing::warn!(table = table_name, file = %path, %error, "could not delete a replaced file");
@@ -1168,10 +1218,33 @@ async fn rewrite_without(
         path: path.to_owned(),
         source,
     };
-    let builder = StoreFile::new(lake.store().clone(), lake.file_path(table, path), size)
-        .builder()
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+    use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+    let file = StoreFile::new(lake.store().clone(), lake.file_path(table, path), size);
+    let metadata = ArrowReaderMetadata::load_async(&mut file.clone(), ArrowReaderOptions::new())
         .await
         .map_err(parquet_err)?;
+    // The key column alone first: a file that loses no row (a bloom filter's false positive,
+    // likely when a load brings a hundred thousand ids) or every row is not read further.
+    let keys = ParquetRecordBatchStreamBuilder::new_with_metadata(file.clone(), metadata.clone());
+    let mask = ProjectionMask::columns(keys.parquet_schema(), [key_column]);
+    let mut keys = keys.with_projection(mask).build().map_err(parquet_err)?;
+    let (mut total, mut going) = (0u64, 0u64);
+    while let Some(batch) = keys.try_next().await.map_err(parquet_err)? {
+        total += batch.num_rows() as u64;
+        let column = batch
+            .column_by_name(key_column)
+            .ok_or_else(|| missing_column(table, path, key_column))?;
+        going += column
+            .as_string::<i32>()
+            .iter()
+            .filter(|k| k.is_some_and(|k| remove(id_key(k))))
+            .count() as u64;
+    }
+    if going == 0 || going == total {
+        return Ok((total, total - going, None));
+    }
+    let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(file, metadata);
     let schema = builder.schema().clone();
     let mut stream = builder.build().map_err(parquet_err)?;
     let name = format!("part-{load_id}-rw-{n:05}.zstd.parquet");
@@ -1187,9 +1260,8 @@ async fn rewrite_without(
         Some(writer_properties(config, key_column_of(&schema))),
     )
     .map_err(parquet_err)?;
-    let (mut total, mut kept) = (0u64, 0u64);
+    let mut kept = 0u64;
     while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
-        total += batch.num_rows() as u64;
         let keys = batch
             .column_by_name(key_column)
             .ok_or_else(|| missing_column(table, path, key_column))?;

@@ -14,6 +14,31 @@ use transform::TableSchema;
 
 use crate::{Result, SinkError};
 
+/// The Delta table property (the protocol's own, which Spark's and delta-rs' `VACUUM`
+/// honor too) that makes a table keep the files its commits removed, for readers of older
+/// versions, for as long as it says (`interval 604800 seconds`). A table without it has
+/// them deleted right after each commit, so a plain `*.parquet` glob sees its rows.
+pub const KEEP_HISTORY_PROPERTY: &str = "delta.deletedFileRetentionDuration";
+
+/// How long a table keeps the files its commits removed: `None` when it does not keep
+/// history (the property is unset, or says zero).
+pub(crate) fn kept_history(
+    state: &deltalake::table::state::DeltaTableState,
+) -> Option<std::time::Duration> {
+    let snapshot = state.snapshot();
+    snapshot
+        .metadata()
+        .configuration()
+        .contains_key(KEEP_HISTORY_PROPERTY)
+        .then(|| {
+            use deltalake::table::config::TablePropertiesExt;
+            snapshot
+                .table_properties()
+                .deleted_file_retention_duration()
+        })
+        .filter(|d| !d.is_zero())
+}
+
 /// A destination: where the tables live, and the store that reaches it.
 #[derive(Debug, Clone)]
 pub struct Lake {
@@ -193,7 +218,9 @@ impl Lake {
     /// and that are older than `older_than`: files of loads that died before their commit
     /// (a crash, a kill), or that a commit replaced but could not delete. The age guard
     /// spares the staged files of a load still running elsewhere. A folder without a table
-    /// (a first load that never committed) loses all its old data files.
+    /// (a first load that never committed) loses all its old data files. A table that
+    /// keeps history ([`KEEP_HISTORY_PROPERTY`]) keeps the files its commits removed
+    /// until their removal is older than its retention.
     pub async fn remove_orphans(
         &self,
         table: &str,
@@ -202,19 +229,25 @@ impl Lake {
     ) -> Result<Orphans> {
         use futures::TryStreamExt;
         use object_store::ObjectStoreExt;
-        let referenced: std::collections::HashSet<String> = match self.load_table(table).await? {
-            Some(t) => t
-                .snapshot()
-                .map_err(|source| SinkError::Delta {
-                    table: table.to_owned(),
-                    source,
-                })?
-                .log_data()
-                .iter()
-                .map(|f| f.path().into_owned())
-                .collect(),
-            None => Default::default(),
+        let delta_err = |source| SinkError::Delta {
+            table: table.to_owned(),
+            source,
         };
+        let mut referenced = std::collections::HashSet::<String>::new();
+        if let Some(t) = self.load_table(table).await? {
+            let state = t.snapshot().map_err(delta_err)?;
+            referenced.extend(state.log_data().iter().map(|f| f.path().into_owned()));
+            if let Some(kept) = kept_history(state) {
+                let since = chrono::Utc::now().timestamp_millis()
+                    - i64::try_from(kept.as_millis()).unwrap_or(i64::MAX);
+                let mut tombstones = state.all_tombstones(t.log_store().as_ref());
+                while let Some(removed) = tombstones.try_next().await.map_err(delta_err)? {
+                    if removed.deletion_timestamp().is_none_or(|at| at > since) {
+                        referenced.insert(removed.path().into_owned());
+                    }
+                }
+            }
+        }
         let folder = self.prefix.clone().join(table);
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
@@ -373,6 +406,9 @@ pub struct TableInfo {
     pub last_load_id: Option<String>,
     /// The latest commits, newest first (at most five).
     pub last_loads: Vec<LoadEntry>,
+    /// How long the files its commits removed are kept ([`KEEP_HISTORY_PROPERTY`]);
+    /// `None`: deleted right after each commit.
+    pub keeps_history: Option<std::time::Duration>,
 }
 
 /// One commit of a table, from its Delta history.
@@ -416,6 +452,7 @@ impl Lake {
             .map(|f| (f.name().clone(), f.data_type().to_string()))
             .collect();
         let version = t.version().unwrap_or(0);
+        let keeps_history = kept_history(snapshot);
         let mut last_loads = Vec::new();
         {
             use futures::StreamExt;
@@ -444,6 +481,7 @@ impl Lake {
             columns,
             last_load_id,
             last_loads,
+            keeps_history,
         }))
     }
 }

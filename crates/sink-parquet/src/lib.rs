@@ -32,7 +32,7 @@ mod read;
 mod writer;
 
 pub use commit::{TableCommit, hash_table};
-pub use lake::{LOADS_FOLDER, Lake, LoadEntry, Orphans, TableInfo};
+pub use lake::{KEEP_HISTORY_PROPERTY, LOADS_FOLDER, Lake, LoadEntry, Orphans, TableInfo};
 pub use writer::LoadWriter;
 
 /// File sizing and encoding (`[sink]` in the pipeline file).
@@ -61,6 +61,15 @@ pub struct ParquetSinkConfig {
     /// Default: 3600.
     #[serde(default = "default_orphan_grace_secs")]
     pub orphan_grace_secs: u64,
+    /// Keep the data files a commit removes (replaced by a merge or a replace) this many
+    /// seconds, for time travel and for readers still on an older version: set as each
+    /// table's `delta.deletedFileRetentionDuration` ([`KEEP_HISTORY_PROPERTY`]), which later
+    /// runs, `cargo xtask vacuum` and other Delta writers' `VACUUM` honor. Unset: a table
+    /// keeps what its property says (nothing, on tables this sink created), and the removed
+    /// files go right after each commit, so a plain `*.parquet` glob of a table sees exactly
+    /// its rows. 0 removes the property.
+    #[serde(default)]
+    pub keep_history_secs: Option<u64>,
     /// Per root table, its hard-delete column (set by the pipeline from the `hard_delete`
     /// column hints of `[normalize]`, not written in `[sink]`).
     #[serde(skip)]
@@ -97,6 +106,7 @@ impl Default for ParquetSinkConfig {
             row_group_rows: default_row_group_rows(),
             row_group_bytes: default_row_group_bytes(),
             orphan_grace_secs: default_orphan_grace_secs(),
+            keep_history_secs: None,
             hard_delete_columns: Default::default(),
             zstd_level: default_zstd_level(),
         }

@@ -30,7 +30,20 @@ async fn load(lake: &Lake, meta: &Arc<TableMeta>, pages: &[Vec<Value>]) -> Vec<T
 
 /// The committed rows of a table: `id` (or `_dlt_root_id` for a child) -> `v` values.
 async fn rows(lake: &Lake, table: &str, key: &str) -> BTreeMap<String, Vec<i64>> {
-    let t = lake.load_table(table).await.unwrap().unwrap();
+    rows_at(lake, table, key, None).await
+}
+
+/// The rows of a table at `version` (the latest when `None`), read from its data files.
+async fn rows_at(
+    lake: &Lake,
+    table: &str,
+    key: &str,
+    version: Option<u64>,
+) -> BTreeMap<String, Vec<i64>> {
+    let t = match version {
+        Some(v) => lake.load_table_version(table, v).await.unwrap(),
+        None => lake.load_table(table).await.unwrap().unwrap(),
+    };
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for f in t.snapshot().unwrap().log_data().iter() {
         let path = lake.file_path(table, &f.path());
@@ -497,4 +510,111 @@ async fn a_hard_delete_column_removes_the_row_and_its_children() {
         .into_iter()
         .collect();
     assert_eq!(children, vec![3, 20]);
+}
+
+#[tokio::test]
+async fn the_last_copy_of_a_record_in_a_load_decides_whether_it_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    let record = |id: &str, v: i64| json!({"id": id, "v": v, "items": [{"v": v}]});
+    load(
+        &lake,
+        &m,
+        &[vec![record("a", 1), record("b", 2), record("c", 3)]],
+    )
+    .await;
+
+    let flagged = |id: &str, v: i64, deleted: bool| json!({"id": id, "v": v, "deleted": deleted, "items": [{"v": v}]});
+    let mut writer = stage(
+        &lake,
+        &m,
+        &[
+            vec![flagged("a", 10, true), flagged("b", 20, false)],
+            vec![flagged("a", 11, false), flagged("b", 21, true)],
+        ],
+    )
+    .await;
+    writer
+        .config
+        .hard_delete_columns
+        .insert("events".into(), "deleted".into());
+    writer.commit().await.unwrap();
+
+    assert_eq!(
+        rows(&lake, "events", "id").await,
+        BTreeMap::from([("a".into(), vec![11]), ("c".into(), vec![3])]),
+        "`a` came back unflagged in the later page, `b` was deleted by it"
+    );
+    let children: Vec<i64> = rows(&lake, "events__items", "_dlt_root_id")
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(children.len(), 2);
+    assert!(
+        children.contains(&11) && children.contains(&3),
+        "{children:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_table_that_keeps_history_keeps_replaced_files_until_its_retention_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    let record = |id: &str, v: i64| json!({"id": id, "v": v});
+    let commit = |pages: Vec<Vec<Value>>, keep: Option<u64>| {
+        let (lake, m) = (lake.clone(), m.clone());
+        async move {
+            let mut writer = stage(&lake, &m, &pages).await;
+            writer.config.keep_history_secs = keep;
+            writer.commit().await.unwrap()
+        }
+    };
+    commit(vec![vec![record("a", 1), record("b", 2)]], Some(3600)).await;
+    commit(vec![vec![record("a", 10)]], Some(3600)).await;
+    // A run that does not say keeps what the table says.
+    commit(vec![vec![record("b", 20)]], None).await;
+
+    let info = lake.table_info("events").await.unwrap().unwrap();
+    assert_eq!(
+        info.keeps_history,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(info.files, 2);
+    assert_eq!(
+        parquet_files(dir.path(), "events"),
+        4,
+        "the replaced files stay"
+    );
+    let at_v0 = rows_at(&lake, "events", "id", Some(0)).await;
+    assert_eq!(
+        at_v0,
+        BTreeMap::from([("a".into(), vec![1]), ("b".into(), vec![2])])
+    );
+    // Within the retention, a vacuum of everything unreferenced leaves them too.
+    let orphans = lake
+        .remove_orphans("events", std::time::Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(orphans.files, 0);
+    assert_eq!(rows_at(&lake, "events", "id", Some(1)).await.len(), 2);
+
+    // Asking for no history removes the property; this commit's replaced file goes at
+    // once, and the older ones at the next clean-up.
+    commit(vec![vec![record("a", 11)]], Some(0)).await;
+    let info = lake.table_info("events").await.unwrap().unwrap();
+    assert_eq!(info.keeps_history, None);
+    assert_eq!(parquet_files(dir.path(), "events"), 4);
+    let orphans = lake
+        .remove_orphans("events", std::time::Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(orphans.files, 2);
+    assert_eq!(parquet_files(dir.path(), "events"), info.files);
+    assert_eq!(
+        rows(&lake, "events", "id").await,
+        BTreeMap::from([("a".into(), vec![11]), ("b".into(), vec![20])])
+    );
 }
