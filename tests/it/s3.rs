@@ -8,6 +8,17 @@ use mock_api::{MockConfig, MockHandle};
 
 use crate::support::{S3Server, pipeline_file, read_s3_with_python, run};
 
+/// The pipeline in `file` against `mock`, landing under `url` on the S3 server.
+fn on_s3(file: &std::path::Path, mock: &MockHandle, url: &str, s3: &S3Server) -> Pipeline {
+    let overrides = Overrides {
+        base_url: Some(mock.base_url()),
+        destination: Some(url.to_owned()),
+        storage_options: s3.options(),
+    };
+    let secrets = Secrets::from_map([("auth_token".to_owned(), "s3-token".to_owned())]);
+    Pipeline::load(file, &secrets, &overrides).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_pipeline_lands_and_merges_on_s3() {
     let s3 = S3Server::start("errlake");
@@ -15,13 +26,7 @@ async fn the_seed_pipeline_lands_and_merges_on_s3() {
         .await
         .unwrap();
     let url = "s3://errlake/lakes/errors";
-    let overrides = Overrides {
-        base_url: Some(mock.base_url()),
-        destination: Some(url.to_owned()),
-        storage_options: s3.options(),
-    };
-    let secrets = Secrets::from_map([("auth_token".to_owned(), "s3-token".to_owned())]);
-    let p = Pipeline::load(&pipeline_file("errors.toml"), &secrets, &overrides).unwrap();
+    let p = on_s3(&pipeline_file("errors.toml"), &mock, url, &s3);
     run(&p).await.unwrap();
     mock.set_revision(1);
     let second = run(&p).await.unwrap();
@@ -65,16 +70,11 @@ async fn two_concurrent_runs_on_s3_both_land_with_one_row_per_id() {
         .unwrap();
     newer.set_revision(1);
     let url = "s3://errlake-concurrent/lake";
-    let secrets = Secrets::from_map([("auth_token".to_owned(), "s3-token".to_owned())]);
-    let load = |mock: &MockHandle| {
-        let overrides = Overrides {
-            base_url: Some(mock.base_url()),
-            destination: Some(url.to_owned()),
-            storage_options: s3.options(),
-        };
-        Pipeline::load(&pipeline_file("errors.toml"), &secrets, &overrides).unwrap()
-    };
-    let (a, b) = (load(&older), load(&newer));
+    let file = pipeline_file("errors.toml");
+    let (a, b) = (
+        on_s3(&file, &older, url, &s3),
+        on_s3(&file, &newer, url, &s3),
+    );
     let (ra, rb) = tokio::join!(run(&a), run(&b));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert!(!ra.commits.is_empty() && !rb.commits.is_empty());
@@ -112,13 +112,7 @@ async fn a_lake_that_keeps_history_on_s3_still_reads_its_older_versions() {
     )
     .unwrap();
     let url = "s3://errlake-history/lake";
-    let overrides = Overrides {
-        base_url: Some(mock.base_url()),
-        destination: Some(url.to_owned()),
-        storage_options: s3.options(),
-    };
-    let secrets = Secrets::from_map([("auth_token".to_owned(), "s3-token".to_owned())]);
-    let p = Pipeline::load(&file, &secrets, &overrides).unwrap();
+    let p = on_s3(&file, &mock, url, &s3);
     run(&p).await.unwrap();
     let first = mock.expected_counts()["events"] as i64;
     mock.set_revision(1);

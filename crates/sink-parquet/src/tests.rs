@@ -467,9 +467,9 @@ async fn a_writer_whose_root_rows_were_replaced_meanwhile_leaves_the_winners_chi
     }
 }
 
-#[tokio::test]
-async fn a_hard_delete_column_removes_the_row_and_its_children() {
-    let dir = tempfile::tempdir().unwrap();
+/// A lake whose merged `events` table holds `a`, `b`, `c` with `v` 1, 2, 3, each with one
+/// child row in `events__items` of the same `v`.
+async fn lake_of_three(dir: &tempfile::TempDir) -> (Lake, Arc<TableMeta>) {
     let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
     let m = root(WriteDisposition::Merge);
     let record = |id: &str, v: i64| json!({"id": id, "v": v, "items": [{"v": v}]});
@@ -479,8 +479,25 @@ async fn a_hard_delete_column_removes_the_row_and_its_children() {
         &[vec![record("a", 1), record("b", 2), record("c", 3)]],
     )
     .await;
+    (lake, m)
+}
 
-    let mut writer = stage(
+/// Lands `pages` as one load with `deleted` as the events table's hard-delete column.
+async fn land_with_hard_deletes(lake: &Lake, m: &Arc<TableMeta>, pages: &[Vec<Value>]) {
+    let mut writer = stage(lake, m, pages).await;
+    writer
+        .config
+        .hard_delete_columns
+        .insert("events".into(), "deleted".into());
+    writer.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hard_delete_column_removes_the_row_and_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, m) = lake_of_three(&dir).await;
+
+    land_with_hard_deletes(
         &lake,
         &m,
         &[vec![
@@ -490,11 +507,6 @@ async fn a_hard_delete_column_removes_the_row_and_its_children() {
         ]],
     )
     .await;
-    writer
-        .config
-        .hard_delete_columns
-        .insert("events".into(), "deleted".into());
-    writer.commit().await.unwrap();
 
     let events = rows(&lake, "events", "id").await;
     assert_eq!(
@@ -515,18 +527,10 @@ async fn a_hard_delete_column_removes_the_row_and_its_children() {
 #[tokio::test]
 async fn the_last_copy_of_a_record_in_a_load_decides_whether_it_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
-    let m = root(WriteDisposition::Merge);
-    let record = |id: &str, v: i64| json!({"id": id, "v": v, "items": [{"v": v}]});
-    load(
-        &lake,
-        &m,
-        &[vec![record("a", 1), record("b", 2), record("c", 3)]],
-    )
-    .await;
+    let (lake, m) = lake_of_three(&dir).await;
 
     let flagged = |id: &str, v: i64, deleted: bool| json!({"id": id, "v": v, "deleted": deleted, "items": [{"v": v}]});
-    let mut writer = stage(
+    land_with_hard_deletes(
         &lake,
         &m,
         &[
@@ -535,11 +539,6 @@ async fn the_last_copy_of_a_record_in_a_load_decides_whether_it_is_deleted() {
         ],
     )
     .await;
-    writer
-        .config
-        .hard_delete_columns
-        .insert("events".into(), "deleted".into());
-    writer.commit().await.unwrap();
 
     assert_eq!(
         rows(&lake, "events", "id").await,
