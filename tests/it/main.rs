@@ -30,3 +30,6 @@ mod kill;
 
 /// Incremental cursors, checkpoints, resume after a kill, keep-going and interrupts.
 mod incremental;
+
+/// Data files of the configured size, row groups of the configured rows.
+mod file_sizing;

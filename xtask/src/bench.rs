@@ -205,8 +205,8 @@ fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
         "pipeline: `xtask demo` (embedded mock, pipelines/errors.toml, 2 organizations x 5 projects) in a child process"
     );
     println!(
-        "  {:>9} {:>10} {:>12} {:>10} {:>14}",
-        "events", "seconds", "events/s", "MB/s", "peak RSS (MB)"
+        "  {:>9} {:>10} {:>12} {:>10} {:>14} {:>22}",
+        "events", "seconds", "events/s", "MB/s", "peak RSS (MB)", "events files (avg MB)"
     );
     let exe = std::env::current_exe().context("bench: locating the xtask binary")?;
     for &events in sizes {
@@ -234,13 +234,23 @@ fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
         // Read by the child itself: a parent's rusage of a child counts the parent's own
         // footprint at fork time.
         let peak_rss = report["peak_rss_bytes"].as_u64().unwrap_or(0);
+        // The events table's data files: how the sink sized them for this many pages.
+        let events = crate::runtime()?.block_on(async {
+            sink_parquet::Lake::open(&lake.display().to_string())?
+                .table_info("events")
+                .await
+        })?;
+        let (n_files, avg_mb) = events.map_or((0, 0.0), |t| {
+            (t.files, t.bytes as f64 / t.files.max(1) as f64 / 1e6)
+        });
         println!(
-            "  {:>9} {:>10.2} {:>12.0} {:>10.0} {:>14.0}",
+            "  {:>9} {:>10.2} {:>12.0} {:>10.0} {:>14.0} {:>22}",
             landed,
             seconds,
             landed as f64 / seconds,
             bytes as f64 / 1e6 / seconds,
-            peak_rss as f64 / 1e6
+            peak_rss as f64 / 1e6,
+            format!("{n_files} ({avg_mb:.1})")
         );
         let _ = std::fs::remove_dir_all(&lake);
     }

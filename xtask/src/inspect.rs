@@ -31,8 +31,8 @@ pub(crate) async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     println!("{}", lake.url());
     println!();
     println!(
-        "{:<44} {:>8} {:>10} {:>6} {:>8}",
-        "table", "version", "rows", "files", "columns"
+        "{:<44} {:>8} {:>10} {:>6} {:>9} {:>8}",
+        "table", "version", "rows", "files", "MB", "columns"
     );
     let mut infos = Vec::new();
     for name in tables {
@@ -40,11 +40,12 @@ pub(crate) async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             continue;
         };
         println!(
-            "{:<44} {:>8} {:>10} {:>6} {:>8}",
+            "{:<44} {:>8} {:>10} {:>6} {:>9.1} {:>8}",
             name,
             info.version,
             info.rows,
             info.files,
+            info.bytes as f64 / 1e6,
             info.columns.len(),
         );
         infos.push((name, info));

@@ -105,6 +105,9 @@ pub struct RunReport {
     pub commits: Vec<TableCommit>,
     /// Rows normalized per table.
     pub rows: BTreeMap<String, u64>,
+    /// Tables whose small files (left by checkpoints) were rewritten into target-sized
+    /// ones after the run's last commit.
+    pub compacted: BTreeMap<String, sink_parquet::Compaction>,
     /// What the schema contracts left out.
     pub discarded: Discarded,
     /// Wall-clock seconds.
@@ -342,6 +345,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         http: client.stats(),
         commits: Vec::new(),
         rows,
+        compacted: BTreeMap::new(),
         discarded,
         seconds: 0.0,
     };
@@ -355,6 +359,16 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         None => sink.finish(&source_report.failed, interrupted).await,
     };
     report.commits = std::mem::take(&mut sink.commits);
+    // Checkpoints end files early: once the run's data is in, the small files of the
+    // tables it wrote are packed into target-sized ones (not after an interrupt: the user
+    // asked to stop).
+    if result.is_ok() && !interrupted {
+        report.compacted =
+            sink_parquet::compact_tables(&lake, &pipeline.sink, &report.load_id, &report.commits)
+                .await
+                .into_iter()
+                .collect();
+    }
     report.http = client.stats();
     report.seconds = started.elapsed().as_secs_f64();
     report.outcome = match (&result, interrupted, report.failed.is_empty()) {

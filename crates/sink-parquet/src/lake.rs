@@ -400,6 +400,8 @@ pub struct TableInfo {
     pub rows: u64,
     /// Data files.
     pub files: usize,
+    /// Bytes of its data files.
+    pub bytes: u64,
     /// Column names and types.
     pub columns: Vec<(String, String)>,
     /// The load id of the latest commit, if errlake made it.
@@ -444,6 +446,7 @@ impl Lake {
             .iter()
             .map(|f| f.num_records().unwrap_or(0) as u64)
             .sum();
+        let bytes = files.iter().map(|f| f.size().max(0) as u64).sum();
         let columns = snapshot
             .snapshot()
             .arrow_schema()
@@ -478,6 +481,7 @@ impl Lake {
             version,
             rows,
             files: files.len(),
+            bytes,
             columns,
             last_load_id,
             last_loads,

@@ -27,11 +27,13 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod commit;
+mod compact;
 mod lake;
 mod read;
 mod writer;
 
 pub use commit::{TableCommit, hash_table};
+pub use compact::{Compaction, compact_tables};
 pub use lake::{KEEP_HISTORY_PROPERTY, LOADS_FOLDER, Lake, LoadEntry, Orphans, TableInfo};
 pub use writer::LoadWriter;
 
@@ -40,7 +42,8 @@ pub use writer::LoadWriter;
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
     /// The size of a data file, in Parquet bytes, past which it is closed and the next one
-    /// started. Default: 128 MiB (DuckDB, Spark and Trino read files of 100 MB to 1 GB well).
+    /// started: a file is closed with the row group that takes it past this size, so it
+    /// ends at most a row group over it. Default: 128 MiB (DuckDB, Spark and Trino read files of 100 MB to 1 GB well).
     #[serde(default = "default_target_file_bytes")]
     pub target_file_bytes: usize,
     /// Bytes of row groups in progress (encoded, not yet written) of all tables together;
@@ -70,6 +73,12 @@ pub struct ParquetSinkConfig {
     /// its rows. 0 removes the property.
     #[serde(default)]
     pub keep_history_secs: Option<u64>,
+    /// A table with at least this many small data files (under half the target size: each
+    /// checkpoint and each small incremental run leaves some) gets them packed into
+    /// target-sized files after a run ([`Lake::compact`]). The threshold bounds the cost: a
+    /// rewrite every so many runs, not every run. 0 turns compaction off. Default: 16.
+    #[serde(default = "default_compact_min_files")]
+    pub compact_min_files: usize,
     /// Per root table, its hard-delete column (set by the pipeline from the `hard_delete`
     /// column hints of `[normalize]`, not written in `[sink]`).
     #[serde(skip)]
@@ -94,6 +103,9 @@ fn default_row_group_bytes() -> usize {
 fn default_orphan_grace_secs() -> u64 {
     3600
 }
+fn default_compact_min_files() -> usize {
+    16
+}
 fn default_zstd_level() -> i32 {
     3
 }
@@ -107,6 +119,7 @@ impl Default for ParquetSinkConfig {
             row_group_bytes: default_row_group_bytes(),
             orphan_grace_secs: default_orphan_grace_secs(),
             keep_history_secs: None,
+            compact_min_files: default_compact_min_files(),
             hard_delete_columns: Default::default(),
             zstd_level: default_zstd_level(),
         }

@@ -617,3 +617,99 @@ async fn a_table_that_keeps_history_keeps_replaced_files_until_its_retention_end
         BTreeMap::from([("a".into(), vec![11]), ("b".into(), vec![20])])
     );
 }
+
+#[tokio::test]
+async fn compaction_packs_small_files_without_changing_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    // Eight loads of small files; the later ones bring a new column, so files differ.
+    for load_no in 0..8i64 {
+        let records: Vec<Value> = (0..50)
+            .map(|i| {
+                let mut r = json!({"id": format!("r{load_no}-{i}"), "v": i, "items": [{"v": i}]});
+                if load_no >= 4 {
+                    r["extra"] = json!(format!("x{i}"));
+                }
+                r
+            })
+            .collect();
+        load(&lake, &m, &[records]).await;
+    }
+    // One row updated, so a merge-rewritten file is among the small ones too.
+    load(
+        &lake,
+        &m,
+        &[vec![
+            json!({"id": "r0-3", "v": 1000, "items": [{"v": 1000}]}),
+        ]],
+    )
+    .await;
+    let before = rows(&lake, "events", "id").await;
+    let children_before = rows(&lake, "events__items", "_dlt_root_id").await;
+    let files_before = lake.table_info("events").await.unwrap().unwrap().files;
+    assert!(files_before >= 9, "{files_before}");
+
+    let config = ParquetSinkConfig {
+        compact_min_files: 4,
+        ..ParquetSinkConfig::default()
+    };
+    let written = |table: &str| TableCommit {
+        table: table.into(),
+        root: "events".into(),
+        version: 0,
+        rows_added: 0,
+        rows_removed: 0,
+        files_added: 0,
+        files_removed: 0,
+        bytes_before: 0,
+        bytes_rewritten: 0,
+    };
+    let done = crate::compact_tables(
+        &lake,
+        &config,
+        "compaction",
+        &[written("events"), written("events__items")],
+    )
+    .await;
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert_eq!(
+        rows(&lake, "events__items", "_dlt_root_id").await,
+        children_before
+    );
+    let info = lake.table_info("events").await.unwrap().unwrap();
+    assert_eq!(info.files, 1);
+    assert_eq!(done[0].1.files_before, files_before);
+    assert_eq!(
+        parquet_files(dir.path(), "events"),
+        1,
+        "compacted files deleted"
+    );
+    assert_eq!(rows(&lake, "events", "id").await, before);
+    assert_eq!(before.len(), 400);
+    assert_eq!(before["r0-3"], vec![1000]);
+    assert_eq!(
+        info.last_loads[0].operation.as_deref(),
+        Some("OPTIMIZE"),
+        "{:?}",
+        info.last_loads[0]
+    );
+    // The next merge still finds the ids through the new file's bloom filters.
+    load(
+        &lake,
+        &m,
+        &[vec![json!({"id": "r7-1", "v": 7, "items": []})]],
+    )
+    .await;
+    let after = rows(&lake, "events", "id").await;
+    assert_eq!(after.len(), 400);
+    assert_eq!(after["r7-1"], vec![7]);
+    let children = rows(&lake, "events__items", "_dlt_root_id").await;
+    assert_eq!(children.len(), 399, "the emptied list's child is gone");
+    assert!(!children.contains_key("r7-1"));
+    // Below the threshold nothing happens.
+    assert_eq!(
+        lake.compact("events", &config, "again").await.unwrap(),
+        None
+    );
+}

@@ -1,0 +1,299 @@
+//! Compaction: a table's small data files (each checkpoint ends its files early) rewritten
+//! into files of the target size, in one commit that changes no row.
+
+use std::collections::HashMap;
+
+use arrow_schema::SchemaRef;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add};
+use deltalake::protocol::DeltaOperation;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use parquet::arrow::async_writer::AsyncArrowWriter;
+
+use crate::lake::{Lake, kept_history};
+use crate::read::StoreFile;
+use crate::writer::{file_token, key_column_of, widen, writer_properties};
+use crate::{ParquetSinkConfig, Result, SinkError, TableCommit};
+
+/// What one compaction did to a table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Compaction {
+    /// The version it committed.
+    pub version: u64,
+    /// Small files read.
+    pub files_before: usize,
+    /// Files written in their place.
+    pub files_after: usize,
+    /// Bytes of the small files.
+    pub bytes: u64,
+}
+
+/// A data file smaller than this share of the target size counts as small.
+const SMALL_SHARE: u64 = 2;
+
+impl Lake {
+    /// Rewrites the small data files of `table` (under half the target file size), once
+    /// there are `config.compact_min_files` of them, into files of about the target size,
+    /// in one `OPTIMIZE` commit whose actions change no data, so readers, merges and change
+    /// feeds see the same rows. Groups of files are
+    /// packed in the order the table lists them; a group needs two files or more. Nothing
+    /// happens when another writer commits first (the next run tries again), and a file
+    /// whose columns are not all in the group's widest schema is left as it is, so no
+    /// column is ever dropped. The replaced files are deleted unless the table keeps
+    /// history.
+    pub async fn compact(
+        &self,
+        table: &str,
+        config: &ParquetSinkConfig,
+        load_id: &str,
+    ) -> Result<Option<Compaction>> {
+        let delta_err = |source| SinkError::Delta {
+            table: table.to_owned(),
+            source,
+        };
+        let Some(t) = self.load_table(table).await? else {
+            return Ok(None);
+        };
+        let state = t.snapshot().map_err(delta_err)?;
+        let target = config.target_file_bytes as u64;
+        let small: Vec<_> = state
+            .log_data()
+            .iter()
+            .filter(|f| (f.size().max(0) as u64) < target / SMALL_SHARE)
+            .collect();
+        if config.compact_min_files == 0 || small.len() < config.compact_min_files.max(2) {
+            return Ok(None);
+        }
+        // Bins of small files up to the target size.
+        let mut bins: Vec<Vec<usize>> = Vec::new();
+        let mut filled = u64::MAX;
+        for (i, f) in small.iter().enumerate() {
+            let size = f.size().max(0) as u64;
+            if filled.saturating_add(size) > target {
+                bins.push(Vec::new());
+                filled = 0;
+            }
+            bins.last_mut().expect("a bin was opened").push(i);
+            filled += size;
+        }
+        bins.retain(|b| b.len() > 1);
+        if bins.is_empty() {
+            return Ok(None);
+        }
+
+        let prefix = format!("{load_id}-{}-compact", file_token());
+        let mut written: Vec<(String, u64, u64)> = Vec::new();
+        let mut removed = Vec::new();
+        let mut bytes = 0u64;
+        let outcome: Result<()> = async {
+            for bin in &bins {
+                let paths: Vec<(String, u64)> = bin
+                    .iter()
+                    .map(|&i| (small[i].path().into_owned(), small[i].size().max(0) as u64))
+                    .collect();
+                let Some(schema) = self.widest_schema(table, &paths).await? else {
+                    continue;
+                };
+                let name = format!("part-{prefix}-{:05}.zstd.parquet", written.len() + 1);
+                let rows = self
+                    .rewrite_into(table, config, &paths, &schema, &name)
+                    .await?;
+                let size = self
+                    .store()
+                    .head(&self.file_path(table, &name))
+                    .await
+                    .map_err(|source| SinkError::Store {
+                        path: name.clone(),
+                        source,
+                    })?
+                    .size;
+                written.push((name, size, rows));
+                for &i in bin {
+                    bytes += small[i].size().max(0) as u64;
+                    removed.push(small[i].clone());
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let discard = |written: Vec<(String, u64, u64)>| async move {
+            for (name, _, _) in written {
+                let _ = self.store().delete(&self.file_path(table, &name)).await;
+            }
+        };
+        if let Err(e) = outcome {
+            discard(written).await;
+            return Err(e);
+        }
+        if written.is_empty() {
+            return Ok(None);
+        }
+
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut actions: Vec<Action> = removed
+            .iter()
+            .map(|f| Action::Remove(f.remove_action(false)))
+            .collect();
+        actions.extend(written.iter().map(|(name, size, rows)| {
+            Action::Add(Add {
+                path: name.clone(),
+                partition_values: HashMap::new(),
+                size: *size as i64,
+                modification_time: now_ms,
+                data_change: false,
+                stats: Some(serde_json::json!({ "numRecords": rows }).to_string()),
+                ..Default::default()
+            })
+        }));
+        let properties = CommitProperties::default()
+            .with_max_retries(0)
+            .with_metadata([("errlake.load_id".to_owned(), serde_json::json!(load_id))]);
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size: config.target_file_bytes as i64,
+        };
+        let committed = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(state), t.log_store(), operation)
+            .await;
+        let version = match committed {
+            Ok(c) => c.version(),
+            Err(error) => {
+                // Another writer moved the table: its files may be gone; leave it be.
+                tracing::info!(table, %error, "compaction skipped: the table changed");
+                discard(written).await;
+                return Ok(None);
+            }
+        };
+        if kept_history(state).is_none() {
+            for f in &removed {
+                let path = self.file_path(table, &f.path());
+                if let Err(error) = self.store().delete(&path).await {
+                    tracing::warn!(table, file = %f.path(), %error, "could not delete a compacted file");
+                }
+            }
+        }
+        Ok(Some(Compaction {
+            version: version as u64,
+            files_before: removed.len(),
+            files_after: written.len(),
+            bytes,
+        }))
+    }
+
+    /// The schema with the most columns among `files`, if every file's columns are in it.
+    async fn widest_schema(
+        &self,
+        table: &str,
+        files: &[(String, u64)],
+    ) -> Result<Option<SchemaRef>> {
+        let mut schemas = Vec::new();
+        for (path, size) in files {
+            let builder = StoreFile::new(self.store().clone(), self.file_path(table, path), *size)
+                .builder()
+                .await
+                .map_err(|source| SinkError::ParquetFile {
+                    table: table.to_owned(),
+                    path: path.clone(),
+                    source,
+                })?;
+            schemas.push(builder.schema().clone());
+        }
+        let widest = schemas
+            .iter()
+            .max_by_key(|s| s.fields().len())
+            .cloned()
+            .expect("a bin has files");
+        let fits = schemas.iter().all(|s| {
+            s.fields().iter().all(|f| {
+                widest
+                    .field_with_name(f.name())
+                    .is_ok_and(|w| w.data_type() == f.data_type())
+            })
+        });
+        Ok(fits.then_some(widest))
+    }
+
+    /// Streams the rows of `files` into one new file `name`; its rows.
+    async fn rewrite_into(
+        &self,
+        table: &str,
+        config: &ParquetSinkConfig,
+        files: &[(String, u64)],
+        schema: &SchemaRef,
+        name: &str,
+    ) -> Result<u64> {
+        let parquet_err = |path: &str| {
+            let (table, path) = (table.to_owned(), path.to_owned());
+            move |source| SinkError::ParquetFile {
+                table: table.clone(),
+                path: path.clone(),
+                source,
+            }
+        };
+        let sink = BufWriter::with_capacity(
+            self.store().clone(),
+            self.file_path(table, name),
+            8 * 1024 * 1024,
+        )
+        .with_max_concurrency(2);
+        let mut writer = AsyncArrowWriter::try_new(
+            sink,
+            schema.clone(),
+            Some(writer_properties(config, key_column_of(schema))),
+        )
+        .map_err(parquet_err(name))?;
+        let mut rows = 0u64;
+        for (path, size) in files {
+            let mut stream =
+                StoreFile::new(self.store().clone(), self.file_path(table, path), *size)
+                    .builder()
+                    .await
+                    .map_err(parquet_err(path))?
+                    .build()
+                    .map_err(parquet_err(path))?;
+            while let Some(batch) = stream.try_next().await.map_err(parquet_err(path))? {
+                rows += batch.num_rows() as u64;
+                writer
+                    .write(&widen(&batch, schema)?)
+                    .await
+                    .map_err(parquet_err(name))?;
+            }
+        }
+        writer.close().await.map_err(parquet_err(name))?;
+        Ok(rows)
+    }
+}
+
+/// Compacts each table a load committed to (see [`Lake::compact`]); a table that cannot be
+/// compacted is logged and left as it is, since its data is committed either way.
+pub async fn compact_tables(
+    lake: &Lake,
+    config: &ParquetSinkConfig,
+    load_id: &str,
+    commits: &[TableCommit],
+) -> Vec<(String, Compaction)> {
+    let mut tables: Vec<&str> = commits.iter().map(|c| c.table.as_str()).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let mut done = Vec::new();
+    for table in tables {
+        match lake.compact(table, config, load_id).await {
+            Ok(Some(c)) => {
+                tracing::info!(
+                    table,
+                    version = c.version,
+                    files_before = c.files_before,
+                    files_after = c.files_after,
+                    "compacted small files"
+                );
+                done.push((table.to_owned(), c));
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(table, %error, "could not compact small files"),
+        }
+    }
+    done
+}
