@@ -153,13 +153,9 @@ impl LoadWriter {
                             &|k| unchanged.contains(&k),
                         )
                         .await?;
-                        for f in replaced {
-                            let _ = self
-                                .lake
-                                .store()
-                                .delete(&self.lake.file_path(name, &f.name))
-                                .await;
-                        }
+                        self.lake
+                            .delete_files(name, replaced.iter().map(|f| &f.name))
+                            .await;
                         tw.staged = kept;
                     }
                 }
@@ -232,6 +228,38 @@ impl LoadWriter {
         }
         Ok(commits)
     }
+}
+
+impl RootIds {
+    /// Whether the copy of root id `k` that came in page `page` is the load's last one.
+    fn is_last_copy(&self, k: u128, page: u64) -> bool {
+        !self.repeated.contains(&k) || self.last_page.get(&k) == Some(&page)
+    }
+}
+
+/// The page of each row of a staged file, in row order, from the file's runs.
+fn row_pages(runs: &[(u64, u64)]) -> impl Iterator<Item = u64> + '_ {
+    runs.iter()
+        .flat_map(|(seq, n)| std::iter::repeat_n(*seq, *n as usize))
+}
+
+/// The `add` action of a data file (its row count as the file's statistics).
+pub(crate) fn add_action(
+    name: &str,
+    size: u64,
+    rows: u64,
+    data_change: bool,
+    now_ms: i64,
+) -> Action {
+    Action::Add(Add {
+        path: name.to_owned(),
+        partition_values: HashMap::new(),
+        size: size as i64,
+        modification_time: now_ms,
+        data_change,
+        stats: Some(serde_json::json!({ "numRecords": rows }).to_string()),
+        ..Default::default()
+    })
 }
 
 /// The table that holds the content hashes of a merged root table's records.
@@ -337,12 +365,8 @@ async fn commit_table(
             &remove,
         )
         .await?;
-        for f in replaced {
-            let _ = lake
-                .store()
-                .delete(&lake.file_path(table_name, &f.name))
-                .await;
-        }
+        lake.delete_files(table_name, replaced.iter().map(|f| &f.name))
+            .await;
         staged = kept;
     }
 
@@ -369,12 +393,8 @@ async fn commit_table(
         match outcome {
             Ok(commit) => return Ok((commit, staged)),
             Err(e) if attempt < MAX_COMMIT_ATTEMPTS && is_concurrent_commit(&e) => {
-                for f in &rewritten {
-                    let _ = lake
-                        .store()
-                        .delete(&lake.file_path(table_name, &f.name))
-                        .await;
-                }
+                lake.delete_files(table_name, rewritten.iter().map(|f| &f.name))
+                    .await;
                 attempt += 1;
                 tracing::info!(
                     table = table_name,
@@ -387,12 +407,8 @@ async fn commit_table(
                 .await;
             }
             Err(e) => {
-                for f in &rewritten {
-                    let _ = lake
-                        .store()
-                        .delete(&lake.file_path(table_name, &f.name))
-                        .await;
-                }
+                lake.delete_files(table_name, rewritten.iter().map(|f| &f.name))
+                    .await;
                 return Err(e);
             }
         }
@@ -596,11 +612,8 @@ async fn deleted_ids(
         if !builder.schema().fields().iter().any(|c| c.name() == column) {
             continue;
         }
-        // The page of each row, from the file's runs: only an id's last copy counts.
-        let mut pages = f
-            .runs
-            .iter()
-            .flat_map(|(seq, n)| std::iter::repeat_n(*seq, *n as usize));
+        // Only an id's last copy in the load counts.
+        let mut pages = row_pages(&f.runs);
         let mask = ProjectionMask::columns(builder.parquet_schema(), [ROW_ID, column]);
         let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
         while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
@@ -621,9 +634,7 @@ async fn deleted_ids(
                     None => flags.is_valid(i),
                 };
                 let Some(k) = k.map(id_key) else { continue };
-                let last_copy = !ids.repeated.contains(&k)
-                    || page.is_some_and(|p| ids.last_page.get(&k) == Some(&p));
-                if last_copy {
+                if page.is_some_and(|p| ids.is_last_copy(k, p)) {
                     if set {
                         deleted.insert(k);
                     } else {
@@ -809,15 +820,7 @@ async fn commit_attempt(
     let files_added = staged.len();
     let now_ms = chrono::Utc::now().timestamp_millis();
     for f in staged.iter().chain(rewritten.iter()) {
-        actions.push(Action::Add(Add {
-            path: f.name.clone(),
-            partition_values: HashMap::new(),
-            size: f.size as i64,
-            modification_time: now_ms,
-            data_change: true,
-            stats: Some(serde_json::json!({"numRecords": f.n_rows}).to_string()),
-            ..Default::default()
-        }));
+        actions.push(add_action(&f.name, f.size, f.n_rows, true, now_ms));
     }
     if actions.is_empty() {
         return Ok(None);
@@ -928,11 +931,8 @@ async fn commit_attempt(
     // The files the current version no longer references are deleted, so that a plain
     // `*.parquet` glob of the table sees exactly its rows; a table that keeps history keeps
     // them until their removal is older than its retention (`remove_orphans`).
-    for path in removed_paths.iter().filter(|_| !keeps_history) {
-        let p = lake.file_path(table_name, path);
-        if let Err(error) = lake.store().delete(&p).await {
-            tracing::warn!(table = table_name, file = %path, %error, "could not delete a replaced file");
-        }
+    if !keeps_history {
+        lake.delete_files(table_name, &removed_paths).await;
     }
     // And the files of loads that died before their commit, once old enough.
     match lake
@@ -1020,19 +1020,13 @@ async fn drop_superseded(
     let path = lake.file_path(table, &file.name);
     let bytes = read_all(lake, &path).await?;
     let keys = read_column(&bytes, key_column, table, &file.name)?;
-    // The page of each row, from the file's runs.
-    let mut pages = Vec::with_capacity(keys.len());
-    for (seq, n) in &file.runs {
-        pages.extend(std::iter::repeat_n(*seq, *n as usize));
-    }
+    let pages: Vec<u64> = row_pages(&file.runs).collect();
     let keep: Vec<bool> = keys
         .iter()
         .zip(&pages)
-        .map(|(k, seq)| match k {
-            Some(k) if ids.repeated.contains(&id_key(k)) => {
-                ids.last_page.get(&id_key(k)) == Some(seq)
-            }
-            _ => true,
+        .map(|(k, seq)| {
+            k.as_deref()
+                .is_none_or(|k| ids.is_last_copy(id_key(k), *seq))
         })
         .collect();
     if keep.iter().all(|k| *k) {

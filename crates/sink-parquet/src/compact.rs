@@ -1,17 +1,18 @@
 //! Compaction: a table's small data files (each checkpoint ends its files early) rewritten
 //! into files of the target size, in one commit that changes no row.
 
-use std::collections::HashMap;
-
 use arrow_schema::SchemaRef;
+use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add};
 use deltalake::protocol::DeltaOperation;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 
+use crate::commit::add_action;
 use crate::lake::{Lake, kept_history};
 use crate::read::StoreFile;
 use crate::writer::{file_token, key_column_of, widen, writer_properties};
@@ -93,12 +94,22 @@ impl Lake {
                     .iter()
                     .map(|&i| (small[i].path().into_owned(), small[i].size().max(0) as u64))
                     .collect();
-                let Some(schema) = self.widest_schema(table, &paths).await? else {
+                let mut sources = Vec::with_capacity(paths.len());
+                for (path, size) in &paths {
+                    let mut file =
+                        StoreFile::new(self.store().clone(), self.file_path(table, path), *size);
+                    let metadata =
+                        ArrowReaderMetadata::load_async(&mut file, ArrowReaderOptions::new())
+                            .await
+                            .map_err(parquet_err(table, path))?;
+                    sources.push((path.as_str(), file, metadata));
+                }
+                let Some(schema) = widest_schema(&sources) else {
                     continue;
                 };
                 let name = format!("part-{prefix}-{:05}.zstd.parquet", written.len() + 1);
                 let rows = self
-                    .rewrite_into(table, config, &paths, &schema, &name)
+                    .rewrite_into(table, config, sources, &schema, &name)
                     .await?;
                 let size = self
                     .store()
@@ -119,9 +130,8 @@ impl Lake {
         }
         .await;
         let discard = |written: Vec<(String, u64, u64)>| async move {
-            for (name, _, _) in written {
-                let _ = self.store().delete(&self.file_path(table, &name)).await;
-            }
+            self.delete_files(table, written.iter().map(|(name, _, _)| name))
+                .await;
         };
         if let Err(e) = outcome {
             discard(written).await;
@@ -136,17 +146,11 @@ impl Lake {
             .iter()
             .map(|f| Action::Remove(f.remove_action(false)))
             .collect();
-        actions.extend(written.iter().map(|(name, size, rows)| {
-            Action::Add(Add {
-                path: name.clone(),
-                partition_values: HashMap::new(),
-                size: *size as i64,
-                modification_time: now_ms,
-                data_change: false,
-                stats: Some(serde_json::json!({ "numRecords": rows }).to_string()),
-                ..Default::default()
-            })
-        }));
+        actions.extend(
+            written
+                .iter()
+                .map(|(name, size, rows)| add_action(name, *size, *rows, false, now_ms)),
+        );
         let properties = CommitProperties::default()
             .with_max_retries(0)
             .with_metadata([("errlake.load_id".to_owned(), serde_json::json!(load_id))]);
@@ -168,12 +172,8 @@ impl Lake {
             }
         };
         if kept_history(state).is_none() {
-            for f in &removed {
-                let path = self.file_path(table, &f.path());
-                if let Err(error) = self.store().delete(&path).await {
-                    tracing::warn!(table, file = %f.path(), %error, "could not delete a compacted file");
-                }
-            }
+            self.delete_files(table, removed.iter().map(|f| f.path()))
+                .await;
         }
         Ok(Some(Compaction {
             version: version as u64,
@@ -183,56 +183,15 @@ impl Lake {
         }))
     }
 
-    /// The schema with the most columns among `files`, if every file's columns are in it.
-    async fn widest_schema(
-        &self,
-        table: &str,
-        files: &[(String, u64)],
-    ) -> Result<Option<SchemaRef>> {
-        let mut schemas = Vec::new();
-        for (path, size) in files {
-            let builder = StoreFile::new(self.store().clone(), self.file_path(table, path), *size)
-                .builder()
-                .await
-                .map_err(|source| SinkError::ParquetFile {
-                    table: table.to_owned(),
-                    path: path.clone(),
-                    source,
-                })?;
-            schemas.push(builder.schema().clone());
-        }
-        let widest = schemas
-            .iter()
-            .max_by_key(|s| s.fields().len())
-            .cloned()
-            .expect("a bin has files");
-        let fits = schemas.iter().all(|s| {
-            s.fields().iter().all(|f| {
-                widest
-                    .field_with_name(f.name())
-                    .is_ok_and(|w| w.data_type() == f.data_type())
-            })
-        });
-        Ok(fits.then_some(widest))
-    }
-
-    /// Streams the rows of `files` into one new file `name`; its rows.
+    /// Streams the rows of `sources` into one new file `name`; its rows.
     async fn rewrite_into(
         &self,
         table: &str,
         config: &ParquetSinkConfig,
-        files: &[(String, u64)],
+        sources: Vec<(&str, StoreFile, ArrowReaderMetadata)>,
         schema: &SchemaRef,
         name: &str,
     ) -> Result<u64> {
-        let parquet_err = |path: &str| {
-            let (table, path) = (table.to_owned(), path.to_owned());
-            move |source| SinkError::ParquetFile {
-                table: table.clone(),
-                path: path.clone(),
-                source,
-            }
-        };
         let sink = BufWriter::with_capacity(
             self.store().clone(),
             self.file_path(table, name),
@@ -244,27 +203,51 @@ impl Lake {
             schema.clone(),
             Some(writer_properties(config, key_column_of(schema))),
         )
-        .map_err(parquet_err(name))?;
+        .map_err(parquet_err(table, name))?;
         let mut rows = 0u64;
-        for (path, size) in files {
-            let mut stream =
-                StoreFile::new(self.store().clone(), self.file_path(table, path), *size)
-                    .builder()
-                    .await
-                    .map_err(parquet_err(path))?
-                    .build()
-                    .map_err(parquet_err(path))?;
-            while let Some(batch) = stream.try_next().await.map_err(parquet_err(path))? {
+        for (path, file, metadata) in sources {
+            let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(file, metadata)
+                .build()
+                .map_err(parquet_err(table, path))?;
+            while let Some(batch) = stream.try_next().await.map_err(parquet_err(table, path))? {
                 rows += batch.num_rows() as u64;
                 writer
                     .write(&widen(&batch, schema)?)
                     .await
-                    .map_err(parquet_err(name))?;
+                    .map_err(parquet_err(table, name))?;
             }
         }
-        writer.close().await.map_err(parquet_err(name))?;
+        writer.close().await.map_err(parquet_err(table, name))?;
         Ok(rows)
     }
+}
+
+/// The error of reading or writing data file `path` of `table`.
+fn parquet_err(table: &str, path: &str) -> impl Fn(parquet::errors::ParquetError) -> SinkError {
+    let (table, path) = (table.to_owned(), path.to_owned());
+    move |source| SinkError::ParquetFile {
+        table: table.clone(),
+        path: path.clone(),
+        source,
+    }
+}
+
+/// The schema with the most columns among the files, if every file's columns (with their
+/// types) are in it: only then can each be widened to it without losing a column.
+fn widest_schema(files: &[(&str, StoreFile, ArrowReaderMetadata)]) -> Option<SchemaRef> {
+    let widest = files
+        .iter()
+        .map(|(_, _, m)| m.schema())
+        .max_by_key(|s| s.fields().len())?
+        .clone();
+    let fits = files.iter().all(|(_, _, m)| {
+        m.schema().fields().iter().all(|f| {
+            widest
+                .field_with_name(f.name())
+                .is_ok_and(|w| w.data_type() == f.data_type())
+        })
+    });
+    fits.then_some(widest)
 }
 
 /// Compacts each table a load committed to (see [`Lake::compact`]); a table that cannot be

@@ -153,6 +153,30 @@ impl Lake {
         self.prefix.clone().join(table).join(file)
     }
 
+    /// Deletes data files of `table` that no commit needs (any more). A file that cannot be
+    /// deleted is logged and left to `remove_orphans`: the table is right either way.
+    /// The names are taken before the returned future runs, so it holds only owned paths
+    /// (and stays `Send` whatever iterator the caller passes).
+    pub(crate) fn delete_files<S: AsRef<str>>(
+        &self,
+        table: &str,
+        names: impl IntoIterator<Item = S>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        use object_store::ObjectStoreExt;
+        let paths: Vec<StorePath> = names
+            .into_iter()
+            .map(|name| self.file_path(table, name.as_ref()))
+            .collect();
+        let (store, table) = (self.store.clone(), table.to_owned());
+        async move {
+            for path in paths {
+                if let Err(error) = store.delete(&path).await {
+                    tracing::warn!(table, file = %path, %error, "could not delete a data file");
+                }
+            }
+        }
+    }
+
     /// The Delta table `table`, loaded; `None` if there is none yet.
     pub async fn load_table(&self, table: &str) -> Result<Option<DeltaTable>> {
         let fail = |source| SinkError::Delta {

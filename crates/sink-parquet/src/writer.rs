@@ -13,7 +13,6 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
-use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::async_writer::AsyncArrowWriter;
@@ -253,12 +252,8 @@ async fn delete_staged(lake: &Lake, tables: HashMap<String, TableWriter>) {
                 tracing::warn!(table = %name, file = %file.name, %error, "could not abort an unfinished file");
             }
         }
-        for f in &t.staged {
-            let path = lake.file_path(&name, &f.name);
-            if let Err(error) = lake.store().delete(&path).await {
-                tracing::warn!(table = %name, file = %f.name, %error, "could not delete a staged file");
-            }
-        }
+        lake.delete_files(&name, t.staged.iter().map(|f| &f.name))
+            .await;
     }
 }
 
