@@ -61,7 +61,6 @@ pub(crate) struct TableWriter {
     pub(crate) schema: SchemaRef,
     open: Option<OpenFile>,
     pub(crate) staged: Vec<StagedFile>,
-    pub(crate) n_rows: u64,
     /// Root tables under merge: the last page each row id (by [`id_key`]) came in.
     pub(crate) last_page_of_id: HashMap<u128, u64>,
     /// Root tables under merge: ids that came in more than one page in this load.
@@ -115,14 +114,6 @@ impl LoadWriter {
         &self.load_id
     }
 
-    /// Rows received so far, per table.
-    pub fn row_counts(&self) -> HashMap<String, u64> {
-        self.tables
-            .iter()
-            .map(|(k, t)| (k.clone(), t.n_rows))
-            .collect()
-    }
-
     /// Takes the batches of one page (`page_seq` orders pages: of two rows with the same
     /// primary key, the one from the later page wins).
     pub async fn write(&mut self, page_seq: u64, batches: Vec<TableBatch>) -> Result<()> {
@@ -136,7 +127,6 @@ impl LoadWriter {
                     schema: tb.batch.schema(),
                     open: None,
                     staged: Vec::new(),
-                    n_rows: 0,
                     last_page_of_id: HashMap::new(),
                     repeated_ids: HashSet::new(),
                 });
@@ -158,7 +148,6 @@ impl LoadWriter {
                     }
                 }
             }
-            writer.n_rows += tb.batch.num_rows() as u64;
             let wider = writer
                 .open
                 .as_ref()
