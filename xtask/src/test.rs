@@ -81,7 +81,26 @@ pub(crate) fn test(args: TestArgs) -> anyhow::Result<()> {
     let python = python_with_deltalake()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // The release profile, like the runner: the heavy dependencies are compiled once.
-    let status = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    // `cargo run` gave this process the xtask package's variables; build scripts that watch
+    // them (ring's watches CARGO_MANIFEST_DIR) would rebuild, and everything above them,
+    // each time the suite and a plain `cargo test` take turns.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
         .current_dir(crate::workspace_root())
         .args(["test", "--release", "--workspace"])
         .args(&args.cargo_args)
