@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::pacing::{Budget, Pacer, RateLimitConfig};
 use crate::retry::{FullJitter, RetryConfig, is_retryable_status, parse_retry_after};
-use crate::secret::{Secret, redact_text, redact_url};
+use crate::secret::{Secret, is_credential_param, redact_text, redact_url};
 use crate::{FetchError, Result};
 
 /// The `client` section of a pipeline file, as written (secrets still as references).
@@ -41,8 +41,8 @@ pub struct ClientConfig {
     /// The longest connecting may take, in seconds. Default: 10.
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: f64,
-    /// The longest the server may stay silent while the response is read, in seconds.
-    /// Default: 60.
+    /// The longest the server may stay silent while the response is read, in seconds: a
+    /// stalled body fails after it (and is retried). Default: 30.
     #[serde(default = "default_read_timeout_secs")]
     pub read_timeout_secs: f64,
     /// The largest response body accepted, in bytes; real full events exceed 1 MB.
@@ -61,7 +61,7 @@ fn default_connect_timeout_secs() -> f64 {
     10.0
 }
 fn default_read_timeout_secs() -> f64 {
-    60.0
+    30.0
 }
 fn default_max_response_bytes() -> u64 {
     64 * 1024 * 1024
@@ -192,6 +192,33 @@ impl ClientSettings {
             let value =
                 HeaderValue::from_str(v).map_err(|_| format!("headers.{k}: not a header value"))?;
             headers.insert(name, value);
+        }
+        // A credential that cannot be a header fails here, at config time, never at the
+        // first request; the message names the field, never the value.
+        let header_safe = |field: &str, value: &str| {
+            HeaderValue::from_str(value).map(|_| ()).map_err(|_| {
+                format!("auth.{field}: the secret holds a character a header cannot carry (a newline or another control character)")
+            })
+        };
+        match &auth {
+            Some(Auth::ApiKey {
+                value,
+                location: ApiKeyLocation::Header,
+                ..
+            }) => header_safe("api_key", value.expose())?,
+            Some(Auth::Bearer(token)) => header_safe("token", token.expose())?,
+            Some(Auth::Basic { username, password }) => {
+                if username.contains(':') || username.chars().any(char::is_control) {
+                    return Err(
+                        "auth.username: a user name may hold no `:` and no control character"
+                            .into(),
+                    );
+                }
+                if password.expose().chars().any(char::is_control) {
+                    return Err("auth.password: the secret holds a control character".into());
+                }
+            }
+            Some(Auth::ApiKey { .. }) | None => {}
         }
         for (field, secs) in [
             ("timeout_secs", config.timeout_secs),
@@ -335,17 +362,27 @@ impl Client {
         }
     }
 
-    /// `url` as it may be printed: credentials redacted.
+    /// `url` as it may be printed: credential parameters and the configured secret, wherever
+    /// it stands, redacted.
     pub fn redact(&self, url: &Url) -> String {
-        let extra = match &self.settings.auth {
+        redact_text(&redact_url(url, self.query_key_name()), &self.secrets())
+    }
+
+    /// The name of the query parameter that carries the API key, when it goes in the query.
+    fn query_key_name(&self) -> Option<&str> {
+        match &self.settings.auth {
             Some(Auth::ApiKey {
                 name,
                 location: ApiKeyLocation::Query,
                 ..
             }) => Some(name.as_str()),
             _ => None,
-        };
-        redact_url(url, extra)
+        }
+    }
+
+    /// The credentials of this client, for redaction.
+    fn secrets(&self) -> Vec<&Secret> {
+        self.settings.auth.iter().map(Auth::secret).collect()
     }
 
     /// How long requests still wait for a host's rate limit (after a 429, `Retry-After` or
@@ -354,22 +391,26 @@ impl Client {
         self.pacer.longest_pause()
     }
 
-    /// `url` without the credentials this client adds (the query API key, userinfo), for
-    /// storing a URL to fetch later (a resume point): the client adds them again then.
+    /// `url` without credentials, for storing a URL to fetch later (a resume point): no user
+    /// info, and no query parameter that is the configured query key, is named like a
+    /// credential ([`is_credential_param`]) or holds the configured secret. The client adds
+    /// its own credentials again when it fetches the URL.
     pub fn without_credentials(&self, url: &Url) -> Url {
         let mut clean = url.clone();
         let _ = clean.set_username("");
         let _ = clean.set_password(None);
-        if let Some(Auth::ApiKey {
-            name,
-            location: ApiKeyLocation::Query,
-            ..
-        }) = &self.settings.auth
-            && url.query_pairs().any(|(k, _)| k == name.as_str())
-        {
+        let secrets = self.secrets();
+        let is_credential = |k: &str, v: &str| {
+            is_credential_param(k)
+                || self.query_key_name().is_some_and(|n| n == k)
+                || secrets
+                    .iter()
+                    .any(|s| !s.expose().is_empty() && v.contains(s.expose()))
+        };
+        if url.query_pairs().any(|(k, v)| is_credential(&k, &v)) {
             let kept: Vec<(String, String)> = url
                 .query_pairs()
-                .filter(|(k, _)| k != name.as_str())
+                .filter(|(k, v)| !is_credential(k, v))
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
             clean.set_query(None);
@@ -481,17 +522,15 @@ impl Client {
             };
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let response = request.send().await.map_err(|source| AttemptError {
-            error: FetchError::Transport {
-                url: redacted.clone(),
-                source: source.without_url(),
-            },
+            error: self.transport_error(&redacted, source, started),
             retry_after: None,
         })?;
         let status = response.status().as_u16();
         self.stats.record_status(status);
         let headers = response.headers().clone();
-        let body = self.read_body(response, &redacted).await?;
+        let body = self.read_body(response, &redacted, started).await?;
         self.stats
             .bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -528,26 +567,73 @@ impl Client {
                     // A reset in the past (or clock skew) says nothing: back off instead.
                     .filter(|d| !d.is_zero())
             });
+        if let Some(wait) = retry_after
+            && wait > cap
+            && is_retryable_status(status)
+        {
+            return Err(AttemptError {
+                error: FetchError::WaitTooLong {
+                    url: redacted,
+                    status,
+                    wait_secs: wait.as_secs_f64(),
+                    max_secs: cap.as_secs_f64(),
+                },
+                retry_after: None,
+            });
+        }
         if status == 429 || (retry_after.is_some() && is_retryable_status(status)) {
             self.pacer
                 .pause(url, retry_after.unwrap_or_default().min(cap));
         }
-        let secrets: Vec<&Secret> = self.settings.auth.iter().map(Auth::secret).collect();
-        let snippet: String = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        // Redacted before it is cut, so that a secret across the cut is not left in part.
+        let secrets = self.secrets();
+        let longest = secrets.iter().map(|s| s.expose().len()).max().unwrap_or(0);
+        let window = String::from_utf8_lossy(&body[..body.len().min(300 + longest)]);
+        let body_snippet: String = redact_text(&window, &secrets).chars().take(300).collect();
         Err(AttemptError {
             error: FetchError::Status {
                 url: redacted,
                 status,
-                body_snippet: redact_text(&snippet, &secrets),
+                body_snippet,
             },
             retry_after,
         })
+    }
+
+    /// A failure to connect, send or receive, as the error that says what ran out: a timeout
+    /// names its setting; anything else is a transport failure.
+    fn transport_error(
+        &self,
+        redacted: &str,
+        source: reqwest::Error,
+        started: std::time::Instant,
+    ) -> FetchError {
+        if !source.is_timeout() {
+            return FetchError::Transport {
+                url: redacted.to_owned(),
+                source: source.without_url(),
+            };
+        }
+        let s = &self.settings;
+        let (setting, limit) = if started.elapsed() >= s.timeout {
+            ("timeout_secs", s.timeout)
+        } else if source.is_connect() {
+            ("connect_timeout_secs", s.connect_timeout)
+        } else {
+            ("read_timeout_secs", s.read_timeout)
+        };
+        FetchError::Timeout {
+            url: redacted.to_owned(),
+            secs: limit.as_secs_f64(),
+            setting,
+        }
     }
 
     async fn read_body(
         &self,
         mut response: reqwest::Response,
         redacted: &str,
+        started: std::time::Instant,
     ) -> std::result::Result<Vec<u8>, AttemptError> {
         let limit = self.settings.max_response_bytes;
         let mut body =
@@ -567,12 +653,19 @@ impl Client {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Ok(body),
+                // Whatever broke after the headers (a reset, a body cut short, a bad gzip
+                // stream) is a transport failure, retried like one.
                 Err(source) => {
-                    return Err(AttemptError {
-                        error: FetchError::Transport {
-                            url: redacted.to_owned(),
-                            source: source.without_url(),
+                    let error = match self.transport_error(redacted, source, started) {
+                        FetchError::Transport { url, source } => FetchError::BodyCut {
+                            url,
+                            n_bytes: body.len() as u64,
+                            source,
                         },
+                        timeout => timeout,
+                    };
+                    return Err(AttemptError {
+                        error,
                         retry_after: None,
                     });
                 }

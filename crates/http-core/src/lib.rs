@@ -30,7 +30,7 @@ pub use client::{
 };
 pub use pacing::RateLimitConfig;
 pub use retry::{FullJitter, RetryConfig, is_retryable_status, parse_retry_after};
-pub use secret::{Secret, redact_text, redact_url};
+pub use secret::{Secret, is_credential_param, redact_text, redact_url};
 
 /// Why a request failed. URLs in it are redacted; bodies are cut to a snippet.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,42 @@ pub enum FetchError {
         /// The transport error.
         #[source]
         source: reqwest::Error,
+    },
+    /// No answer, or no more of the body, within a configured time.
+    #[error("http: GET {url} timed out after {secs} s ({setting})")]
+    Timeout {
+        /// The URL, redacted.
+        url: String,
+        /// The limit that ran out, in seconds.
+        secs: f64,
+        /// Which setting it is (`read_timeout_secs`, `connect_timeout_secs`, `timeout_secs`).
+        setting: &'static str,
+    },
+    /// The connection broke while the body was read (a reset, or a body cut short).
+    #[error("http: GET {url}: the connection broke after {n_bytes} bytes of the body")]
+    BodyCut {
+        /// The URL, redacted.
+        url: String,
+        /// Bytes of the body read before it broke.
+        n_bytes: u64,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server asked to wait longer than `retry_after_max_secs` allows: failing now says
+    /// so at once, where waiting would look like a hang.
+    #[error(
+        "http: GET {url} answered {status} and asked to wait {wait_secs:.0} s before retrying, more than retry_after_max_secs = {max_secs}; raise it in [client.retry] to wait that long"
+    )]
+    WaitTooLong {
+        /// The URL, redacted.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// How long the server asked to wait, in seconds.
+        wait_secs: f64,
+        /// The configured cap, in seconds.
+        max_secs: f64,
     },
     /// The body was larger than the configured limit.
     #[error("http: GET {url}: the body is larger than max_response_bytes = {limit}")]
@@ -102,7 +138,9 @@ impl FetchError {
                     || source.is_request()
                     || source.is_body()
             }
+            FetchError::Timeout { .. } | FetchError::BodyCut { .. } => true,
             FetchError::TooLarge { .. }
+            | FetchError::WaitTooLong { .. }
             | FetchError::Redirects { .. }
             | FetchError::Client { .. } => false,
         }
@@ -111,7 +149,9 @@ impl FetchError {
     /// The HTTP status, if the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            FetchError::Status { status, .. } => Some(*status),
+            FetchError::Status { status, .. } | FetchError::WaitTooLong { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }

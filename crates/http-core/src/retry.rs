@@ -16,7 +16,8 @@ pub struct RetryConfig {
     /// The largest backoff delay, in seconds. Default: 60.
     #[serde(default = "default_backoff_max_secs")]
     pub backoff_max_secs: f64,
-    /// The longest `Retry-After` honored, in seconds; a longer one is cut to this. Default: 300.
+    /// The longest `Retry-After` honored, in seconds: a server that asks for longer fails the
+    /// request at once, with a message saying how long it asked for. Default: 300.
     #[serde(default = "default_retry_after_max_secs")]
     pub retry_after_max_secs: f64,
 }

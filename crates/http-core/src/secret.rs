@@ -32,20 +32,47 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Query parameter names whose values are credentials and are redacted in every URL we print.
-const SECRET_PARAMS: &[&str] = &[
-    "auth_token",
-    "api_key",
-    "apikey",
-    "token",
-    "access_token",
-    "key",
-    "password",
-    "secret",
-];
+/// Whether a query parameter of this name carries a credential (`auth_token`, `api_key`,
+/// `access_token`, `sig`, `X-Amz-Signature`, …): its value is redacted in every URL printed
+/// and the parameter is dropped from every URL stored. Pagination tokens (`page_token`,
+/// `next_token`) are not credentials.
+pub fn is_credential_param(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "key",
+        "apikey",
+        "token",
+        "auth",
+        "bearer",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "sig",
+        "signature",
+        "session",
+        "sessionid",
+        "x_amz_credential",
+        "x_amz_security_token",
+    ];
+    const SUFFIXES: &[&str] = &[
+        "api_key",
+        "_apikey",
+        "access_token",
+        "auth_token",
+        "refresh_token",
+        "id_token",
+        "private_token",
+        "session_token",
+        "_secret",
+        "_password",
+        "_signature",
+    ];
+    let n = name.to_ascii_lowercase().replace('-', "_");
+    EXACT.contains(&n.as_str()) || SUFFIXES.iter().any(|s| n.ends_with(s))
+}
 
-/// A URL as it may be printed: user info removed, credential query values replaced by `***`,
-/// and, when given, the configured query credential's name too.
+/// A URL as it may be printed: user info removed, credential query values replaced by `***`
+/// ([`is_credential_param`], and, when given, the configured query credential's name too).
 pub fn redact_url(url: &Url, extra_secret_param: Option<&str>) -> String {
     let mut url = url.clone();
     let _ = url.set_password(None);
@@ -54,7 +81,7 @@ pub fn redact_url(url: &Url, extra_secret_param: Option<&str>) -> String {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let secret = SECRET_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s))
+                let secret = is_credential_param(&k)
                     || extra_secret_param.is_some_and(|p| k.eq_ignore_ascii_case(p));
                 (
                     k.into_owned(),
@@ -73,12 +100,19 @@ pub fn redact_url(url: &Url, extra_secret_param: Option<&str>) -> String {
     url.to_string()
 }
 
-/// Replaces every occurrence of the secrets in `text` by `***`.
+/// Replaces every occurrence of the secrets in `text` by `***`, as written and as
+/// percent-encoded in a URL, whatever their length: a short token is still a token.
 pub fn redact_text(text: &str, secrets: &[&Secret]) -> String {
     let mut out = text.to_owned();
     for s in secrets {
-        if s.expose().len() >= 4 {
-            out = out.replace(s.expose(), "***");
+        let raw = s.expose();
+        if raw.is_empty() {
+            continue;
+        }
+        out = out.replace(raw, "***");
+        let encoded: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
+        if encoded != raw {
+            out = out.replace(&encoded, "***");
         }
     }
     out
@@ -87,6 +121,42 @@ pub fn redact_text(text: &str, secrets: &[&Secret]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 12: a token of fewer than four characters went into error lines unredacted.
+    #[test]
+    fn short_and_percent_encoded_secrets_are_redacted() {
+        let short = Secret::new("Zq9");
+        let odd = Secret::new("a b/c");
+        assert_eq!(
+            redact_text("bad token Zq9 (a+b%2Fc, a b/c)", &[&short, &odd]),
+            "bad token *** (***, ***)"
+        );
+    }
+
+    #[test]
+    fn credential_names_are_told_from_pagination_tokens() {
+        for name in [
+            "auth_token",
+            "API_KEY",
+            "access_token",
+            "sig",
+            "X-Amz-Signature",
+            "client_secret",
+            "token",
+        ] {
+            assert!(is_credential_param(name), "{name}");
+        }
+        for name in [
+            "page_token",
+            "next_token",
+            "cursor",
+            "offset",
+            "per_page",
+            "keys",
+        ] {
+            assert!(!is_credential_param(name), "{name}");
+        }
+    }
 
     #[test]
     fn secret_never_prints() {
@@ -102,10 +172,11 @@ mod tests {
             redact_url(&u, Some("sig")),
             "https://api.example.com/x?auth_token=***&per_page=5&sig=***"
         );
-        let plain = Url::parse("https://api.example.com/x?offset%5Bcount%5D=1").unwrap();
+        let plain =
+            Url::parse("https://api.example.com/x?offset%5Bcount%5D=1&page_token=p").unwrap();
         assert_eq!(
             redact_url(&plain, None),
-            "https://api.example.com/x?offset%5Bcount%5D=1"
+            "https://api.example.com/x?offset%5Bcount%5D=1&page_token=p"
         );
     }
 }

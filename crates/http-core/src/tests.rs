@@ -401,10 +401,139 @@ async fn a_server_too_slow_to_answer_is_retried_then_reported_as_a_timeout() {
         .await
         .unwrap_err();
     match &err {
-        FetchError::Transport { source, .. } => assert!(source.is_timeout(), "{err:?}"),
+        FetchError::Timeout { secs, setting, .. } => {
+            assert_eq!((*secs, *setting), (0.3, "timeout_secs"));
+        }
         other => panic!("expected a timeout, got {other}"),
     }
+    assert!(err.to_string().contains("timed out after 0.3 s"), "{err}");
     assert_eq!(client.stats().retries, 1);
+}
+
+/// A server on loopback that answers each connection, in turn, with the bytes `answers`
+/// gives (the last one again for later connections), then closes it, or first stalls it
+/// (`true`) for longer than any test waits.
+async fn raw_server(answers: Vec<(Vec<u8>, bool)>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (bytes, stall) = answers[n.min(answers.len() - 1)].clone();
+            n += 1;
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(&bytes).await;
+                if stall {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+// Issue 12: a connection reset or a body cut short after the headers ended the run.
+#[tokio::test]
+async fn a_body_cut_short_after_the_headers_is_retried() {
+    let full = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n[1,2,3,4,5]".to_vec();
+    let cut = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n[1,2".to_vec();
+    let base = raw_server(vec![(cut.clone(), false), (cut, false), (full, false)]).await;
+    let client = Client::new(settings(&base, None)).unwrap();
+    let r = client
+        .get(&format!("{base}/events").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.n_retries, r.body.as_slice()),
+        (2, b"[1,2,3,4,5]".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_body_times_out_on_the_read_timeout_and_says_so() {
+    let stalled = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n[1,2".to_vec();
+    let base = raw_server(vec![(stalled, true)]).await;
+    let client = Client::new(settings_with(
+        &base,
+        None,
+        serde_json::json!({"read_timeout_secs": 0.3, "retry": {"max_retries": 1, "backoff_base_secs": 0.01}}),
+    ))
+    .unwrap();
+    let err = client
+        .get(&format!("{base}/events").parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FetchError::Timeout {
+                setting: "read_timeout_secs",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("timed out after 0.3 s (read_timeout_secs)"),
+        "{err}"
+    );
+    assert_eq!(client.stats().retries, 1);
+}
+
+// Issue 12: `Retry-After: 999999` waited three times the cap before failing.
+#[tokio::test]
+async fn a_retry_after_beyond_the_cap_fails_at_once_saying_how_long() {
+    let server = MockServer::start().await;
+    Mock::given(path("/later"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "999999"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = Client::new(settings(&server.uri(), None)).unwrap();
+    let started = Instant::now();
+    let err = client
+        .get(&format!("{}/later", server.uri()).parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(err, FetchError::WaitTooLong { status: 429, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("999999 s") && text.contains("retry_after_max_secs = 300"),
+        "{text}"
+    );
+}
+
+// Issue 12: a next link carrying the token in `auth_token` and `sig` put it in the stored
+// resume URL.
+#[test]
+fn stored_urls_keep_no_credential() {
+    let client = Client::new(settings("https://api.example.com", Some(token_auth()))).unwrap();
+    let next: url::Url = "https://api.example.com/e?offset=5&auth_token=token%20s3cr3t-value&sig=x&echo=token%20s3cr3t-value&page_token=p2"
+        .parse()
+        .unwrap();
+    let stored = client.without_credentials(&next).to_string();
+    assert_eq!(stored, "https://api.example.com/e?offset=5&page_token=p2");
+    let printed = client.redact(&next);
+    assert!(!printed.contains("s3cr3t"), "{printed}");
+}
+
+// Issue 12: a token with a newline failed at the first request instead of at config time.
+#[test]
+fn a_credential_that_cannot_be_a_header_is_refused_by_the_config_check() {
+    let config: ClientConfig =
+        serde_json::from_value(serde_json::json!({"base_url": "https://api.example.com"})).unwrap();
+    let auth = Auth::Bearer(Secret::new("abc\ndef"));
+    let err = ClientSettings::from_config(&config, Some(auth)).unwrap_err();
+    assert!(err.starts_with("auth.token:"), "{err}");
+    assert!(!err.contains("abc"), "{err}");
 }
 
 #[tokio::test]
