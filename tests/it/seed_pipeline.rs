@@ -144,7 +144,7 @@ async fn a_run_that_fails_midway_commits_nothing() {
     let err = pipeline::run(&p, &options).await.unwrap_err();
     let message = anyhow_like(err);
     assert!(
-        message.contains("page 1 of `events[organization_id="),
+        message.contains("page 2 of `events[organization_id="),
         "{message}"
     );
     assert!(message.contains("offset=50"), "{message}");

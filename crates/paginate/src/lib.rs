@@ -28,15 +28,18 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod body;
 mod json_path;
 mod page_loop;
 mod paginator;
 mod stop_condition;
 
+pub use body::{BodyProblem, MAX_DEPTH, parse_body};
 pub use json_path::JsonPath;
 pub use page_loop::{FetchedPage, PageLoop};
 pub use paginator::{
-    FirstRequestParams, Next, Paginator, PaginatorConfig, PagingProblem, Strategy, next_link,
+    FirstRequestParams, MAX_PAGE_SIZE, Next, Paginator, PaginatorConfig, PagingProblem, Strategy,
+    check_page_size, next_link,
 };
 pub use stop_condition::StopCondition;
 
@@ -45,58 +48,66 @@ pub use stop_condition::StopCondition;
 #[non_exhaustive]
 pub enum PaginateError {
     /// The request for a page failed (after retries, where retryable).
-    #[error("paginate: page {page_idx} of `{paging}`")]
+    #[error("paginate: page {page_no} of `{paging}`")]
     Fetch {
         /// The resource and partition.
         paging: String,
-        /// The page's position.
-        page_idx: usize,
+        /// The page's number in its paging, from 1 (an unfinished paging resumed by a later
+        /// run goes on counting).
+        page_no: usize,
         /// The HTTP failure.
         #[source]
         source: http_core::FetchError,
     },
-    /// The body is not JSON.
-    #[error("paginate: page {page_idx} of `{paging}` ({url}) is not valid JSON")]
+    /// The body is not JSON the pipeline can read.
+    #[error(
+        "paginate: page {page_no} of `{paging}` ({url}) is not valid JSON at byte {offset}: {problem}"
+    )]
     Body {
         /// The resource and partition.
         paging: String,
-        /// The page's position.
-        page_idx: usize,
+        /// The page's number in its paging, from 1 (an unfinished paging resumed by a later
+        /// run goes on counting).
+        page_no: usize,
         /// The URL, redacted.
         url: String,
-        /// The parser's error.
-        #[source]
-        source: serde_json::Error,
+        /// The byte of the body where the problem is.
+        offset: usize,
+        /// What is wrong there.
+        problem: String,
     },
     /// The data selector found nothing usable.
-    #[error("paginate: data selector `{selector}` found no list in page {page_idx} of `{paging}`")]
+    #[error("paginate: data selector `{selector}` found no list in page {page_no} of `{paging}`")]
     DataSelector {
         /// The resource and partition.
         paging: String,
-        /// The page's position.
-        page_idx: usize,
+        /// The page's number in its paging, from 1 (an unfinished paging resumed by a later
+        /// run goes on counting).
+        page_no: usize,
         /// The selector.
         selector: String,
     },
     /// The next URL was already fetched in this paging.
     #[error(
-        "paginate: page {page_idx} of `{paging}` points back to {url}, which was fetched already; stopping to avoid a loop"
+        "paginate: page {page_no} of `{paging}` points back to {url}, which was fetched already; stopping to avoid a loop"
     )]
     Loop {
         /// The resource and partition.
         paging: String,
-        /// The page's position.
-        page_idx: usize,
+        /// The page's number in its paging, from 1 (an unfinished paging resumed by a later
+        /// run goes on counting).
+        page_no: usize,
         /// The repeated URL, redacted.
         url: String,
     },
     /// The paginator could not read the response.
-    #[error("paginate: page {page_idx} of `{paging}`: {message}")]
+    #[error("paginate: page {page_no} of `{paging}`: {message}")]
     Paginator {
         /// The resource and partition.
         paging: String,
-        /// The page's position.
-        page_idx: usize,
+        /// The page's number in its paging, from 1 (an unfinished paging resumed by a later
+        /// run goes on counting).
+        page_no: usize,
         /// What went wrong.
         message: String,
     },

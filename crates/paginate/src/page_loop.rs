@@ -15,8 +15,11 @@ use crate::{PaginateError, Result};
 pub struct FetchedPage {
     /// The URL fetched.
     pub url: Url,
-    /// The page's position in its paging, from 0.
+    /// The page's position in this run's part of its paging, from 0.
     pub page_idx: usize,
+    /// The page's number in its paging, from 1, counting the pages earlier runs landed of
+    /// an unfinished paging this run resumed: the number errors and logs show.
+    pub page_no: usize,
     /// The response headers.
     pub headers: HeaderMap,
     /// The records (the data selector's list; a lone object becomes a list of one).
@@ -37,6 +40,8 @@ pub struct PageLoop {
     label: String,
     next: Option<Url>,
     page_idx: usize,
+    /// Pages of this paging that earlier runs landed (a resumed paging).
+    pages_before: usize,
     max_pages: Option<usize>,
 }
 
@@ -57,8 +62,16 @@ impl PageLoop {
             label,
             next: Some(first_url),
             page_idx: 0,
+            pages_before: 0,
             max_pages,
         }
+    }
+
+    /// A paging resumed after `pages_before` pages that earlier runs landed: page numbers in
+    /// errors go on from there.
+    pub fn resuming_after(mut self, pages_before: usize) -> Self {
+        self.pages_before = pages_before;
+        self
     }
 
     /// The URL of the next page, if the paging goes on (`None` after its last page).
@@ -76,29 +89,28 @@ impl PageLoop {
             return Ok(None);
         }
         let page_idx = self.page_idx;
+        let page_no = self.pages_before + page_idx + 1;
         let response = self
             .client
             .get(&url)
             .await
             .map_err(|source| PaginateError::Fetch {
                 paging: self.label.clone(),
-                page_idx,
+                page_no,
                 source,
             })?;
-        let mut body: Value = if response.body.iter().all(u8::is_ascii_whitespace) {
-            Value::Array(Vec::new())
-        } else {
-            serde_json::from_slice(&response.body).map_err(|source| PaginateError::Body {
+        let mut body: Value =
+            crate::body::parse_body(&response.body).map_err(|p| PaginateError::Body {
                 paging: self.label.clone(),
-                page_idx,
+                page_no,
                 url: self.client.redact(&url),
-                source,
-            })?
-        };
+                offset: p.offset,
+                problem: p.problem,
+            })?;
         let selected = match &self.data_selector {
             Some(path) => path.get(&body).ok_or_else(|| PaginateError::DataSelector {
                 paging: self.label.clone(),
-                page_idx,
+                page_no,
                 selector: path.to_string(),
             })?,
             None => &body,
@@ -109,7 +121,7 @@ impl PageLoop {
             .map_err(|problem| match problem {
                 PagingProblem::Repeated(u) => PaginateError::Loop {
                     paging: self.label.clone(),
-                    page_idx,
+                    page_no,
                     url: self
                         .client
                         .redact(&Url::parse(&u).unwrap_or_else(|_| url.clone())),
@@ -117,7 +129,7 @@ impl PageLoop {
                 PagingProblem::Malformed(m) | PagingProblem::StopCondition(m) => {
                     PaginateError::Paginator {
                         paging: self.label.clone(),
-                        page_idx,
+                        page_no,
                         message: m,
                     }
                 }
@@ -133,7 +145,7 @@ impl PageLoop {
             other => {
                 return Err(PaginateError::DataSelector {
                     paging: self.label.clone(),
-                    page_idx,
+                    page_no,
                     selector: format!(
                         "{} (found {})",
                         self.data_selector
@@ -146,7 +158,7 @@ impl PageLoop {
         };
         if let Next::Url(u) = next {
             if records.is_empty() && !self.paginator.continues_past_empty_pages() {
-                tracing::warn!(paging = %self.label, page_idx, "empty page although a next page was announced; stopping");
+                tracing::warn!(paging = %self.label, page_no, "empty page although a next page was announced; stopping");
             } else {
                 self.next = Some(u);
             }
@@ -155,6 +167,7 @@ impl PageLoop {
         Ok(Some(FetchedPage {
             url,
             page_idx,
+            page_no,
             headers: response.headers,
             records,
             n_bytes: response.body.len(),

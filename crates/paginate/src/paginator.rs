@@ -213,6 +213,10 @@ pub type FirstRequestParams = Vec<(String, String)>;
 impl PaginatorConfig {
     /// Checks the config; errors are messages naming the field.
     pub fn compile(&self) -> Result<(Strategy, FirstRequestParams), String> {
+        let page_size = |l: &Option<u64>| {
+            l.map(|l| check_page_size(&l.to_string()).map_err(|e| format!("limit: {e}")))
+                .transpose()
+        };
         let stop = |s: &Option<String>| -> Result<Option<StopCondition>, String> {
             s.as_deref()
                 .map(StopCondition::compile)
@@ -228,7 +232,7 @@ impl PaginatorConfig {
                 page_size_param,
                 stop_condition,
             } => {
-                let params = limit
+                let params = page_size(limit)?
                     .map(|l| vec![(page_size_param.clone(), l.to_string())])
                     .unwrap_or_default();
                 let strategy = if cursor_param.eq_ignore_ascii_case("link") {
@@ -254,7 +258,7 @@ impl PaginatorConfig {
                     rel: links_next_key.clone(),
                     stop_condition: None,
                 },
-                limit
+                page_size(limit)?
                     .map(|l| vec![(page_size_param.clone(), l.to_string())])
                     .unwrap_or_default(),
             ),
@@ -273,9 +277,7 @@ impl PaginatorConfig {
                 maximum_offset,
                 stop_after_empty_page,
             } => {
-                if *limit == 0 {
-                    return Err("limit: must be at least 1".into());
-                }
+                page_size(&Some(*limit))?;
                 if !stop_after_empty_page && total_path.is_none() && maximum_offset.is_none() {
                     return Err("stop_after_empty_page = false needs total_path or maximum_offset, or the paging never ends".into());
                 }
@@ -538,4 +540,19 @@ pub fn next_link(
         }
     }
     Ok(None)
+}
+
+/// The largest page size accepted in a pipeline file: APIs cap theirs far below (Bugsnag
+/// 100, Sentry 100), so a larger one is a typo.
+pub const MAX_PAGE_SIZE: u64 = 10_000;
+
+/// Checks a page size as written in a pipeline file (a paginator's `limit`, a `per_page`
+/// parameter): a whole number from 1 to [`MAX_PAGE_SIZE`].
+pub fn check_page_size(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "a page size is a whole number from 1 to {MAX_PAGE_SIZE}, got `{value}`"
+        )),
+    }
 }

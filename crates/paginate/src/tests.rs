@@ -256,7 +256,7 @@ async fn a_broken_body_names_the_paging_and_page() {
     let err = pages.next_page().await.unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("paginate: page 0 of `items[project_id=p1]`"),
+            .starts_with("paginate: page 1 of `items[project_id=p1]`"),
         "{err}"
     );
 }

@@ -52,14 +52,14 @@ pub enum PipelineError {
     #[error(transparent)]
     Source(#[from] source_errors::SourceError),
     /// Normalizing a page failed.
-    #[error("transform: page {page_idx} of `{resource}`{partition}", partition = if partition.is_empty() { String::new() } else { format!("[{partition}]") })]
+    #[error("transform: page {page_no} of `{resource}`{partition}", partition = if partition.is_empty() { String::new() } else { format!("[{partition}]") })]
     Transform {
         /// The resource.
         resource: String,
         /// The partition.
         partition: String,
-        /// The page.
-        page_idx: usize,
+        /// The page's number in its paging, from 1.
+        page_no: usize,
         /// Why.
         #[source]
         source: Box<transform::TransformError>,

@@ -246,7 +246,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
                                 return Err(PipelineError::Transform {
                                     resource: page.resource.to_string(),
                                     partition: page.partition.to_string(),
-                                    page_idx: page.page_idx,
+                                    page_no: page.page_no,
                                     source: Box::new(source),
                                 });
                             }

@@ -51,6 +51,7 @@ pub async fn load_state(lake: &Lake) -> Result<HashMap<StateKey, StoredState>, P
                     cursor: text(&row, "cursor"),
                     resume_url: text(&row, "resume_url"),
                     resume_cursor: text(&row, "resume_cursor"),
+                    resume_page: text(&row, "resume_page").and_then(|n| n.parse().ok()),
                 },
                 error: text(&row, "error"),
                 load_id: text(&row, "load_id"),
@@ -90,6 +91,8 @@ pub(crate) async fn commit_state(
                 "cursor": s.state.cursor,
                 "resume_url": s.state.resume_url,
                 "resume_cursor": s.state.resume_cursor,
+                // As text: a column that saw only nulls first is text, and stays so.
+                "resume_page": s.state.resume_page.map(|n| n.to_string()),
                 "error": s.error,
                 "load_id": load_id,
                 "updated_at": now,
@@ -103,7 +106,7 @@ pub(crate) async fn commit_state(
         .map_err(|source| PipelineError::Transform {
             resource: STATE_TABLE.into(),
             partition: String::new(),
-            page_idx: 0,
+            page_no: 1,
             source: Box::new(source),
         })?;
     let mut writer = LoadWriter::new(
@@ -166,6 +169,7 @@ mod tests {
             cursor: None,
             resume_url: Some(url.into()),
             resume_cursor: None,
+            resume_page: None,
         })
     }
 

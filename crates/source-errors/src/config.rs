@@ -251,6 +251,14 @@ impl Source {
                             },
                         );
                     }
+                    Value::String(_) | Value::Number(_)
+                        if PAGE_SIZE_PARAMS.contains(&k.as_str()) =>
+                    {
+                        let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                        paginate::check_page_size(&text)
+                            .map_err(|m| err(at(&format!("endpoint.params.{k}")), m))?;
+                        params.push((k.clone(), text));
+                    }
                     Value::String(s) => params.push((k.clone(), s.clone())),
                     Value::Number(_) | Value::Bool(_) => params.push((k.clone(), v.to_string())),
                     other => {
@@ -375,6 +383,27 @@ impl Source {
         resource: &Resource,
         partition: &BTreeMap<String, String>,
     ) -> Result<Url> {
+        // A value goes into the path as one segment: `/`, `?` and `#` are escaped, and a
+        // value that cannot be a segment at all (URL parsers resolve `.` and `..` even when
+        // escaped) fails its partition before anything is sent.
+        if let Some((key, value)) = partition
+            .iter()
+            .find(|(_, v)| matches!(v.as_str(), "" | "." | ".."))
+        {
+            let parent = resource
+                .partition_keys
+                .iter()
+                .find(|p| p.key == *key)
+                .map_or_else(String::new, |p| {
+                    format!(" (the `{}` of a `{}` record)", p.field, p.resource)
+                });
+            return Err(SourceError::Partition {
+                resource: resource.name.clone(),
+                message: format!(
+                    "partition value `{value}` of `{key}`{parent} cannot be a path segment; nothing was sent for it"
+                ),
+            });
+        }
         let values: BTreeMap<&str, String> = partition
             .iter()
             .map(|(k, v)| {
@@ -404,6 +433,9 @@ impl Source {
         Ok(url)
     }
 }
+
+/// Query parameters that set a page size, checked like a paginator's `limit`.
+const PAGE_SIZE_PARAMS: &[&str] = &["per_page", "limit", "page_size", "pagelen"];
 
 /// Characters escaped in a partition value put into a path segment.
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

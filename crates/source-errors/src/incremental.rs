@@ -156,6 +156,10 @@ pub struct PartitionState {
     pub resume_url: Option<String>,
     /// The latest cursor value of the pages already landed from the unfinished paging.
     pub resume_cursor: Option<String>,
+    /// How many pages of the unfinished paging have landed, so that page numbers in errors
+    /// go on counting when the next run resumes it.
+    #[serde(default)]
+    pub resume_page: Option<u64>,
 }
 
 impl PartitionState {

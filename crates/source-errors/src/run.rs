@@ -37,8 +37,11 @@ pub struct Page {
     pub resource: Arc<str>,
     /// The partition it was fetched for.
     pub partition: Arc<Partition>,
-    /// The page's position within its paging, from 0.
+    /// The page's position within this run's part of its paging, from 0.
     pub page_idx: usize,
+    /// The page's number in its paging, from 1, counting the pages earlier runs landed of a
+    /// resumed paging: the number errors show.
+    pub page_no: usize,
     /// A number unique to the page within the run, increasing in fetch order within a paging:
     /// the later page of two wins when both hold the same primary key.
     pub page_seq: u64,
@@ -374,6 +377,14 @@ async fn fetch_paging_inner(
             url
         }
     };
+    let pages_before = if resumed {
+        prior
+            .and_then(|p| p.resume_page)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let mut pages = PageLoop::new(
         ctx.client.clone(),
         url,
@@ -381,7 +392,8 @@ async fn fetch_paging_inner(
         resource.data_selector.clone(),
         label,
         ctx.options.max_pages,
-    );
+    )
+    .resuming_after(pages_before);
     let children: Vec<Arc<Resource>> = ctx
         .source
         .children(&resource.name)
@@ -461,12 +473,14 @@ async fn fetch_paging_inner(
                 cursor: prior.and_then(|p| p.cursor.clone()),
                 resume_url: Some(next.to_string()),
                 resume_cursor: latest.clone(),
+                resume_page: Some(fetched.page_no as u64),
             },
             None => PartitionState {
                 cursor: incremental
                     .and_then(|_| max_cursor(start_value.clone(), latest.as_deref())),
                 resume_url: None,
                 resume_cursor: None,
+                resume_page: None,
             },
         });
         let n_records = fetched.records.len() as u64;
@@ -504,6 +518,7 @@ async fn fetch_paging_inner(
                 resource: resource_name.clone(),
                 partition: job.partition.clone(),
                 page_idx: fetched.page_idx,
+                page_no: fetched.page_no,
                 page_seq,
                 records,
                 state_after,

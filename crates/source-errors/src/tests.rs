@@ -73,6 +73,66 @@ fn paths_render_with_partition_values_under_the_base_path() {
     );
 }
 
+// Issue 12: a parent id of `..` turned `/projects/{id}/saved_searches` into `/saved_searches`.
+#[test]
+fn a_partition_value_that_cannot_be_a_segment_fails_naming_its_parent() {
+    let s = Source::from_value(seed_like(), Path::new("x.json"), &secrets()).unwrap();
+    for value in ["..", ".", ""] {
+        let partition = BTreeMap::from([("project_id".to_owned(), value.to_owned())]);
+        let err = s
+            .first_url(s.resource("events").unwrap(), &partition)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "source: resource `events`: partition value `{value}` of `project_id` (the `id` of a `projects` record) cannot be a path segment; nothing was sent for it"
+            )
+        );
+    }
+    let partition = BTreeMap::from([("project_id".to_owned(), "../x?y#z".to_owned())]);
+    let url = s
+        .first_url(s.resource("events").unwrap(), &partition)
+        .unwrap();
+    assert_eq!(
+        url.as_str(),
+        "https://api.example.com/v2/projects/..%2Fx%3Fy%23z/events?per_page=50"
+    );
+}
+
+// Issue 12: `per_page = "x"`, 0, negative or absurd values were accepted, and a token with
+// a newline failed only at the first request.
+#[test]
+fn page_sizes_and_credentials_that_cannot_work_are_refused() {
+    for bad in [
+        json!("x"),
+        json!(0),
+        json!(-5),
+        json!(1_000_000),
+        json!(2.5),
+    ] {
+        check_error(
+            |v| v["resource_defaults"]["endpoint"]["params"]["per_page"] = bad.clone(),
+            &format!(
+                "config: pipelines/x.toml: `resources[0].endpoint.params.per_page`: a page size is a whole number from 1 to 10000, got `{}`",
+                bad.as_str().map_or_else(|| bad.to_string(), str::to_owned)
+            ),
+        );
+    }
+    check_error(
+        |v| v["resources"][0]["endpoint"]["paginator"]["limit"] = json!(0),
+        "config: pipelines/x.toml: `resources[0].endpoint.paginator`: limit: a page size is a whole number from 1 to 10000, got `0`",
+    );
+    let newline = Secrets::from_map([("auth_token".to_owned(), "tok\nen".to_owned())]);
+    let err = Source::from_value(seed_like(), Path::new("pipelines/x.toml"), &newline)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "config: pipelines/x.toml: `client.auth.api_key`: the secret holds a character a header cannot carry (a newline or another control character)"
+    );
+}
+
 #[test]
 fn unknown_keys_are_named_with_their_path() {
     check_error(
