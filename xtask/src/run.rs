@@ -218,6 +218,11 @@ pub(crate) fn print_summary(report: &RunReport) {
     for (column, n) in &report.discarded.values {
         println!("discarded by the schema contract: {n} values of `{column}`");
     }
+    for (column, n) in &report.discarded.kept_as_json {
+        println!(
+            "kept as JSON text (the table reached [normalize] max_table_columns): {n} objects in `{column}`"
+        );
+    }
 }
 
 pub(crate) fn check(args: CheckArgs) -> anyhow::Result<()> {

@@ -25,6 +25,15 @@ pub struct NormalizeConfig {
     /// anything deeper is kept as a JSON text column (`errlake.type = json`). Default: 8.
     #[serde(default = "default_max_nesting_depth")]
     pub max_nesting_depth: usize,
+    /// The most columns a table gets. An object whose new keys would take its table past it
+    /// is kept whole as JSON text in one column instead, and the run report counts it
+    /// (`kept_as_json`); the top level of a record always becomes columns. User-defined
+    /// metadata can hold thousands of distinct keys, each a column of every later file and
+    /// footer; dlt has no limit. Default: 1000, twenty times the widest table of the Bugsnag
+    /// and Sentry APIs' documented fields, and well within what DuckDB, Polars, Spark and
+    /// Trino read comfortably.
+    #[serde(default = "default_max_table_columns")]
+    pub max_table_columns: usize,
     /// The schema contract of every table without its own. Default: evolve everything.
     #[serde(default)]
     pub schema_contract: SchemaContract,
@@ -37,11 +46,16 @@ pub(crate) fn default_max_nesting_depth() -> usize {
     8
 }
 
+fn default_max_table_columns() -> usize {
+    1000
+}
+
 impl Default for NormalizeConfig {
-    /// Depth 8, evolve, no hints.
+    /// Depth 8, 1000 columns a table, evolve, no hints.
     fn default() -> Self {
         NormalizeConfig {
             max_nesting_depth: default_max_nesting_depth(),
+            max_table_columns: default_max_table_columns(),
             schema_contract: SchemaContract::default(),
             tables: BTreeMap::new(),
         }

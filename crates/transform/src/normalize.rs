@@ -110,15 +110,20 @@ struct ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(column_type: ColumnType) -> Self {
+    /// A builder with room for `rows` values. Sized by the page, not Arrow's default of 1024
+    /// slots: a table may have thousands of columns, and 1024 slots each cost megabytes per
+    /// page and batch.
+    fn new(column_type: ColumnType, rows: usize) -> Self {
         let data = match column_type {
-            ColumnType::Bool => ColumnData::Bool(BooleanBuilder::new()),
-            ColumnType::BigInt => ColumnData::BigInt(Int64Builder::new()),
-            ColumnType::Double => ColumnData::Double(Float64Builder::new()),
-            ColumnType::Text | ColumnType::Json => ColumnData::Text(StringBuilder::new()),
-            ColumnType::Timestamp => {
-                ColumnData::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            ColumnType::Bool => ColumnData::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnType::BigInt => ColumnData::BigInt(Int64Builder::with_capacity(rows)),
+            ColumnType::Double => ColumnData::Double(Float64Builder::with_capacity(rows)),
+            ColumnType::Text | ColumnType::Json => {
+                ColumnData::Text(StringBuilder::with_capacity(rows, rows * 16))
             }
+            ColumnType::Timestamp => ColumnData::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
         };
         ColumnBuilder {
             data,
@@ -213,13 +218,18 @@ pub struct TableBatch {
     pub batch: RecordBatch,
 }
 
-/// What schema contracts left out (`discard_row`, `discard_value`), counted.
+/// What schema contracts left out (`discard_row`, `discard_value`), counted; and the
+/// objects kept whole as JSON text because their table reached `max_table_columns`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Discarded {
     /// Records left out whole, per root table.
     pub rows: BTreeMap<String, u64>,
     /// Values (or lists) left out, per `<table>.<column>`.
     pub values: BTreeMap<String, u64>,
+    /// Objects kept as JSON text in one column instead of new columns, per
+    /// `<table>.<column>` (nothing is lost: the text holds the whole object).
+    #[serde(default)]
+    pub kept_as_json: BTreeMap<String, u64>,
 }
 
 impl Discarded {
@@ -231,11 +241,14 @@ impl Discarded {
         for (k, v) in &other.values {
             *self.values.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &other.kept_as_json {
+            *self.kept_as_json.entry(k.clone()).or_default() += v;
+        }
     }
 
-    /// Whether nothing was left out.
+    /// Whether nothing was left out or kept as JSON text.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.values.is_empty()
+        self.rows.is_empty() && self.values.is_empty() && self.kept_as_json.is_empty()
     }
 }
 
@@ -268,6 +281,9 @@ struct Node {
     child_table: Option<Result<u32, Slot>>,
     /// The last `normalize` call in which this node saw a null.
     null_seen: u64,
+    /// The root table's primary key: its values are always text, whatever their JSON type,
+    /// so that the key column holds every key and never loses one to a variant column.
+    is_primary_key: bool,
 }
 
 impl Node {
@@ -280,6 +296,7 @@ impl Node {
             hint,
             child_table: None,
             null_seen: 0,
+            is_primary_key: false,
         }
     }
 }
@@ -312,6 +329,8 @@ struct LocalTable {
 #[derive(Default)]
 struct Rows {
     n_rows: usize,
+    /// Room made in each new column builder.
+    rows_hint: usize,
     builders: Vec<Option<ColumnBuilder>>,
     null_nodes: Vec<u32>,
 }
@@ -366,6 +385,8 @@ enum Flow {
 /// The state of one `normalize` call.
 struct Call {
     rows: Vec<Option<Rows>>,
+    /// How many values a new column builder makes room for: the page's record count.
+    rows_hint: usize,
     /// Under a `discard_row` contract: the current record's values.
     pending: Option<Vec<Pending>>,
 }
@@ -376,7 +397,11 @@ impl Call {
         if self.rows.len() <= i {
             self.rows.resize_with(i + 1, || None);
         }
-        self.rows[i].get_or_insert_with(Rows::default)
+        let rows_hint = self.rows_hint;
+        self.rows[i].get_or_insert_with(|| Rows {
+            rows_hint,
+            ..Rows::default()
+        })
     }
 }
 
@@ -424,6 +449,7 @@ impl Normalizer {
         let root_table = self.table(root)?;
         let mut call = Call {
             rows: Vec::new(),
+            rows_hint: records.len().clamp(1, 1024),
             pending: self.stage_rows.then(Vec::new),
         };
         call.rows(root_table);
@@ -639,6 +665,16 @@ impl Normalizer {
             }
             _ => {}
         }
+        if self.tables[at.table as usize].nodes[node as usize].is_primary_key {
+            match value {
+                Value::String(s) => return self.put(call, at, node, Scalar::Text(s)),
+                Value::Number(n) => {
+                    let text = n.to_string();
+                    return self.put(call, at, node, Scalar::Text(&text));
+                }
+                _ => {}
+            }
+        }
         match value {
             Value::Null => {
                 let current = self.call;
@@ -670,7 +706,13 @@ impl Normalizer {
                 self.put(call, at, node, scalar)
             }
             Value::Object(object) => {
-                if depth + 1 > self.config.max_nesting_depth {
+                let too_deep = depth + 1 > self.config.max_nesting_depth;
+                if too_deep || self.would_overflow(at.table, node, object) {
+                    if !too_deep {
+                        let t = &self.tables[at.table as usize];
+                        let key = format!("{}.{}", t.meta.name, t.nodes[node as usize].name);
+                        *self.discarded.kept_as_json.entry(key).or_default() += 1;
+                    }
                     let text = value.to_string();
                     self.put(call, at, node, Scalar::Json(&text))
                 } else {
@@ -798,7 +840,11 @@ impl Normalizer {
             .claim(&candidate, &pointer);
         let hint = self.config.hint(&table_name, &name).cloned();
         let id = self.tables[t].nodes.len() as u32;
-        self.tables[t].nodes.push(Node::new(name, pointer, hint));
+        let mut node = Node::new(name, pointer, hint);
+        let meta = &self.tables[t].meta;
+        node.is_primary_key =
+            parent == 0 && meta.parent.is_none() && meta.primary_key.as_deref() == Some(key);
+        self.tables[t].nodes.push(node);
         self.tables[t].nodes[parent as usize]
             .children
             .insert(key.into(), id);
@@ -974,6 +1020,27 @@ impl Normalizer {
         Ok(Slot::Column(position as u32, column_type))
     }
 
+    /// Whether flattening `object` at `node` would take its table past `max_table_columns`:
+    /// then the object is kept whole as JSON text. A cheap bound first (this worker's nodes
+    /// and the columns it last saw), the registry only near the limit.
+    fn would_overflow(&self, table: u32, node: u32, object: &Map<String, Value>) -> bool {
+        let t = &self.tables[table as usize];
+        let limit = self.config.max_table_columns;
+        let seen = t
+            .nodes
+            .len()
+            .max(t.arrow.as_ref().map_or(0, |(n, _, _)| *n));
+        if seen + object.len() <= limit {
+            return false;
+        }
+        let known = &t.nodes[node as usize].children;
+        let new_keys = object
+            .keys()
+            .filter(|k| !known.contains_key(k.as_str()))
+            .count();
+        new_keys > 0 && self.registry.table_len(&t.meta.name) + new_keys > limit
+    }
+
     fn count_discarded_value(&mut self, table: u32, node: u32) {
         let t = &self.tables[table as usize];
         let key = format!("{}.{}", t.meta.name, t.nodes[node as usize].name);
@@ -1112,8 +1179,9 @@ fn put_into(
     if rows.builders.len() <= p {
         rows.builders.resize_with(p + 1, || None);
     }
+    let hint = rows.rows_hint;
     rows.builders[p]
-        .get_or_insert_with(|| ColumnBuilder::new(column_type))
+        .get_or_insert_with(|| ColumnBuilder::new(column_type, hint))
         .put(row, value);
 }
 

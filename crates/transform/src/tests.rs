@@ -165,6 +165,31 @@ events
     );
 }
 
+// Issue 12: ids arriving as an integer, then a string, then `1.0` put three of four rows in
+// `id__v_text`/`id__v_double` with `id` null.
+#[test]
+fn a_primary_key_of_any_json_type_is_text_in_the_key_column() {
+    check(
+        json!([
+            {"id": 7, "v": 1},
+            {"id": "a", "v": 2},
+            {"id": 1.0, "v": 3},
+            {"id": "2017-12-12T10:58:55Z", "v": 4},
+            {"id": 18446744073709551615u64, "v": 5},
+        ]),
+        r#"
+events
+  id: Utf8
+  v: Int64
+  | "7" | 1
+  | "a" | 2
+  | "1.0" | 3
+  | "2017-12-12T10:58:55Z" | 4
+  | "18446744073709551615" | 5
+"#,
+    );
+}
+
 #[test]
 fn integers_beyond_64_bits_are_kept_exactly_as_text() {
     check(
@@ -265,6 +290,35 @@ fn nesting_beyond_the_limit_is_kept_as_json_text() {
     let got = render(&batches);
     assert!(got.contains(r#"meta__deep: Utf8"#), "{got}");
     assert!(got.contains(r#"{\"x\":[1,2]}"#), "{got}");
+}
+
+// Issue 12: a record with 10,000 distinct keys made 10,000 columns (and a gigabyte).
+#[test]
+fn an_object_that_would_pass_the_column_limit_is_kept_as_json_text_and_counted() {
+    let mut n = Normalizer::new(
+        NormalizeConfig {
+            max_table_columns: 8,
+            ..NormalizeConfig::default()
+        },
+        SchemaRegistry::default(),
+    );
+    let m = meta("events", WriteDisposition::Merge);
+    let wide: serde_json::Map<String, Value> =
+        (0..10).map(|i| (format!("k{i}"), json!(i))).collect();
+    let records = vec![
+        json!({"id": "a", "meta": {"x": 1}}),
+        json!({"id": "b", "meta": {"x": 2}, "custom": wide}),
+        json!({"id": "c", "meta": {"x": 3, "y": 4}}),
+    ];
+    let got = render(&n.normalize(&m, "load", 0, &records).unwrap());
+    // `_dlt_id`, `_dlt_load_id`, the content hash, `id` and `meta__x` leave room for three.
+    assert!(got.contains("  custom: Utf8\n"), "{got}");
+    assert!(got.contains(r#""{\"k0\":0,\"k1\":1,"#), "{got}");
+    assert!(got.contains("  meta__y: Int64\n"), "{got}");
+    assert_eq!(
+        n.discarded().kept_as_json,
+        [("events.custom".to_owned(), 1)].into()
+    );
 }
 
 #[test]
