@@ -1,6 +1,8 @@
-//! A pipeline run as its own process, for tests that kill it: `run-pipeline <file>
-//! <base_url> <destination>`, the token from `AUTH_TOKEN`,
-//! storage options (JSON) from `RUN_PIPELINE_STORAGE_OPTIONS`. Exit 0 on success, 1 on failure.
+//! A pipeline run as its own process, for tests that kill it or measure its memory:
+//! `run-pipeline <file> <base_url> <destination>`, the token from `AUTH_TOKEN`,
+//! storage options (JSON) from `RUN_PIPELINE_STORAGE_OPTIONS`. Exit 0 on success, 1 on failure;
+//! the last line on stdout is `peak_rss_bytes=N`, the process's peak resident memory (Linux).
+//! Log lines go to stderr as the runner writes them, filtered by `ERRLAKE_LOG` (none unset).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,6 +16,12 @@ fn main() -> ExitCode {
         eprintln!("usage: run-pipeline <file> <base_url> <destination>");
         return ExitCode::FAILURE;
     };
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("ERRLAKE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let token = std::env::var("AUTH_TOKEN").unwrap_or_default();
     // Storage options of an `s3://` destination, as JSON (the kill test on the S3 server).
     let storage_options = match std::env::var("RUN_PIPELINE_STORAGE_OPTIONS") {
@@ -40,17 +48,18 @@ fn main() -> ExitCode {
             tokio::runtime::Runtime::new()
                 .map_err(|e| e.to_string())?
                 .block_on(pipeline::run(&p, &RunOptions::default()))
-                .map_err(|e| {
-                    let mut text = e.to_string();
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(cause) = source {
-                        text.push_str(": ");
-                        text.push_str(&cause.to_string());
-                        source = cause.source();
-                    }
-                    text
-                })
+                .map_err(|e| pipeline::error_chain(&e))
         });
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        });
+    if let Some(peak) = peak {
+        println!("peak_rss_bytes={peak}");
+    }
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

@@ -210,7 +210,7 @@ async fn full_refresh_and_a_backfill_window_ignore_the_cursor() {
 async fn keep_going_lands_the_other_partitions_and_the_next_run_resumes_the_failed_one() {
     let mock = mock(300).await;
     let lake = tempfile::tempdir().unwrap();
-    let (project, file) = failing_events_page(&mock, lake.path());
+    let (project, file) = failing_events_page(&mock);
     let p = load(&file, &mock.base_url(), lake.path(), TOKEN);
     let report = pipeline::run(
         &p,
@@ -301,8 +301,9 @@ async fn an_interrupt_commits_what_landed_and_the_next_run_goes_on_from_there() 
 }
 
 /// A mock whose second project's fourth page of events keeps failing (500), and a pipeline
-/// file whose retries take milliseconds: the project's id and the file.
-fn failing_events_page(mock: &MockHandle, dir: &Path) -> (String, std::path::PathBuf) {
+/// file whose retries take milliseconds (outside the lake, which takes only errlake's files):
+/// the project's id and the file, deleted when dropped.
+fn failing_events_page(mock: &MockHandle) -> (String, tempfile::TempPath) {
     let project = mock_api::data::object_id(5, 2, &[0, 1]);
     mock.add_fault(Fault {
         path_contains: format!("/projects/{project}/events"),
@@ -314,7 +315,12 @@ fn failing_events_page(mock: &MockHandle, dir: &Path) -> (String, std::path::Pat
     });
     let mut seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
     seed.push_str("\n[client.retry]\nbackoff_base_secs = 0.001\nbackoff_max_secs = 0.002\n");
-    let file = dir.join("fast-retry.toml");
+    let file = tempfile::Builder::new()
+        .prefix("fast-retry")
+        .suffix(".toml")
+        .tempfile()
+        .unwrap()
+        .into_temp_path();
     std::fs::write(&file, seed).unwrap();
     (project, file)
 }
@@ -407,7 +413,7 @@ fn killed_runs_resume_from_their_checkpoints() {
 async fn a_resume_point_on_another_host_is_not_followed() {
     let first_api = mock(300).await;
     let lake = tempfile::tempdir().unwrap();
-    let (project, file) = failing_events_page(&first_api, lake.path());
+    let (project, file) = failing_events_page(&first_api);
     let keep_going = RunOptions {
         keep_going: true,
         ..RunOptions::default()

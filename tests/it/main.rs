@@ -33,3 +33,10 @@ mod incremental;
 
 /// Data files of the configured size, row groups of the configured rows.
 mod file_sizing;
+
+/// What errlake never does: delete others' files, store a secret, move a table in a failed
+/// run, send a request outside a partition's path (issue 12).
+mod hardening;
+
+/// Recorded pages mutated at random through parse and normalization (issue 12).
+mod bad_pages;

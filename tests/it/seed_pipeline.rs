@@ -222,14 +222,7 @@ async fn a_wrong_token_fails_with_advice_and_no_secret() {
 
 /// The error with its whole chain of causes, as the runner prints it.
 fn anyhow_like(e: pipeline::PipelineError) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
+    pipeline::error_chain(&e)
 }
 
 /// `[normalize]` in the pipeline file: a field kept as JSON, one excluded, one retyped, and

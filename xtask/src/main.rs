@@ -54,8 +54,10 @@ enum Task {
     /// Print the speed and memory figures: normalization against plain parsing, the whole
     /// pipeline against the embedded mock.
     Bench(bench::BenchArgs),
-    /// Delete the data files no table version references (left by loads that died).
+    /// Delete the data files errlake wrote that no table version references (left by loads that died).
     Vacuum(vacuum::VacuumArgs),
+    /// Drop from a table the data files it references that are gone (deleted by hand, lost).
+    Repair(vacuum::RepairArgs),
     /// Install what the tests need (a Python venv with the deltalake package) and run the whole suite.
     Test(test::TestArgs),
 }
@@ -77,7 +79,7 @@ fn main() -> ExitCode {
     let ran = |code: anyhow::Result<ExitCode>| match code {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     };
@@ -90,14 +92,20 @@ fn main() -> ExitCode {
         Task::Test(a) => test::test(a),
         Task::Bench(a) => bench::bench(a),
         Task::Vacuum(a) => runtime().and_then(|rt| rt.block_on(vacuum::vacuum(a))),
+        Task::Repair(a) => runtime().and_then(|rt| rt.block_on(vacuum::repair(a))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line (see [`pipeline::error_chain`]).
+fn one_line(e: &anyhow::Error) -> String {
+    pipeline::error_chain(e.as_ref())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -107,10 +115,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Log lines go to stderr, filtered by `ERRLAKE_LOG` (default: warnings, and the progress
-/// lines a run writes when stderr is not a terminal).
+/// lines a run writes when stderr is not a terminal; none of the Delta kernel's).
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ERRLAKE_LOG")
-        .unwrap_or_else(|_| "warn,progress=info".into());
+        // The Delta kernel logs each error it returns, with a backtrace when RUST_BACKTRACE
+        // is set; errlake reports the error once, naming the table and the file.
+        .unwrap_or_else(|_| "warn,progress=info,buoyant_kernel=off".into());
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -27,6 +27,10 @@ pub(crate) struct RunFlags {
     /// Write the run report as JSON to this file (the lake's load history keeps it too).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write into a destination that holds files errlake did not write (a first run
+    /// refuses one otherwise); errlake never deletes those files.
+    #[arg(long)]
+    adopt_foreign_files: bool,
 }
 
 /// Runs a pipeline with live progress (bars on a terminal, log lines elsewhere) and Ctrl-C
@@ -40,6 +44,7 @@ pub(crate) async fn execute(
 ) -> anyhow::Result<(RunReport, ExitCode)> {
     options.full_refresh = flags.full_refresh.clone();
     options.keep_going = flags.keep_going;
+    options.adopt_foreign_files = flags.adopt_foreign_files;
     let live = source_errors::LiveStats::default();
     let http = Arc::new(OnceLock::new());
     options.live = Some(live.clone());

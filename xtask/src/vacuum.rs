@@ -1,6 +1,8 @@
-//! `cargo xtask vacuum`: delete the data files no table version references (left by loads
-//! that died before their commit); a table that keeps history keeps the files its commits
-//! removed until its retention ends.
+//! `cargo xtask vacuum`: delete the data files errlake wrote that no table version
+//! references (left by loads that died before their commit); a table that keeps history
+//! keeps the files its commits removed until its retention ends. Files errlake did not
+//! write are never touched. `cargo xtask repair`: drop from a table the data files it
+//! references that are gone.
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ pub(crate) struct VacuumArgs {
     /// running. 0 deletes every unreferenced file (no load may be running).
     #[arg(long, default_value_t = 3600)]
     older_than: u64,
-    /// Only print what would be deleted.
+    /// Only print what would be deleted, file by file.
     #[arg(long)]
     dry_run: bool,
 }
@@ -28,6 +30,11 @@ pub(crate) async fn vacuum(args: VacuumArgs) -> anyhow::Result<()> {
         let o = lake
             .remove_orphans(&folder, Duration::from_secs(args.older_than), args.dry_run)
             .await?;
+        if args.dry_run {
+            for path in &o.paths {
+                println!("would delete {path}");
+            }
+        }
         if o.files > 0 {
             println!(
                 "{folder}: {} {} unreferenced files ({:.1} MB)",
@@ -53,5 +60,36 @@ pub(crate) async fn vacuum(args: VacuumArgs) -> anyhow::Result<()> {
             " deleted"
         }
     );
+    Ok(())
+}
+
+/// Arguments of `repair`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RepairArgs {
+    /// The destination: a path, file:// or s3:// URL.
+    #[arg(default_value = "./lake")]
+    destination: String,
+    /// The table whose missing data files are dropped (their rows are lost).
+    #[arg(long)]
+    table: String,
+}
+
+/// Drops the data files a table references but that are gone, so that it reads and loads again.
+pub(crate) async fn repair(args: RepairArgs) -> anyhow::Result<()> {
+    let lake = Lake::open(&args.destination)?;
+    let dropped = lake.repair(&args.table).await?;
+    if dropped.is_empty() {
+        println!(
+            "{}: every data file of `{}` is there; nothing to repair",
+            lake.url(),
+            args.table
+        );
+    }
+    for file in &dropped {
+        println!(
+            "{}/{file}: dropped from the table (its rows are lost)",
+            args.table
+        );
+    }
     Ok(())
 }

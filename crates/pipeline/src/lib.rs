@@ -18,8 +18,9 @@
 //!
 //! Data flow: `source_errors::run` sends pages (one message per page) into the pages channel;
 //! one transform worker per core normalizes them into per-table Arrow batches; one sink task
-//! stages them as Parquet files. When every stage has ended without error, each table is
-//! committed once; otherwise the staged files are deleted and the lake stays as it was.
+//! stages them as Parquet files, committed at checkpoints and when every stage has ended
+//! without error; on an error, what was staged since the last checkpoint is deleted and the
+//! tables stay at their last committed version.
 
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -29,10 +30,10 @@ mod run;
 mod state;
 
 pub use config::{ChannelConfig, CheckpointConfig, Overrides, Pipeline};
-pub use run::{Interrupt, Outcome, RunOptions, RunReport, run};
+pub use run::{Interrupt, Outcome, RunOptions, RunReport, error_chain, run};
 pub use state::{STATE_TABLE, StoredState, load_state};
 
-/// Why a run failed; nothing of it was committed.
+/// Why a run failed: its report lists the commits it made before (checkpoints), if any.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
@@ -67,6 +68,17 @@ pub enum PipelineError {
     /// Writing or committing failed.
     #[error(transparent)]
     Sink(Box<sink_parquet::SinkError>),
+    /// A first run into a destination that holds files errlake did not write.
+    #[error(
+        "pipeline: destination `{destination}` holds files errlake did not write ({list}); errlake never deletes them, but it does not write beside another tool's data unless asked: choose an empty destination, or pass --adopt-foreign-files",
+        list = files.join(", ")
+    )]
+    ForeignFiles {
+        /// The destination URL.
+        destination: String,
+        /// Some of those files, relative to the destination.
+        files: Vec<String>,
+    },
     /// A stage was cancelled.
     #[error("pipeline: cancelled")]
     Cancelled,

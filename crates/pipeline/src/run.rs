@@ -39,6 +39,9 @@ pub struct RunOptions {
     /// Receives the run's HTTP client once it exists, for a progress display to read its
     /// request counts and rate-limit wait.
     pub http_probe: Option<Arc<std::sync::OnceLock<Client>>>,
+    /// Write into a destination that already holds files errlake did not write (a first
+    /// run refuses one otherwise). errlake never deletes those files either way.
+    pub adopt_foreign_files: bool,
 }
 
 /// A handle that stops a run gracefully; clones share it.
@@ -142,6 +145,15 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         }
     }
     let lake = Lake::open_with_options(&pipeline.destination, &pipeline.storage_options)?;
+    if !options.adopt_foreign_files && !lake.has_load_history().await? {
+        let files = lake.foreign_objects(5).await?;
+        if !files.is_empty() {
+            return Err(PipelineError::ForeignFiles {
+                destination: lake.url().to_string(),
+                files,
+            });
+        }
+    }
     let registry = SchemaRegistry::new(lake.schemas().await?);
     let client = Client::new(source.client.clone()).map_err(PipelineError::Client)?;
     if let Some(probe) = &options.http_probe {
@@ -392,16 +404,25 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
     result.map(|()| report)
 }
 
-/// An error with its causes, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// An error and its causes on one line, each cause's first line only (the Delta kernel's
+/// errors carry a backtrace in their text when `RUST_BACKTRACE` is set), a cause that
+/// repeats the one before it left out.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(':');
+        if !first.is_empty() && parts.last().map(String::as_str) != Some(first) {
+            parts.push(first.to_owned());
+        }
+        next = cause.source();
     }
-    text
+    parts.join(": ")
 }
 
 /// The sink side of a run: stages pages, tracks the state they make true, and commits.
@@ -450,14 +471,14 @@ impl Sink {
             .writer
             .as_mut()
             .ok_or_else(|| PipelineError::Cancelled)?;
-        let commits = writer.checkpoint().await?;
+        let before = self.commits.len();
+        writer.checkpoint_into(&mut self.commits).await?;
         self.checkpoints += 1;
         tracing::info!(
             checkpoint = self.checkpoints,
-            tables = commits.len(),
+            tables = self.commits.len() - before,
             "checkpoint committed"
         );
-        self.commits.extend(commits);
         let changes = self.state_changes(false, &[]);
         self.commit_state(changes).await?;
         self.pages_since = 0;
@@ -486,7 +507,7 @@ impl Sink {
             tracing::warn!(resource = %name, "replace skipped: only part of its data came");
             writer.discard_root(&normalize_identifier(name)).await;
         }
-        self.commits.extend(writer.commit().await?);
+        writer.commit_into(&mut self.commits).await?;
         let partial: Vec<String> = partial.into_iter().map(str::to_owned).collect();
         let mut changes = self.state_changes(true, &partial);
         for f in failed {

@@ -25,8 +25,8 @@ use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, data_files, delta_schema, kept_history};
 use crate::read::StoreFile;
 use crate::writer::{
-    LoadWriter, StagedFile, TableWriter, empty_schema, encode, file_token, id_key, key_column_of,
-    root_key_column, writer_properties,
+    LoadWriter, StagedFile, TableWriter, empty_schema, encode, file_token, id_key, root_key_column,
+    writer_properties,
 };
 use crate::{Result, SinkError};
 
@@ -69,6 +69,14 @@ impl LoadWriter {
     /// of it), and goes on writing under the same load id. Each table gets at most one
     /// commit, as in [`LoadWriter::commit`]; a table with nothing new gets none.
     pub async fn checkpoint(&mut self) -> Result<Vec<TableCommit>> {
+        let mut commits = Vec::new();
+        self.checkpoint_into(&mut commits).await?;
+        Ok(commits)
+    }
+
+    /// [`LoadWriter::checkpoint`], pushing each commit into `commits` as it is made, so that
+    /// a failure part-way still tells which tables moved.
+    pub async fn checkpoint_into(&mut self, commits: &mut Vec<TableCommit>) -> Result<()> {
         let replaced: HashSet<String> = self
             .roots
             .iter()
@@ -95,15 +103,26 @@ impl LoadWriter {
             #[cfg(test)]
             pause_after_root: self.pause_after_root,
         };
-        part.commit().await
+        part.commit_into(commits).await
     }
 
     /// Commits the load: per root table, the root and each of its child tables move to a new
     /// Delta version in one commit each. A table with nothing to change gets no new version.
-    pub async fn commit(mut self) -> Result<Vec<TableCommit>> {
+    /// Before the first commit, every table the load would change is checked for data files
+    /// its version references but that are gone ([`SinkError::MissingFiles`]), so that such a
+    /// load fails with no table moved.
+    pub async fn commit(self) -> Result<Vec<TableCommit>> {
+        let mut commits = Vec::new();
+        self.commit_into(&mut commits).await?;
+        Ok(commits)
+    }
+
+    /// [`LoadWriter::commit`], pushing each commit into `commits` as it is made, so that a
+    /// failure part-way still tells which tables moved.
+    pub async fn commit_into(mut self, commits: &mut Vec<TableCommit>) -> Result<()> {
         self.flush_all().await?;
         let existing = self.lake.table_names().await?;
-        let mut commits = Vec::new();
+        check_files_present(&self.lake, &self.roots, &existing).await?;
         let roots = self.roots.clone();
         for root in &roots {
             let mut root_ids = self.tables.get_mut(&root.name).map(|w| RootIds {
@@ -226,8 +245,33 @@ impl LoadWriter {
                 );
             }
         }
-        Ok(commits)
+        Ok(())
     }
+}
+
+/// Fails with [`SinkError::MissingFiles`] when an existing table a load would commit to (a
+/// root, its child tables, their hash tables) references a data file that is gone.
+async fn check_files_present(
+    lake: &Lake,
+    roots: &[Arc<TableMeta>],
+    existing: &[String],
+) -> Result<()> {
+    let touched = |t: &String| {
+        roots.iter().any(|r| {
+            *t == r.name || t.starts_with(&format!("{}__", r.name)) || *t == hash_table(&r.name)
+        })
+    };
+    for table in existing.iter().filter(|t| touched(t)) {
+        let missing = lake.missing_files(table).await?;
+        if !missing.is_empty() {
+            return Err(SinkError::MissingFiles {
+                destination: lake.url().to_string(),
+                table: table.clone(),
+                files: missing,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl RootIds {
@@ -1241,7 +1285,7 @@ async fn rewrite_without(
     let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(file, metadata);
     let schema = builder.schema().clone();
     let mut stream = builder.build().map_err(parquet_err)?;
-    let name = format!("part-{load_id}-rw-{n:05}.zstd.parquet");
+    let name = crate::files::data_file_name(&format!("{load_id}-rw-{n:05}"));
     let sink = BufWriter::with_capacity(
         lake.store().clone(),
         lake.file_path(table, &name),
@@ -1251,7 +1295,7 @@ async fn rewrite_without(
     let mut writer = AsyncArrowWriter::try_new(
         sink,
         schema.clone(),
-        Some(writer_properties(config, key_column_of(&schema))),
+        Some(writer_properties(config, &schema)),
     )
     .map_err(parquet_err)?;
     let mut kept = 0u64;

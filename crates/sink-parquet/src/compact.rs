@@ -15,7 +15,7 @@ use parquet::arrow::async_writer::AsyncArrowWriter;
 use crate::commit::add_action;
 use crate::lake::{Lake, kept_history};
 use crate::read::StoreFile;
-use crate::writer::{file_token, key_column_of, widen, writer_properties};
+use crate::writer::{file_token, widen, writer_properties};
 use crate::{ParquetSinkConfig, Result, SinkError, TableCommit};
 
 /// What one compaction did to a table.
@@ -107,7 +107,8 @@ impl Lake {
                 let Some(schema) = widest_schema(&sources) else {
                     continue;
                 };
-                let name = format!("part-{prefix}-{:05}.zstd.parquet", written.len() + 1);
+                let name =
+                    crate::files::data_file_name(&format!("{prefix}-{:05}", written.len() + 1));
                 let rows = self
                     .rewrite_into(table, config, sources, &schema, &name)
                     .await?;
@@ -201,7 +202,7 @@ impl Lake {
         let mut writer = AsyncArrowWriter::try_new(
             sink,
             schema.clone(),
-            Some(writer_properties(config, key_column_of(schema))),
+            Some(writer_properties(config, schema)),
         )
         .map_err(parquet_err(table, name))?;
         let mut rows = 0u64;

@@ -12,6 +12,7 @@ use url::Url;
 
 use transform::TableSchema;
 
+use crate::files::{is_own_data_file, is_own_object};
 use crate::{Result, SinkError};
 
 /// The Delta table property (the protocol's own, which Spark's and delta-rs' `VACUUM`
@@ -154,7 +155,9 @@ impl Lake {
     }
 
     /// Deletes data files of `table` that no commit needs (any more). A file that cannot be
-    /// deleted is logged and left to `remove_orphans`: the table is right either way.
+    /// deleted is logged and left to `remove_orphans`: the table is right either way. A file
+    /// errlake did not write (a table another tool wrote first) is never deleted: its
+    /// removal from the table is the commit's, the file stays.
     /// The names are taken before the returned future runs, so it holds only owned paths
     /// (and stays `Send` whatever iterator the caller passes).
     pub(crate) fn delete_files<S: AsRef<str>>(
@@ -165,6 +168,17 @@ impl Lake {
         use object_store::ObjectStoreExt;
         let paths: Vec<StorePath> = names
             .into_iter()
+            .filter(|name| {
+                let own = is_own_data_file(name.as_ref());
+                if !own {
+                    tracing::info!(
+                        table,
+                        file = name.as_ref(),
+                        "left in place: errlake did not write it"
+                    );
+                }
+                own
+            })
             .map(|name| self.file_path(table, name.as_ref()))
             .collect();
         let (store, table) = (self.store.clone(), table.to_owned());
@@ -177,7 +191,8 @@ impl Lake {
         }
     }
 
-    /// The Delta table `table`, loaded; `None` if there is none yet.
+    /// The Delta table `table`, loaded; `None` if there is none yet. A log that cannot be
+    /// read is [`SinkError::CorruptLog`], naming the commit file, where one is not JSON.
     pub async fn load_table(&self, table: &str) -> Result<Option<DeltaTable>> {
         let fail = |source| SinkError::Delta {
             table: table.to_owned(),
@@ -192,8 +207,53 @@ impl Lake {
         {
             return Ok(None);
         }
-        t.load().await.map_err(fail)?;
+        if let Err(source) = t.load().await {
+            return Err(self.unreadable_log(table, source).await);
+        }
         Ok(Some(t))
+    }
+
+    /// Why a table's log cannot be read: the first commit file with a line that is not
+    /// JSON, or else delta-rs's error as it stands.
+    async fn unreadable_log(&self, table: &str, source: deltalake::DeltaTableError) -> SinkError {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let log = self.prefix.clone().join(table).join("_delta_log");
+        let mut commits: Vec<StorePath> = self
+            .store
+            .list(Some(&log))
+            .map_ok(|o| o.location)
+            .try_collect()
+            .await
+            .unwrap_or_default();
+        commits.retain(|p| p.as_ref().ends_with(".json"));
+        commits.sort();
+        for path in commits {
+            let Ok(bytes) = async { self.store.get(&path).await?.bytes().await }.await else {
+                continue;
+            };
+            let bad = bytes
+                .split(|b| *b == b'\n')
+                .enumerate()
+                .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                .find_map(|(i, line)| {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(line)
+                        .err()
+                        .map(|e| (i + 1, e))
+                });
+            if let Some((line, error)) = bad {
+                let file = path.filename().unwrap_or_default();
+                return SinkError::CorruptLog {
+                    table: table.to_owned(),
+                    file: format!("{}_delta_log/{file}", self.table_url(table)),
+                    message: format!("line {line} is not JSON ({error})"),
+                };
+            }
+        }
+        SinkError::Delta {
+            table: table.to_owned(),
+            source,
+        }
     }
 
     /// A table as of one version.
@@ -238,13 +298,14 @@ impl Lake {
         Ok(names)
     }
 
-    /// Deletes the data files of a table folder that no version of the table references
-    /// and that are older than `older_than`: files of loads that died before their commit
-    /// (a crash, a kill), or that a commit replaced but could not delete. The age guard
-    /// spares the staged files of a load still running elsewhere. A folder without a table
-    /// (a first load that never committed) loses all its old data files. A table that
-    /// keeps history ([`KEEP_HISTORY_PROPERTY`]) keeps the files its commits removed
-    /// until their removal is older than its retention.
+    /// Deletes the data files errlake wrote in a table folder ([`is_own_data_file`]: its
+    /// own names, directly in the folder) that no version of the table references and that
+    /// are older than `older_than`: files of loads that died before their commit (a crash,
+    /// a kill), or that a commit replaced but could not delete. The age guard spares the
+    /// staged files of a load still running elsewhere. A folder without a table (a first
+    /// load that never committed) loses its old errlake files. A table that keeps history
+    /// ([`KEEP_HISTORY_PROPERTY`]) keeps the files its commits removed until their removal
+    /// is older than its retention. Files of other names, and subfolders, are never touched.
     pub async fn remove_orphans(
         &self,
         table: &str,
@@ -295,8 +356,7 @@ impl Lake {
             else {
                 continue;
             };
-            if relative.starts_with("_delta_log")
-                || !relative.ends_with(".parquet")
+            if !is_own_data_file(&relative)
                 || referenced.contains(&relative)
                 || object.last_modified > cutoff
             {
@@ -313,6 +373,7 @@ impl Lake {
             }
             orphans.files += 1;
             orphans.bytes += object.size;
+            orphans.paths.push(format!("{table}/{relative}"));
         }
         Ok(orphans)
     }
@@ -355,12 +416,14 @@ impl Lake {
 }
 
 /// What [`Lake::remove_orphans`] deleted (or would delete).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Orphans {
     /// Data files.
     pub files: usize,
     /// Their bytes.
     pub bytes: u64,
+    /// Their paths within the destination (`<table>/<file>`).
+    pub paths: Vec<String>,
 }
 
 /// A table's schema with the field metadata of its Delta schema (the columns' sources):
@@ -622,4 +685,168 @@ pub(crate) fn data_files(t: &DeltaTable, table: &str) -> Result<Vec<(String, u64
         .iter()
         .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
         .collect())
+}
+
+/// What errlake owns in a destination, and what a table's version needs that is gone.
+impl Lake {
+    /// Whether errlake has run into this destination before: it holds a run report.
+    pub async fn has_load_history(&self) -> Result<bool> {
+        let folder = self.prefix.clone().join(LOADS_FOLDER);
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&folder))
+            .await
+            .map_err(|source| SinkError::Store {
+                path: folder.to_string(),
+                source,
+            })?;
+        Ok(!listing.objects.is_empty())
+    }
+
+    /// Up to `limit` objects of the destination that errlake did not write (paths relative
+    /// to the destination): anything but its own data files in table folders, its run
+    /// reports, and the Delta logs of tables whose first commit errlake made. A first run
+    /// refuses a destination that holds any, so that errlake never writes into, and never
+    /// sweeps, another tool's data unless the user asks.
+    pub async fn foreign_objects(&self, limit: usize) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .map_err(|source| SinkError::Store {
+                path: self.prefix.to_string(),
+                source,
+            })?;
+        let relative = |o: &object_store::ObjectMeta| {
+            o.location
+                .as_ref()
+                .strip_prefix(self.prefix.as_ref())
+                .unwrap_or(o.location.as_ref())
+                .trim_start_matches('/')
+                .to_owned()
+        };
+        // Each table folder's first commit, which says whether errlake created the table.
+        let mut first_commits: BTreeMap<String, StorePath> = BTreeMap::new();
+        for o in &objects {
+            let rel = relative(o);
+            if let Some((folder, log_file)) = rel.split_once("/_delta_log/")
+                && !log_file.contains('/')
+                && log_file.ends_with(".json")
+            {
+                let entry = first_commits
+                    .entry(folder.to_owned())
+                    .or_insert_with(|| o.location.clone());
+                if o.location < *entry {
+                    *entry = o.location.clone();
+                }
+            }
+        }
+        let mut own_logs = std::collections::HashSet::new();
+        for (folder, path) in first_commits {
+            let read = async { self.store.get(&path).await?.bytes().await };
+            let bytes = read.await.map_err(|source| SinkError::Store {
+                path: path.to_string(),
+                source,
+            })?;
+            if memchr_contains(&bytes, b"\"errlake.load_id\"") {
+                own_logs.insert(folder);
+            }
+        }
+        let own = |folder: &str| own_logs.contains(folder);
+        let mut foreign: Vec<String> = objects
+            .iter()
+            .map(relative)
+            .filter(|rel| !is_own_object(rel, &own))
+            .collect();
+        foreign.sort();
+        foreign.truncate(limit);
+        Ok(foreign)
+    }
+
+    /// The data files the current version of `table` references that are not in its
+    /// folder (deleted by hand, or lost): a load would fail on them part-way, so it checks
+    /// before its first commit. Files referenced by an absolute URL are not checked.
+    pub async fn missing_files(&self, table: &str) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let Some(t) = self.load_table(table).await? else {
+            return Ok(Vec::new());
+        };
+        let referenced = data_files(&t, table)?;
+        if referenced.is_empty() {
+            return Ok(Vec::new());
+        }
+        let folder = self.prefix.clone().join(table);
+        let present: std::collections::HashSet<String> = self
+            .store
+            .list(Some(&folder))
+            .map_ok(|o| {
+                o.location
+                    .as_ref()
+                    .strip_prefix(folder.as_ref())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned()
+            })
+            .try_collect()
+            .await
+            .map_err(|source| SinkError::Store {
+                path: folder.to_string(),
+                source,
+            })?;
+        Ok(referenced
+            .into_iter()
+            .map(|(path, _)| path)
+            .filter(|p| !p.contains("://") && !present.contains(p))
+            .collect())
+    }
+}
+
+impl Lake {
+    /// Drops from `table`'s current version the data files it references that are gone (see
+    /// [`Lake::missing_files`]) in one commit, as Delta's `FSCK REPAIR TABLE` does: their rows
+    /// are lost, and the table reads again. Returns the files dropped (none: no commit).
+    pub async fn repair(&self, table: &str) -> Result<Vec<String>> {
+        use deltalake::kernel::Action;
+        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+        let missing = self.missing_files(table).await?;
+        if missing.is_empty() {
+            return Ok(missing);
+        }
+        let delta_err = |source| SinkError::Delta {
+            table: table.to_owned(),
+            source,
+        };
+        let Some(t) = self.load_table(table).await? else {
+            return Ok(Vec::new());
+        };
+        let state = t.snapshot().map_err(delta_err)?;
+        let gone: std::collections::HashSet<&str> = missing.iter().map(String::as_str).collect();
+        let actions: Vec<Action> = state
+            .log_data()
+            .iter()
+            .filter(|f| gone.contains(f.path().as_ref()))
+            .map(|f| Action::Remove(f.remove_action(true)))
+            .collect();
+        let properties = CommitProperties::default()
+            .with_max_retries(0)
+            .with_metadata([("errlake.repair".to_owned(), serde_json::json!(missing))]);
+        CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(
+                Some(state),
+                t.log_store(),
+                deltalake::protocol::DeltaOperation::FileSystemCheck {},
+            )
+            .await
+            .map_err(delta_err)?;
+        Ok(missing)
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn memchr_contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -28,12 +28,14 @@
 
 mod commit;
 mod compact;
+mod files;
 mod lake;
 mod read;
 mod writer;
 
 pub use commit::{TableCommit, hash_table};
 pub use compact::{Compaction, compact_tables};
+pub use files::is_own_data_file;
 pub use lake::{KEEP_HISTORY_PROPERTY, LOADS_FOLDER, Lake, LoadEntry, Orphans, TableInfo};
 pub use writer::LoadWriter;
 
@@ -183,6 +185,34 @@ pub enum SinkError {
         table: String,
         /// Why.
         message: String,
+    },
+    /// A commit file of a table's Delta log cannot be read.
+    #[error(
+        "sink: the Delta log of table `{table}` cannot be read: {file}: {message}; restore the file from a backup, or move the table's folder away so that the next run loads the table again"
+    )]
+    CorruptLog {
+        /// The table.
+        table: String,
+        /// The commit file's URL.
+        file: String,
+        /// What is wrong in it.
+        message: String,
+    },
+    /// A table's current version references data files that are not in its folder (deleted
+    /// by hand, or lost). Nothing was committed.
+    #[error(
+        "sink: table `{table}` of `{destination}` references {n} data file(s) that are gone ({first}{more}); no table was changed. Restore them from a backup, or run `cargo xtask repair {destination} --table {table}` to drop them from the table (their rows are lost; the next run reloads what the API still has)",
+        n = files.len(),
+        first = files.first().map_or("", String::as_str),
+        more = if files.len() > 1 { format!(" and {} more", files.len() - 1) } else { String::new() }
+    )]
+    MissingFiles {
+        /// The destination URL.
+        destination: String,
+        /// The table.
+        table: String,
+        /// The missing files, relative to the table's folder.
+        files: Vec<String>,
     },
     /// A broken invariant (a bug).
     #[error("sink: internal error: {message}")]
