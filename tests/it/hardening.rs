@@ -524,3 +524,48 @@ async fn a_corrupt_commit_file_is_named_in_one_line() {
     );
     assert!(!text.contains('\n'), "{text}");
 }
+
+// Issue 12: one value the parser cannot read (here a lone surrogate escape) failed the run;
+// now it fails its page, naming the byte, and `--keep-going` lands every other partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_with_an_unreadable_value_fails_only_its_partition() {
+    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+    let project = mock_api::data::object_id(7, 2, &[0, 1]);
+    let body = r#"{"data": [{"id": "e1", "message": "\ud800"}]}"#;
+    mock.add_fault(mock_api::Fault {
+        path_contains: format!("/projects/{project}/events"),
+        offset: 50,
+        status: 200,
+        body: body.into(),
+        retry_after: None,
+        times: usize::MAX,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = load(
+        &pipeline_file("errors.toml"),
+        &mock.base_url(),
+        dir.path(),
+        TOKEN,
+    );
+    let options = RunOptions {
+        keep_going: true,
+        ..RunOptions::default()
+    };
+    let report = pipeline::run(&p, &options).await.unwrap();
+    assert_eq!(report.outcome, pipeline::Outcome::PartiallyFailed);
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    let failed = &report.failed[0];
+    assert_eq!(failed.resource, "events");
+    assert!(failed.partition.contains(&project), "{failed:?}");
+    assert!(
+        failed.error.contains("page 2 of `events[")
+            && failed.error.contains(&format!(
+                "is not valid JSON at byte {}",
+                body.find('\\').unwrap()
+            )),
+        "{}",
+        failed.error
+    );
+    // The other five projects' events landed whole, and the failed one's first page.
+    assert_eq!(report.rows["events"], 5 * 75 + 50);
+}
