@@ -287,10 +287,8 @@ async fn no_token_reaches_a_file_of_the_lake_or_an_error() {
     }
 }
 
-// Issue 12: with one data file of `events` missing, a failed run moved `errors` and its
-// hashes, and its report said `commits: []`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_that_finds_a_data_file_gone_moves_no_table_and_says_the_way_out() {
+/// The seed pipeline run once against the small mock, into a fresh folder.
+async fn seed_pipeline_run() -> (MockHandle, tempfile::TempDir, pipeline::Pipeline) {
     let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = load(
@@ -300,6 +298,14 @@ async fn a_run_that_finds_a_data_file_gone_moves_no_table_and_says_the_way_out()
         TOKEN,
     );
     run(&p).await.unwrap();
+    (mock, dir, p)
+}
+
+// Issue 12: with one data file of `events` missing, a failed run moved `errors` and its
+// hashes, and its report said `commits: []`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_finds_a_data_file_gone_moves_no_table_and_says_the_way_out() {
+    let (mock, dir, p) = seed_pipeline_run().await;
     let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
     let versions = |lake: Lake| async move {
         let mut out = std::collections::BTreeMap::new();
@@ -499,15 +505,7 @@ async fn a_record_of_ten_thousand_keys_costs_tens_of_megabytes() {
 // RUST_BACKTRACE=1 and never named the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_commit_file_is_named_in_one_line() {
-    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let p = load(
-        &pipeline_file("errors.toml"),
-        &mock.base_url(),
-        dir.path(),
-        TOKEN,
-    );
-    run(&p).await.unwrap();
+    let (_mock, dir, p) = seed_pipeline_run().await;
     let commit = dir
         .path()
         .join("events/_delta_log/00000000000000000001.json");

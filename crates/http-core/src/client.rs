@@ -554,6 +554,20 @@ impl Client {
         {
             return Ok(Hop::Redirect(next));
         }
+        Err(self.status_error(url, redacted, status, &headers, &body, cap))
+    }
+
+    /// The error of a response that is neither a success nor a redirect: how long the server
+    /// asked to wait (which pauses the host), and the start of the body, redacted.
+    fn status_error(
+        &self,
+        url: &Url,
+        redacted: String,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        cap: Duration,
+    ) -> AttemptError {
         // Retry-After, or for a 429 without it (Sentry's), the rate-limit headers' reset.
         let retry_after = headers
             .get(http::header::RETRY_AFTER)
@@ -561,7 +575,7 @@ impl Client {
             .and_then(|v| parse_retry_after(v, SystemTime::now()))
             .or_else(|| {
                 (status == 429)
-                    .then(|| Budget::from_headers(&headers, SystemTime::now()))
+                    .then(|| Budget::from_headers(headers, SystemTime::now()))
                     .flatten()
                     .and_then(|b| b.reset_in)
                     // A reset in the past (or clock skew) says nothing: back off instead.
@@ -571,7 +585,7 @@ impl Client {
             && wait > cap
             && is_retryable_status(status)
         {
-            return Err(AttemptError {
+            return AttemptError {
                 error: FetchError::WaitTooLong {
                     url: redacted,
                     status,
@@ -579,7 +593,7 @@ impl Client {
                     max_secs: cap.as_secs_f64(),
                 },
                 retry_after: None,
-            });
+            };
         }
         if status == 429 || (retry_after.is_some() && is_retryable_status(status)) {
             self.pacer
@@ -590,14 +604,14 @@ impl Client {
         let longest = secrets.iter().map(|s| s.expose().len()).max().unwrap_or(0);
         let window = String::from_utf8_lossy(&body[..body.len().min(300 + longest)]);
         let body_snippet: String = redact_text(&window, &secrets).chars().take(300).collect();
-        Err(AttemptError {
+        AttemptError {
             error: FetchError::Status {
                 url: redacted,
                 status,
                 body_snippet,
             },
             retry_after,
-        })
+        }
     }
 
     /// A failure to connect, send or receive, as the error that says what ran out: a timeout

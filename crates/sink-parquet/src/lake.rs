@@ -216,17 +216,16 @@ impl Lake {
     /// Why a table's log cannot be read: the first commit file with a line that is not
     /// JSON, or else delta-rs's error as it stands.
     async fn unreadable_log(&self, table: &str, source: deltalake::DeltaTableError) -> SinkError {
-        use futures::TryStreamExt;
         use object_store::ObjectStoreExt;
         let log = self.prefix.clone().join(table).join("_delta_log");
         let mut commits: Vec<StorePath> = self
-            .store
-            .list(Some(&log))
-            .map_ok(|o| o.location)
-            .try_collect()
+            .list_under(&log)
             .await
-            .unwrap_or_default();
-        commits.retain(|p| p.as_ref().ends_with(".json"));
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, o)| o.location)
+            .filter(|p| p.as_ref().ends_with(".json"))
+            .collect();
         commits.sort();
         for path in commits {
             let Ok(bytes) = async { self.store.get(&path).await?.bytes().await }.await else {
@@ -277,6 +276,36 @@ impl Lake {
                 table: table.to_owned(),
                 source,
             })
+    }
+
+    /// Every object under `folder` (a store path), with its path relative to the folder.
+    async fn list_under(
+        &self,
+        folder: &StorePath,
+    ) -> Result<Vec<(String, object_store::ObjectMeta)>> {
+        use futures::TryStreamExt;
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(folder))
+            .try_collect()
+            .await
+            .map_err(|source| SinkError::Store {
+                path: folder.to_string(),
+                source,
+            })?;
+        Ok(objects
+            .into_iter()
+            .map(|o| {
+                let relative = o
+                    .location
+                    .as_ref()
+                    .strip_prefix(folder.as_ref())
+                    .unwrap_or(o.location.as_ref())
+                    .trim_start_matches('/')
+                    .to_owned();
+                (relative, o)
+            })
+            .collect())
     }
 
     /// The names of the tables in the destination (folders holding a `_delta_log`).
@@ -336,26 +365,8 @@ impl Lake {
         let folder = self.prefix.clone().join(table);
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
-        let store_err = |source| SinkError::Store {
-            path: folder.to_string(),
-            source,
-        };
-        let objects: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&folder))
-            .try_collect()
-            .await
-            .map_err(store_err)?;
         let mut orphans = Orphans::default();
-        for object in objects {
-            let Some(relative) = object
-                .location
-                .as_ref()
-                .strip_prefix(folder.as_ref())
-                .map(|r| r.trim_start_matches('/').to_owned())
-            else {
-                continue;
-            };
+        for (relative, object) in self.list_under(&folder).await? {
             if !is_own_data_file(&relative)
                 || referenced.contains(&relative)
                 || object.last_modified > cutoff
@@ -643,20 +654,15 @@ impl Lake {
     /// The latest `limit` load reports, newest first (load ids sort by their start time);
     /// a report that cannot be read is left out with a warning.
     pub async fn load_reports(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
-        use futures::TryStreamExt;
         use object_store::ObjectStoreExt;
         let folder = self.prefix.clone().join(LOADS_FOLDER);
         let mut paths: Vec<StorePath> = self
-            .store()
-            .list(Some(&folder))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(|source| SinkError::Store {
-                path: folder.to_string(),
-                source,
-            })?;
-        paths.retain(|p| p.as_ref().ends_with(".json"));
+            .list_under(&folder)
+            .await?
+            .into_iter()
+            .map(|(_, o)| o.location)
+            .filter(|p| p.as_ref().ends_with(".json"))
+            .collect();
         paths.sort();
         let mut reports = Vec::new();
         for path in paths.iter().rev().take(limit) {
@@ -709,29 +715,11 @@ impl Lake {
     /// refuses a destination that holds any, so that errlake never writes into, and never
     /// sweeps, another tool's data unless the user asks.
     pub async fn foreign_objects(&self, limit: usize) -> Result<Vec<String>> {
-        use futures::TryStreamExt;
         use object_store::ObjectStoreExt;
-        let objects: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&self.prefix))
-            .try_collect()
-            .await
-            .map_err(|source| SinkError::Store {
-                path: self.prefix.to_string(),
-                source,
-            })?;
-        let relative = |o: &object_store::ObjectMeta| {
-            o.location
-                .as_ref()
-                .strip_prefix(self.prefix.as_ref())
-                .unwrap_or(o.location.as_ref())
-                .trim_start_matches('/')
-                .to_owned()
-        };
+        let objects = self.list_under(&self.prefix).await?;
         // Each table folder's first commit, which says whether errlake created the table.
         let mut first_commits: BTreeMap<String, StorePath> = BTreeMap::new();
-        for o in &objects {
-            let rel = relative(o);
+        for (rel, o) in &objects {
             if let Some((folder, log_file)) = rel.split_once("/_delta_log/")
                 && !log_file.contains('/')
                 && log_file.ends_with(".json")
@@ -757,8 +745,8 @@ impl Lake {
         }
         let own = |folder: &str| own_logs.contains(folder);
         let mut foreign: Vec<String> = objects
-            .iter()
-            .map(relative)
+            .into_iter()
+            .map(|(rel, _)| rel)
             .filter(|rel| !is_own_object(rel, &own))
             .collect();
         foreign.sort();
@@ -770,7 +758,6 @@ impl Lake {
     /// folder (deleted by hand, or lost): a load would fail on them part-way, so it checks
     /// before its first commit. Files referenced by an absolute URL are not checked.
     pub async fn missing_files(&self, table: &str) -> Result<Vec<String>> {
-        use futures::TryStreamExt;
         let Some(t) = self.load_table(table).await? else {
             return Ok(Vec::new());
         };
@@ -780,22 +767,11 @@ impl Lake {
         }
         let folder = self.prefix.clone().join(table);
         let present: std::collections::HashSet<String> = self
-            .store
-            .list(Some(&folder))
-            .map_ok(|o| {
-                o.location
-                    .as_ref()
-                    .strip_prefix(folder.as_ref())
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_owned()
-            })
-            .try_collect()
-            .await
-            .map_err(|source| SinkError::Store {
-                path: folder.to_string(),
-                source,
-            })?;
+            .list_under(&folder)
+            .await?
+            .into_iter()
+            .map(|(relative, _)| relative)
+            .collect();
         Ok(referenced
             .into_iter()
             .map(|(path, _)| path)
