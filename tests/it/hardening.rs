@@ -287,8 +287,8 @@ async fn no_token_reaches_a_file_of_the_lake_or_an_error() {
     }
 }
 
-/// The seed pipeline run once against the small mock, into a fresh folder.
-async fn seed_pipeline_run() -> (MockHandle, tempfile::TempDir, pipeline::Pipeline) {
+/// The seed pipeline against the small mock, into a fresh folder.
+async fn seed_pipeline() -> (MockHandle, tempfile::TempDir, pipeline::Pipeline) {
     let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = load(
@@ -297,6 +297,12 @@ async fn seed_pipeline_run() -> (MockHandle, tempfile::TempDir, pipeline::Pipeli
         dir.path(),
         TOKEN,
     );
+    (mock, dir, p)
+}
+
+/// [`seed_pipeline`], run once.
+async fn seed_pipeline_run() -> (MockHandle, tempfile::TempDir, pipeline::Pipeline) {
+    let (mock, dir, p) = seed_pipeline().await;
     run(&p).await.unwrap();
     (mock, dir, p)
 }
@@ -527,7 +533,7 @@ async fn a_corrupt_commit_file_is_named_in_one_line() {
 // now it fails its page, naming the byte, and `--keep-going` lands every other partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_with_an_unreadable_value_fails_only_its_partition() {
-    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+    let (mock, _dir, p) = seed_pipeline().await;
     let project = mock_api::data::object_id(7, 2, &[0, 1]);
     let body = r#"{"data": [{"id": "e1", "message": "\ud800"}]}"#;
     mock.add_fault(mock_api::Fault {
@@ -538,13 +544,6 @@ async fn a_page_with_an_unreadable_value_fails_only_its_partition() {
         retry_after: None,
         times: usize::MAX,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let p = load(
-        &pipeline_file("errors.toml"),
-        &mock.base_url(),
-        dir.path(),
-        TOKEN,
-    );
     let options = RunOptions {
         keep_going: true,
         ..RunOptions::default()
