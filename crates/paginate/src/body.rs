@@ -1,5 +1,6 @@
 //! A page body read as JSON, once: a quick scan for what the parser would misreport (nesting
-//! beyond [`MAX_DEPTH`], lone surrogate escapes), then the parse; a problem names its byte.
+//! beyond [`MAX_DEPTH`], lone surrogate escapes) or round (integers beyond 64 bits), then the
+//! parse; a problem names its byte.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,24 +21,66 @@ pub struct BodyProblem {
 }
 
 /// Parses a page body, as [`crate::PageLoop`] does for each page; an empty (or
-/// all-whitespace) body is an empty list.
+/// all-whitespace) body is an empty list. An integer that fits neither `i64` nor `u64` becomes
+/// a string of all its digits (the parser would round it to a double: two ids that differ
+/// past the 17th digit would become one), which the normalizer keeps as text, as it keeps
+/// integers between `i64` and `u64`.
 pub fn parse_body(bytes: &[u8]) -> Result<Value, BodyProblem> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Array(Vec::new()));
     }
-    scan(bytes)?;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let big = scan(bytes)?;
+    let quoted;
+    let input: &[u8] = if big.is_empty() {
+        bytes
+    } else {
+        quoted = quote_spans(bytes, &big);
+        &quoted
+    };
+    let mut de = serde_json::Deserializer::from_slice(input);
     // The scan bounded the depth.
     de.disable_recursion_limit();
     let parsed = Value::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     parsed.map_err(|e| {
         let at = format!(" at line {} column {}", e.line(), e.column());
         let text = e.to_string();
+        let offset = byte_offset(input, e.line(), e.column());
+        // Back to the body's own bytes: two quotes were added per integer before the offset.
+        let added = big
+            .iter()
+            .enumerate()
+            .take_while(|(k, span)| span.end + 2 * k + 2 <= offset)
+            .count();
         BodyProblem {
-            offset: byte_offset(bytes, e.line(), e.column()),
+            offset: offset - 2 * added,
             problem: text.strip_suffix(&at).unwrap_or(&text).to_owned(),
         }
     })
+}
+
+/// The body with each span (an integer literal) in double quotes.
+fn quote_spans(bytes: &[u8], spans: &[std::ops::Range<usize>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 2 * spans.len());
+    let mut at = 0;
+    for span in spans {
+        out.extend_from_slice(&bytes[at..span.start]);
+        out.push(b'"');
+        out.extend_from_slice(&bytes[span.clone()]);
+        out.push(b'"');
+        at = span.end;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
+}
+
+/// Whether a number literal is an integer that fits neither `i64` nor `u64`.
+fn is_big_integer(token: &[u8]) -> bool {
+    let digits = token.strip_prefix(b"-").unwrap_or(token);
+    token.len() > 19
+        && !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(token)
+            .is_ok_and(|t| t.parse::<i64>().is_err() && t.parse::<u64>().is_err())
 }
 
 /// The byte offset of a 1-based line and column (as the parser counts them: bytes).
@@ -56,8 +99,10 @@ fn byte_offset(bytes: &[u8], line: usize, column: usize) -> usize {
 }
 
 /// Finds nesting deeper than [`MAX_DEPTH`] and UTF-16 surrogate escapes without their pair
-/// (`"\ud800"`, which the parser reports as an "unexpected end of hex escape").
-fn scan(bytes: &[u8]) -> Result<(), BodyProblem> {
+/// (`"\ud800"`, which the parser reports as an "unexpected end of hex escape"); returns the
+/// spans of integers beyond 64 bits.
+fn scan(bytes: &[u8]) -> Result<Vec<std::ops::Range<usize>>, BodyProblem> {
+    let mut big = Vec::new();
     let mut depth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
@@ -104,10 +149,21 @@ fn scan(bytes: &[u8]) -> Result<(), BodyProblem> {
                 depth = depth.saturating_sub(1);
                 i += 1;
             }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                if is_big_integer(&bytes[start..i]) {
+                    big.push(start..i);
+                }
+            }
             _ => i += 1,
         }
     }
-    Ok(())
+    Ok(big)
 }
 
 fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
@@ -153,6 +209,26 @@ mod tests {
         let err = parse_body(b"[\"ok\", \"bad \xff byte\"]").unwrap_err();
         assert_eq!(err.problem, "invalid unicode code point");
         assert!((12..=13).contains(&err.offset), "{err:?}");
+    }
+
+    // Issue 12: integers beyond 64 bits became doubles, so two ids that differ past the 17th
+    // digit merged into one row.
+    #[test]
+    fn integers_beyond_64_bits_keep_every_digit() {
+        let v = parse_body(
+            b"[{\"id\": 123456789012345678901234567890, \"n\": -98765432109876543210987, \"u\": 18446744073709551615, \"f\": 1.5e300}]",
+        )
+        .unwrap();
+        assert_eq!(v[0]["id"], "123456789012345678901234567890");
+        assert_eq!(v[0]["n"], "-98765432109876543210987");
+        assert_eq!(v[0]["u"], 18446744073709551615u64);
+        assert_eq!(v[0]["f"], 1.5e300);
+        // An error after a quoted integer still names the body's own byte.
+        check_problem(
+            "[123456789012345678901234567890, tru]",
+            36,
+            "expected ident",
+        );
     }
 
     #[test]
