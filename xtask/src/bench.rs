@@ -224,6 +224,13 @@ fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
                 .arg(per_project.to_string())
                 .arg("--report")
                 .arg(&report)
+                // Its progress lines (stderr is not a terminal) would cut into the table;
+                // warnings and errors still show.
+                .env(
+                    "ERRLAKE_LOG",
+                    std::env::var("ERRLAKE_LOG")
+                        .unwrap_or_else(|_| "warn,buoyant_kernel=off".into()),
+                )
                 .stdout(std::process::Stdio::null()),
         )?;
         anyhow::ensure!(status.success(), "bench: the demo run failed ({status})");
