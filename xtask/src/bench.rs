@@ -38,10 +38,24 @@ pub(crate) struct BenchArgs {
     /// Where the pipeline bench writes its lakes (deleted after each run).
     #[arg(long, default_value_t = std::env::temp_dir().join("errlake-bench").display().to_string())]
     scratch: String,
+    /// Compare with another tool instead: `dlt` installs dlt 1.31 into the test virtual
+    /// environment and lands the same mock with its `rest_api_source`, then errlake does.
+    #[arg(long)]
+    against: Option<Against>,
+    /// Events landed by each tool in the comparison, one comparison per size.
+    #[arg(long, value_delimiter = ',', default_values_t = [40_000usize])]
+    against_events: Vec<usize>,
     /// Internal: the merge bench's measured landing, run in a child process of its own so
     /// its peak memory is the landing's alone: `<lake dir>,<case>,<table rows>`.
     #[arg(long, hide = true)]
     land_child: Option<String>,
+}
+
+/// Another tool to compare with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Against {
+    /// dlt 1.31's `rest_api_source`.
+    Dlt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,6 +84,9 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         args.repeat
     );
+    if let Some(Against::Dlt) = args.against {
+        return crate::against_dlt::against_dlt(&args.against_events, Path::new(&args.scratch));
+    }
     if args.only.contains(&Bench::Normalize) {
         normalize_bench(args.normalize_events, args.repeat.max(1))?;
     }

@@ -2,6 +2,7 @@
 //! (<https://github.com/matklad/cargo-xtask>): `cargo xtask <task>`, built optimized because
 //! it runs real pipelines.
 
+mod against_dlt;
 mod bench;
 mod demo;
 mod inspect;

@@ -15,7 +15,7 @@ pub(crate) struct TestArgs {
 }
 
 /// The target folder: `CARGO_TARGET_DIR` or `<root>/target`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join("target"))
@@ -34,7 +34,7 @@ const TEST_PACKAGES: &[&str] = &[
 /// moto (its server is the S3-compatible store the tests start on loopback: it honors the
 /// conditional puts Delta commits need, which s3s-fs does not under races), and DuckDB with
 /// its delta extension from PyPI (DuckDB would otherwise download it at `INSTALL delta`).
-fn python_with_deltalake() -> anyhow::Result<PathBuf> {
+pub(crate) fn python_with_deltalake() -> anyhow::Result<PathBuf> {
     let venv = target_dir().join("errlake-py");
     let python = venv.join("bin/python");
     let has = |p: &PathBuf| {

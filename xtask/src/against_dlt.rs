@@ -1,0 +1,196 @@
+//! `cargo xtask bench --against dlt`: errlake and dlt 1.31's `rest_api_source` read the same
+//! embedded mock, served by a process of its own, one tool after the other; events per
+//! second, MB/s of JSON and peak memory of each, and the ratio.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// The dlt version compared against, with the parquet extra its filesystem destination needs.
+const DLT: &str = "dlt[parquet]==1.31.0";
+
+/// The mock's token for both tools.
+const TOKEN: &str = "bench-token";
+
+/// One tool's run.
+struct Figures {
+    seconds: f64,
+    events: u64,
+    peak_rss_bytes: u64,
+}
+
+/// Runs the comparison once per size in `sizes` (events), in `scratch`.
+pub(crate) fn against_dlt(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
+    let python = python_with_dlt()?;
+    let exe = std::env::current_exe().context("bench: locating the xtask binary")?;
+    std::fs::create_dir_all(scratch)?;
+    let script = scratch.join("dlt_bench.py");
+    std::fs::write(&script, include_str!("dlt_bench.py"))?;
+    println!();
+    println!(
+        "errlake against {DLT} (rest_api_source, parquet files), the same mock in a process of its own"
+    );
+    println!(
+        "{:>8} {:>9} {:>8} {:>10} {:>7} {:>14}",
+        "events", "tool", "seconds", "events/s", "MB/s", "peak RSS (MB)"
+    );
+    for &events in sizes {
+        let mock = Mock::start(&exe, events.div_ceil(10))?;
+        let dlt_dir = scratch.join(format!("dlt-{events}"));
+        let _ = std::fs::remove_dir_all(&dlt_dir);
+        let output = Command::new(&python)
+            .arg(&script)
+            .arg(&mock.base_url)
+            .arg(TOKEN)
+            .arg(&dlt_dir)
+            .stderr(Stdio::null())
+            .output()
+            .context("bench: running dlt")?;
+        let last = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        if !output.status.success() {
+            bail!("bench: the dlt run failed ({}): {last}", output.status);
+        }
+        let dlt: serde_json::Value =
+            serde_json::from_str(&last).context("bench: dlt's figures are not JSON")?;
+        let dlt = Figures {
+            seconds: dlt["seconds"].as_f64().unwrap_or(f64::NAN),
+            events: dlt["events"].as_u64().unwrap_or(0),
+            peak_rss_bytes: dlt["peak_rss_bytes"].as_u64().unwrap_or(0),
+        };
+
+        let lake = scratch.join(format!("errlake-{events}"));
+        let _ = std::fs::remove_dir_all(&lake);
+        let report = scratch.join(format!("errlake-{events}.json"));
+        let status = Command::new(&exe)
+            .arg("run")
+            .arg(crate::workspace_root().join("pipelines/errors.toml"))
+            .arg("--base-url")
+            .arg(&mock.base_url)
+            .arg("--destination")
+            .arg(&lake)
+            .arg("--report")
+            .arg(&report)
+            .env("AUTH_TOKEN", TOKEN)
+            .env("ERRLAKE_LOG", "warn,buoyant_kernel=off")
+            .stdout(Stdio::null())
+            .status()
+            .context("bench: running errlake")?;
+        if !status.success() {
+            bail!("bench: the errlake run failed ({status})");
+        }
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+        let errlake = Figures {
+            seconds: report["seconds"].as_f64().unwrap_or(f64::NAN),
+            events: report["rows"]["events"].as_u64().unwrap_or(0),
+            peak_rss_bytes: report["peak_rss_bytes"].as_u64().unwrap_or(0),
+        };
+        // Both read the same pages; errlake counts their bytes.
+        let json_bytes = report["http"]["bytes"].as_u64().unwrap_or(0) as f64;
+        for (tool, f) in [("errlake", &errlake), ("dlt", &dlt)] {
+            println!(
+                "{:>8} {:>9} {:>8.2} {:>10.0} {:>7.1} {:>14.0}",
+                f.events,
+                tool,
+                f.seconds,
+                f.events as f64 / f.seconds,
+                json_bytes / 1e6 / f.seconds,
+                f.peak_rss_bytes as f64 / 1e6
+            );
+        }
+        println!(
+            "{:>8} errlake / dlt events per second: {:.1}x",
+            "",
+            (errlake.events as f64 / errlake.seconds) / (dlt.events as f64 / dlt.seconds)
+        );
+        let _ = std::fs::remove_dir_all(&dlt_dir);
+        let _ = std::fs::remove_dir_all(&lake);
+    }
+    Ok(())
+}
+
+/// The test virtual environment's Python, with dlt installed into it when missing.
+fn python_with_dlt() -> anyhow::Result<std::path::PathBuf> {
+    let python = crate::test::python_with_deltalake()?;
+    let has_dlt = Command::new(&python)
+        .args([
+            "-c",
+            "import dlt, sys; sys.exit(dlt.__version__ != '1.31.0')",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_dlt {
+        eprintln!("bench: installing {DLT} into {}", python.display());
+        let status = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+                DLT,
+            ])
+            .status()
+            .context("running pip")?;
+        if !status.success() {
+            bail!("installing {DLT} failed");
+        }
+    }
+    Ok(python)
+}
+
+/// The embedded mock served by `xtask mock` in a child process; stopped on drop.
+struct Mock {
+    child: std::process::Child,
+    base_url: String,
+    /// Held open: a closed pipe would fail the mock's next line of output.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Mock {
+    fn start(exe: &Path, events_per_project: usize) -> anyhow::Result<Mock> {
+        let mut child = Command::new(exe)
+            .args(["mock", "--port", "0", "--events-per-project"])
+            .arg(events_per_project.to_string())
+            .env("AUTH_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("bench: starting the mock")?;
+        let Some(out) = child.stdout.take() else {
+            bail!("bench: the mock has no output");
+        };
+        let mut stdout = std::io::BufReader::new(out);
+        let mut first = String::new();
+        stdout.read_line(&mut first)?;
+        // "mock API (revision 0) on http://127.0.0.1:PORT; Ctrl-C stops it"
+        let base_url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .map(|u| u.trim_end_matches(';').to_owned());
+        match base_url {
+            Some(base_url) => Ok(Mock {
+                child,
+                base_url,
+                _stdout: stdout,
+            }),
+            None => {
+                let _ = child.kill();
+                bail!("bench: the mock did not say where it listens: {first:?}")
+            }
+        }
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
