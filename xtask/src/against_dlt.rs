@@ -126,19 +126,7 @@ fn python_with_dlt() -> anyhow::Result<std::path::PathBuf> {
         .is_ok_and(|s| s.success());
     if !has_dlt {
         eprintln!("bench: installing {DLT} into {}", python.display());
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--progress-bar",
-                "off",
-                DLT,
-            ])
-            .status()
-            .context("running pip")?;
-        if !status.success() {
+        if !crate::test::pip_install(&python, &[DLT])? {
             bail!("installing {DLT} failed");
         }
     }

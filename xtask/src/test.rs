@@ -59,7 +59,15 @@ pub(crate) fn python_with_deltalake() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("{base} -m venv failed");
     }
-    let status = Command::new(venv.join("bin/python"))
+    if !pip_install(&python, TEST_PACKAGES)? || !has(&python) {
+        bail!("installing the deltalake, moto and duckdb Python packages failed");
+    }
+    Ok(python)
+}
+
+/// Installs `packages` with `python`'s pip; whether it succeeded.
+pub(crate) fn pip_install(python: &std::path::Path, packages: &[&str]) -> anyhow::Result<bool> {
+    let status = Command::new(python)
         .args([
             "-m",
             "pip",
@@ -68,13 +76,10 @@ pub(crate) fn python_with_deltalake() -> anyhow::Result<PathBuf> {
             "--progress-bar",
             "off",
         ])
-        .args(TEST_PACKAGES)
+        .args(packages)
         .status()
         .context("running pip")?;
-    if !status.success() || !has(&python) {
-        bail!("installing the deltalake, moto and duckdb Python packages failed");
-    }
-    Ok(python)
+    Ok(status.success())
 }
 
 pub(crate) fn test(args: TestArgs) -> anyhow::Result<()> {
