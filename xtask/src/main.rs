@@ -135,7 +135,14 @@ fn init_logging(format: LogFormat) {
 
 /// The workspace root, from this crate's manifest folder: never the caller's working folder.
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // `cargo xtask` (`cargo run`) sets the variable at run time too; that one wins, because
+    // clones sharing one target folder each copy their build to `target/release/xtask`, and
+    // cargo does not copy it again for a clone whose build is up to date.
+    // Only the xtask package's own folder counts: a test that starts xtask passes on its own.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.file_name().is_some_and(|name| name == "xtask"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default()
