@@ -1,0 +1,461 @@
+//! The one pass: bytes to tape, validating as it goes.
+
+use crate::{MAX_DEPTH, Node, Problem, Tag};
+
+/// Bytes a string's fast scan stops at: the closing quote, an escape, a control character.
+static STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+struct Frame {
+    node: u32,
+    count: u32,
+    object: bool,
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+    nodes: Vec<Node>,
+    stack: Vec<Frame>,
+    /// Key positions of the object being closed (reused).
+    keys: Vec<u32>,
+}
+
+fn problem(offset: usize, problem: impl Into<String>) -> Problem {
+    Problem {
+        offset,
+        problem: problem.into(),
+    }
+}
+
+/// The tape of `bytes`: one JSON value with optional whitespace around it.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Node>, Problem> {
+    if u32::try_from(bytes.len()).is_err() {
+        return Err(problem(0, "a body of 4 GiB or more"));
+    }
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(problem(e.valid_up_to(), "invalid unicode code point"));
+    }
+    let mut p = Parser {
+        b: bytes,
+        i: 0,
+        // About one token per 8 bytes of JSON: rarely grown.
+        nodes: Vec::with_capacity(bytes.len() / 8 + 4),
+        stack: Vec::new(),
+        keys: Vec::new(),
+    };
+    p.run()?;
+    Ok(p.nodes)
+}
+
+impl Parser<'_> {
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn push(&mut self, tag: Tag, start: usize, end: usize) -> u32 {
+        let idx = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            tag,
+            shadowed: false,
+            start: start as u32,
+            end: end as u32,
+            a: 0,
+            b: 0,
+        });
+        idx
+    }
+
+    fn push_number(&mut self, tag: Tag, start: usize, end: usize, bits: u64) {
+        let idx = self.push(tag, start, end) as usize;
+        self.nodes[idx].a = (bits >> 32) as u32;
+        self.nodes[idx].b = bits as u32;
+    }
+
+    fn run(&mut self) -> Result<(), Problem> {
+        self.skip_ws();
+        let mut want_value = true;
+        loop {
+            if want_value {
+                self.value()?;
+            }
+            // A value just ended: it belongs to the innermost open list or object.
+            self.skip_ws();
+            let Some(frame) = self.stack.last_mut() else {
+                if self.i < self.b.len() {
+                    return Err(problem(self.i, "trailing characters"));
+                }
+                return Ok(());
+            };
+            frame.count += 1;
+            let object = frame.object;
+            match (self.b.get(self.i), object) {
+                (Some(b','), false) => {
+                    self.i += 1;
+                    self.skip_ws();
+                    want_value = true;
+                }
+                (Some(b','), true) => {
+                    self.i += 1;
+                    self.skip_ws();
+                    self.key()?;
+                    want_value = true;
+                }
+                (Some(b']'), false) | (Some(b'}'), true) => {
+                    self.close()?;
+                    want_value = false;
+                }
+                (None, false) => return Err(problem(self.i, "EOF while parsing a list")),
+                (None, true) => return Err(problem(self.i, "EOF while parsing an object")),
+                (Some(_), false) => return Err(problem(self.i, "expected `,` or `]`")),
+                (Some(_), true) => return Err(problem(self.i, "expected `,` or `}`")),
+            }
+        }
+    }
+
+    /// One value at `i`; a list or object is opened (and closed at once when empty). Leaves
+    /// `want_value` to the caller: after an opened, non-empty container the next token is
+    /// its first value.
+    fn value(&mut self) -> Result<(), Problem> {
+        loop {
+            let i = self.i;
+            match self.b.get(i) {
+                Some(b'"') => return self.string(),
+                Some(b'-' | b'0'..=b'9') => return self.number(),
+                Some(b't') => return self.literal(b"true", Tag::True),
+                Some(b'f') => return self.literal(b"false", Tag::False),
+                Some(b'n') => return self.literal(b"null", Tag::Null),
+                Some(&open @ (b'[' | b'{')) => {
+                    if self.stack.len() >= MAX_DEPTH {
+                        return Err(problem(
+                            i,
+                            format!("lists and objects nested deeper than {MAX_DEPTH} levels"),
+                        ));
+                    }
+                    let object = open == b'{';
+                    let node = self.push(if object { Tag::Object } else { Tag::Array }, i, i);
+                    self.stack.push(Frame {
+                        node,
+                        count: 0,
+                        object,
+                    });
+                    self.i += 1;
+                    self.skip_ws();
+                    let close = if object { b'}' } else { b']' };
+                    if self.b.get(self.i) == Some(&close) {
+                        // Empty: closed here; the caller goes on after it.
+                        self.close()?;
+                        return Ok(());
+                    }
+                    if object {
+                        self.key()?;
+                    }
+                    // The first item follows.
+                }
+                None => return Err(problem(i, "EOF while parsing a value")),
+                Some(_) => return Err(problem(i, "expected value")),
+            }
+        }
+    }
+
+    /// An object's key and its colon; the value follows.
+    fn key(&mut self) -> Result<(), Problem> {
+        match self.b.get(self.i) {
+            Some(b'"') => self.string()?,
+            None => return Err(problem(self.i, "EOF while parsing an object")),
+            Some(_) => return Err(problem(self.i, "key must be a string")),
+        }
+        self.skip_ws();
+        match self.b.get(self.i) {
+            Some(b':') => {
+                self.i += 1;
+                self.skip_ws();
+                Ok(())
+            }
+            None => Err(problem(self.i, "EOF while parsing an object")),
+            Some(_) => Err(problem(self.i, "expected `:`")),
+        }
+    }
+
+    /// Closes the innermost list or object at `i` (its closing bracket).
+    fn close(&mut self) -> Result<(), Problem> {
+        let Some(frame) = self.stack.pop() else {
+            return Ok(());
+        };
+        let after = self.nodes.len() as u32;
+        let end = self.i + 1;
+        let n = &mut self.nodes[frame.node as usize];
+        n.end = end as u32;
+        n.a = after;
+        n.b = frame.count;
+        self.i = end;
+        if frame.object && frame.count > 1 {
+            self.shadow_duplicates(frame.node);
+        }
+        Ok(())
+    }
+
+    /// Marks each key of an object that a later equal key shadows (the last one wins, as in
+    /// `serde_json`).
+    fn shadow_duplicates(&mut self, object: u32) {
+        self.keys.clear();
+        let n = self.nodes[object as usize];
+        let mut at = object + 1;
+        let mut escaped = false;
+        for _ in 0..n.b {
+            self.keys.push(at);
+            escaped |= self.nodes[at as usize].tag == Tag::EscStr;
+            let value = &self.nodes[at as usize + 1];
+            at = match value.tag {
+                Tag::Array | Tag::Object => value.a,
+                _ => at + 2,
+            };
+        }
+        let text = |node: &Node| -> std::borrow::Cow<'_, [u8]> {
+            let raw = &self.b[node.start as usize..node.end as usize];
+            if node.tag == Tag::EscStr {
+                std::borrow::Cow::Owned(
+                    unescape(std::str::from_utf8(raw).unwrap_or("")).into_bytes(),
+                )
+            } else {
+                std::borrow::Cow::Borrowed(raw)
+            }
+        };
+        let mut shadowed = Vec::new();
+        if self.keys.len() <= 12 && !escaped {
+            for (x, &i) in self.keys.iter().enumerate() {
+                let ki = &self.nodes[i as usize];
+                let a = &self.b[ki.start as usize..ki.end as usize];
+                if self.keys[x + 1..].iter().any(|&j| {
+                    let kj = &self.nodes[j as usize];
+                    &self.b[kj.start as usize..kj.end as usize] == a
+                }) {
+                    shadowed.push(i);
+                }
+            }
+        } else {
+            let mut sorted: Vec<(std::borrow::Cow<'_, [u8]>, u32)> = self
+                .keys
+                .iter()
+                .map(|&i| (text(&self.nodes[i as usize]), i))
+                .collect();
+            sorted.sort();
+            for pair in sorted.windows(2) {
+                if pair[0].0 == pair[1].0 {
+                    // Same text: the earlier position is shadowed.
+                    shadowed.push(pair[0].1);
+                }
+            }
+        }
+        for i in shadowed {
+            self.nodes[i as usize].shadowed = true;
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8], tag: Tag) -> Result<(), Problem> {
+        let i = self.i;
+        if self.b[i..].starts_with(word) {
+            self.push(tag, i, i + word.len());
+            self.i += word.len();
+            Ok(())
+        } else {
+            let bad = (0..word.len())
+                .find(|&k| self.b.get(i + k) != Some(&word[k]))
+                .map_or(i, |k| i + k);
+            if bad >= self.b.len() {
+                Err(problem(bad, "EOF while parsing a value"))
+            } else {
+                Err(problem(bad, "expected ident"))
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<(), Problem> {
+        let start = self.i + 1;
+        let b = self.b;
+        let mut j = start;
+        let mut escaped = false;
+        loop {
+            while j < b.len() && !STOPS[b[j] as usize] {
+                j += 1;
+            }
+            match b.get(j) {
+                None => return Err(problem(b.len(), "EOF while parsing a string")),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    escaped = true;
+                    j = escape(b, j)?;
+                }
+                Some(_) => {
+                    return Err(problem(
+                        j,
+                        "control character (\\u0000-\\u001F) found while parsing a string",
+                    ));
+                }
+            }
+        }
+        self.push(if escaped { Tag::EscStr } else { Tag::Str }, start, j);
+        self.i = j + 1;
+        Ok(())
+    }
+
+    fn number(&mut self) -> Result<(), Problem> {
+        let b = self.b;
+        let start = self.i;
+        let mut j = start;
+        let negative = b[j] == b'-';
+        if negative {
+            j += 1;
+        }
+        let digits = |j: &mut usize| {
+            let from = *j;
+            while *j < b.len() && b[*j].is_ascii_digit() {
+                *j += 1;
+            }
+            *j - from
+        };
+        match b.get(j) {
+            Some(b'0') => j += 1,
+            Some(b'1'..=b'9') => {
+                digits(&mut j);
+            }
+            None => return Err(problem(j, "EOF while parsing a value")),
+            Some(_) => return Err(problem(j, "invalid number")),
+        }
+        let mut float = false;
+        if b.get(j) == Some(&b'.') {
+            j += 1;
+            if digits(&mut j) == 0 {
+                return Err(problem(j, "invalid number"));
+            }
+            float = true;
+        }
+        if let Some(b'e' | b'E') = b.get(j) {
+            j += 1;
+            if let Some(b'+' | b'-') = b.get(j) {
+                j += 1;
+            }
+            if digits(&mut j) == 0 {
+                return Err(problem(j, "invalid number"));
+            }
+            float = true;
+        }
+        // ASCII only, checked above.
+        let text = std::str::from_utf8(&b[start..j]).unwrap_or("");
+        if float {
+            let f: f64 = text.parse().unwrap_or(f64::NAN);
+            if !f.is_finite() {
+                return Err(problem(start, "number out of range"));
+            }
+            self.push_number(Tag::Float, start, j, f.to_bits());
+        } else if negative {
+            match text.parse::<i64>() {
+                // serde_json reads `-0` as the double -0.0.
+                Ok(0) => self.push_number(Tag::Float, start, j, (-0.0f64).to_bits()),
+                Ok(i) => self.push_number(Tag::Int, start, j, i as u64),
+                Err(_) => self.push_number(Tag::Big, start, j, 0),
+            }
+        } else {
+            match text.parse::<u64>() {
+                Ok(u) if i64::try_from(u).is_ok() => self.push_number(Tag::Int, start, j, u),
+                Ok(u) => self.push_number(Tag::UInt, start, j, u),
+                Err(_) => self.push_number(Tag::Big, start, j, 0),
+            }
+        }
+        self.i = j;
+        Ok(())
+    }
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let digits = b.get(at..at + 4)?;
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+fn lone_surrogate(b: &[u8], at: usize) -> Problem {
+    let escape = String::from_utf8_lossy(&b[at..(at + 6).min(b.len())]).into_owned();
+    problem(
+        at,
+        format!(
+            "the escape `{escape}` is half of a UTF-16 surrogate pair without its other half, not a character"
+        ),
+    )
+}
+
+/// Checks the escape at `j` (a backslash); returns the position after it.
+fn escape(b: &[u8], j: usize) -> Result<usize, Problem> {
+    match b.get(j + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(j + 2),
+        Some(b'u') => match hex4(b, j + 2) {
+            Some(0xD800..=0xDBFF) => {
+                let low = (b.get(j + 6) == Some(&b'\\') && b.get(j + 7) == Some(&b'u'))
+                    .then(|| hex4(b, j + 8))
+                    .flatten();
+                match low {
+                    Some(0xDC00..=0xDFFF) => Ok(j + 12),
+                    _ => Err(lone_surrogate(b, j)),
+                }
+            }
+            Some(0xDC00..=0xDFFF) => Err(lone_surrogate(b, j)),
+            Some(_) => Ok(j + 6),
+            None if b.len() < j + 6 => Err(problem(b.len(), "EOF while parsing a string")),
+            None => Err(problem(j, "invalid escape")),
+        },
+        None => Err(problem(b.len(), "EOF while parsing a string")),
+        Some(_) => Err(problem(j, "invalid escape")),
+    }
+}
+
+/// The text of a string's content with its escapes decoded (parsing checked them).
+pub(crate) fn unescape(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < b.len() {
+        let Some(k) = b[i..].iter().position(|&c| c == b'\\') else {
+            out.push_str(&raw[i..]);
+            break;
+        };
+        out.push_str(&raw[i..i + k]);
+        i += k;
+        let c = match b.get(i + 1) {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let hi = hex4(b, i + 2).unwrap_or(0xFFFD);
+                if (0xD800..=0xDBFF).contains(&hi) {
+                    let lo = hex4(b, i + 8).unwrap_or(0xDC00);
+                    i += 6;
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                        .unwrap_or('\u{FFFD}')
+                } else {
+                    char::from_u32(hi).unwrap_or('\u{FFFD}')
+                }
+            }
+            _ => '\u{FFFD}',
+        };
+        out.push(c);
+        i += if b.get(i + 1) == Some(&b'u') { 6 } else { 2 };
+    }
+    out
+}
