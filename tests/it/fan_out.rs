@@ -128,8 +128,8 @@ proptest! {
         let mut n_records: BTreeMap<String, usize> = BTreeMap::new();
         for p in &pages {
             *n_records.entry(p.resource.to_string()).or_default() += p.records.len();
-            for r in &p.records {
-                ids.entry(p.resource.to_string()).or_default().insert(r["id"].as_str().unwrap().to_owned());
+            for r in p.records.iter() {
+                ids.entry(p.resource.to_string()).or_default().insert(r.get("id").and_then(|v| v.as_key_text()).unwrap().into_owned());
             }
         }
         for (resource, expected) in mock.expected_counts() {

@@ -121,7 +121,15 @@ pub(crate) fn run_python<T: serde::de::DeserializeOwned>(script: &str, args: &[&
         "python reader failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "python printed {:?}: {e}",
+            String::from_utf8_lossy(&output.stdout)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        )
+    })
 }
 
 /// A moto S3 server on a free loopback port, with one bucket; stopped on drop.

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 const DLT: &str = "dlt[parquet]==1.31.0";
 
 /// The mock's token for both tools.
-const TOKEN: &str = "bench-token";
+pub(crate) const TOKEN: &str = "bench-token";
 
 /// One tool's run.
 struct Figures {
@@ -134,15 +134,15 @@ fn python_with_dlt() -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// The embedded mock served by `xtask mock` in a child process; stopped on drop.
-struct Mock {
+pub(crate) struct Mock {
     child: std::process::Child,
-    base_url: String,
+    pub(crate) base_url: String,
     /// Held open: a closed pipe would fail the mock's next line of output.
     _stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
 impl Mock {
-    fn start(exe: &Path, events_per_project: usize) -> anyhow::Result<Mock> {
+    pub(crate) fn start(exe: &Path, events_per_project: usize) -> anyhow::Result<Mock> {
         let mut child = Command::new(exe)
             .args(["mock", "--port", "0", "--events-per-project"])
             .arg(events_per_project.to_string())

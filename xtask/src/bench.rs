@@ -1,10 +1,11 @@
 //! `cargo xtask bench`: the figures that speed and memory claims rest on, printed, never
 //! asserted. Ratios are measured within one run, since the machines are shared and noisy.
 //!
-//! - normalization: the embedded mock's events as page bodies, parsed into
-//!   `serde_json::Value` (the baseline) and normalized into Arrow batches, on one core;
-//! - pipeline: `cargo xtask demo` in a child process at two sizes, for events per second
-//!   and the child's peak resident memory;
+//! - normalization: the embedded mock's events as page bodies, parsed into a tape and
+//!   normalized into Arrow batches, on one core (`serde_json::Value` trees as the baseline);
+//! - pipeline: `cargo xtask run pipelines/errors.toml` in a child process against the mock
+//!   served by another (`xtask mock`), per size, for events per second and the run's peak
+//!   resident memory;
 //! - merge: an events table of N rows (built by 10 loads), then 1% of N rows landed four
 //!   ways: appended, merged as new ids, merged as changes to the newest rows, merged as
 //!   changes spread over the whole table; seconds, bytes rewritten, peak memory of each.
@@ -157,60 +158,67 @@ fn normalize_bench(n_events: usize, repeat: usize) -> anyhow::Result<()> {
         primary_key: Some("id".into()),
         write_disposition: WriteDisposition::Merge,
     });
+    let mut serde_times = Vec::new();
     let mut parse_times = Vec::new();
     let mut normalize_times = Vec::new();
     let mut rows = 0usize;
     let mut tables = 0usize;
     for _ in 0..repeat {
+        // The tree the pipeline no longer builds, as the baseline.
         let started = Instant::now();
-        let parsed: Vec<Vec<serde_json::Value>> = pages
-            .iter()
-            .map(|p| serde_json::from_slice(p))
-            .collect::<Result<_, _>>()?;
-        parse_times.push(started.elapsed());
+        for page in &pages {
+            let tree: serde_json::Value = serde_json::from_slice(page)?;
+            drop(tree);
+        }
+        serde_times.push(started.elapsed());
 
+        // Page by page, as a transform worker takes them: each page's body and tape are
+        // dropped before the next, so the allocator reuses their memory.
         // A fresh registry each time: the first page decides the columns, as in a first run.
         let mut normalizer = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
-        let started = Instant::now();
+        let (mut parse, mut normalize) = (Duration::ZERO, Duration::ZERO);
         let mut n_rows = 0;
-        for (seq, records) in parsed.iter().enumerate() {
-            let batches = normalizer.normalize(&events, "bench", seq as u64, records)?;
+        for (seq, page) in pages.iter().enumerate() {
+            let body = page.clone();
+            let started = Instant::now();
+            let doc = Arc::new(paginate::parse_body(body)?);
+            let records = transform::Records::select(doc, 0)
+                .map_err(|_| anyhow::anyhow!("bench: a page is not a list"))?;
+            let parsed = Instant::now();
+            let batches =
+                normalizer.normalize_records(&events, "bench", seq as u64, &records, None)?;
+            normalize += parsed.elapsed();
+            parse += parsed - started;
             n_rows += batches.iter().map(|b| b.batch.num_rows()).sum::<usize>();
         }
-        normalize_times.push(started.elapsed());
+        parse_times.push(parse);
+        normalize_times.push(normalize);
         rows = n_rows;
         tables = normalizer.registry().snapshot().len();
-        drop(parsed);
     }
+    let serde = median(serde_times).as_secs_f64();
     let parse = median(parse_times).as_secs_f64();
     let normalize = median(normalize_times).as_secs_f64();
     println!(
-        "  {:<34} {:>9} {:>12} {:>14}",
+        "  {:<38} {:>9} {:>12} {:>14}",
         "stage", "MB/s", "events/s", "rows/s (all)"
     );
+    let line = |stage: &str, secs: f64, rows: Option<usize>| {
+        println!(
+            "  {:<38} {:>9.0} {:>12.0} {:>14}",
+            stage,
+            mb / secs,
+            n_events as f64 / secs,
+            rows.map_or("-".to_owned(), |r| format!("{:.0}", r as f64 / secs))
+        );
+    };
+    line("baseline: serde_json::Value trees", serde, None);
+    line("parse: page bytes -> tape (json-tape)", parse, None);
+    line("normalize: tape -> Arrow batches", normalize, Some(rows));
+    line("page bytes -> Arrow batches", parse + normalize, Some(rows));
     println!(
-        "  {:<34} {:>9.0} {:>12.0} {:>14}",
-        "serde_json::from_slice::<Value>",
-        mb / parse,
-        n_events as f64 / parse,
-        "-"
-    );
-    println!(
-        "  {:<34} {:>9.0} {:>12.0} {:>14.0}",
-        "normalize Value -> Arrow batches",
-        mb / normalize,
-        n_events as f64 / normalize,
-        rows as f64 / normalize
-    );
-    println!(
-        "  {:<34} {:>9.0} {:>12.0} {:>14.0}",
-        "parse + normalize",
-        mb / (parse + normalize),
-        n_events as f64 / (parse + normalize),
-        rows as f64 / (parse + normalize)
-    );
-    println!(
-        "  normalize / parse time: {:.2}x ({rows} rows in {tables} tables)",
+        "  tape parse / Value parse time: {:.2}x; normalize / tape parse: {:.2}x ({rows} rows in {tables} tables)",
+        parse / serde,
         normalize / parse
     );
     Ok(())
@@ -219,7 +227,7 @@ fn normalize_bench(n_events: usize, repeat: usize) -> anyhow::Result<()> {
 fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
     println!();
     println!(
-        "pipeline: `xtask demo` (embedded mock, pipelines/errors.toml, 2 organizations x 5 projects) in a child process"
+        "pipeline: `xtask run pipelines/errors.toml` against the mock (2 organizations x 5 projects), each in a process of its own"
     );
     println!(
         "  {:>9} {:>10} {:>12} {:>10} {:>14} {:>22}",
@@ -231,16 +239,19 @@ fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&lake);
         let report = scratch.join(format!("pipeline-{events}.json"));
         std::fs::create_dir_all(scratch)?;
-        let per_project = events.div_ceil(10);
+        // The mock in a process of its own: the run's peak memory is the pipeline's alone.
+        let mock = crate::against_dlt::Mock::start(&exe, events.div_ceil(10))?;
         let status = run_child(
             Command::new(&exe)
-                .arg("demo")
+                .arg("run")
+                .arg(crate::workspace_root().join("pipelines/errors.toml"))
+                .arg("--base-url")
+                .arg(&mock.base_url)
                 .arg("--destination")
                 .arg(&lake)
-                .arg("--events-per-project")
-                .arg(per_project.to_string())
                 .arg("--report")
                 .arg(&report)
+                .env("AUTH_TOKEN", crate::against_dlt::TOKEN)
                 // Its progress lines (stderr is not a terminal) would cut into the table;
                 // warnings and errors still show.
                 .env(
@@ -250,7 +261,11 @@ fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
                 )
                 .stdout(std::process::Stdio::null()),
         )?;
-        anyhow::ensure!(status.success(), "bench: the demo run failed ({status})");
+        drop(mock);
+        anyhow::ensure!(
+            status.success(),
+            "bench: the pipeline run failed ({status})"
+        );
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
         let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
         let landed = report["rows"]["events"].as_u64().unwrap_or(0);

@@ -130,7 +130,8 @@ pub(crate) enum Tag {
 
 /// One token. Strings and numbers span their text (strings without the quotes); a list or
 /// object spans its brackets, `a` is the tape position after its last item and `b` its item
-/// count (pairs, in an object); a number's value is in `a` and `b`.
+/// count (in an object, the pairs whose key no later key shadows); a number's value is in
+/// `a` and `b`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Node {
     pub(crate) tag: Tag,
@@ -151,15 +152,20 @@ impl Node {
 /// A parsed JSON document: its bytes and their tape.
 #[derive(Debug, Clone)]
 pub struct Document {
-    bytes: Vec<u8>,
+    /// The body, checked to be UTF-8 once, so that reading a string is a slice.
+    text: String,
     nodes: Vec<Node>,
 }
 
 impl Document {
     /// Parses `bytes` as one JSON value (whitespace around it allowed).
     pub fn parse(bytes: Vec<u8>) -> Result<Document, Problem> {
-        let nodes = parse::parse(&bytes)?;
-        Ok(Document { bytes, nodes })
+        let text = String::from_utf8(bytes).map_err(|e| Problem {
+            offset: e.utf8_error().valid_up_to(),
+            problem: "invalid unicode code point".into(),
+        })?;
+        let nodes = parse::parse(text.as_bytes())?;
+        Ok(Document { text, nodes })
     }
 
     /// A document of a `serde_json` value (written as JSON text, then parsed).
@@ -177,7 +183,10 @@ impl Document {
     /// # Panics
     /// If `position` is not a position of this document.
     pub fn at(&self, position: u32) -> Value<'_> {
-        assert!((position as usize) < self.nodes.len(), "no value at {position}");
+        assert!(
+            (position as usize) < self.nodes.len(),
+            "no value at {position}"
+        );
         Value {
             doc: self,
             idx: position,
@@ -186,18 +195,20 @@ impl Document {
 
     /// The document's bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.text.as_bytes()
     }
 
     /// Heap bytes held: the body and its tape.
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.nodes.capacity() * std::mem::size_of::<Node>()
+        self.text.capacity() + self.nodes.capacity() * std::mem::size_of::<Node>()
     }
 
     fn text(&self, node: &Node) -> &str {
-        // Parsing checked that the whole body is UTF-8 and that tokens start and end on
-        // character boundaries (at ASCII quotes, brackets and digits).
-        std::str::from_utf8(&self.bytes[node.start as usize..node.end as usize]).unwrap_or("")
+        // Tokens start and end at ASCII bytes (quotes, brackets, digits, letters of
+        // literals), so these are character boundaries.
+        self.text
+            .get(node.start as usize..node.end as usize)
+            .unwrap_or("")
     }
 }
 
@@ -302,8 +313,7 @@ impl<'a> Value<'a> {
     pub fn len(&self) -> usize {
         let n = self.node();
         match n.tag {
-            Tag::Array => n.b as usize,
-            Tag::Object => self.members().count(),
+            Tag::Array | Tag::Object => n.b as usize,
             _ => 0,
         }
     }
@@ -331,34 +341,33 @@ impl<'a> Value<'a> {
     /// given twice, the last.
     pub fn members(&self) -> Members<'a> {
         let n = self.node();
-        let (at, left) = match n.tag {
-            Tag::Object => (self.idx + 1, n.b),
+        let (at, end) = match n.tag {
+            Tag::Object => (self.idx + 1, n.a),
             _ => (0, 0),
         };
         Members {
             doc: self.doc,
             at,
-            left,
+            end,
         }
     }
 
     /// The value of `key` in an object.
     pub fn get(&self, key: &str) -> Option<Value<'a>> {
-        self.members().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        self.members()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
     }
 
     /// The value's text exactly as the body has it.
     pub fn raw(&self) -> &'a str {
         let n = self.node();
         match n.tag {
-            Tag::Str | Tag::EscStr => {
-                let bytes = &self.doc.bytes[n.start as usize - 1..n.end as usize + 1];
-                std::str::from_utf8(bytes).unwrap_or("")
-            }
-            Tag::Array | Tag::Object => {
-                std::str::from_utf8(&self.doc.bytes[n.start as usize..n.end as usize])
-                    .unwrap_or("")
-            }
+            Tag::Str | Tag::EscStr => self
+                .doc
+                .text
+                .get(n.start as usize - 1..n.end as usize + 1)
+                .unwrap_or(""),
             _ => self.doc.text(n),
         }
     }
@@ -456,8 +465,9 @@ fn number_text(number: Number<'_>) -> String {
     match number {
         Number::Int(i) => i.to_string(),
         Number::UInt(u) => u.to_string(),
-        Number::Float(f) => serde_json::Number::from_f64(f)
-            .map_or_else(|| "null".to_owned(), |n| n.to_string()),
+        Number::Float(f) => {
+            serde_json::Number::from_f64(f).map_or_else(|| "null".to_owned(), |n| n.to_string())
+        }
         Number::Big(digits) => digits.to_owned(),
     }
 }
@@ -519,7 +529,8 @@ impl ExactSizeIterator for Elements<'_> {}
 pub struct Members<'a> {
     doc: &'a Document,
     at: u32,
-    left: u32,
+    /// The tape position after the object.
+    end: u32,
 }
 
 impl<'a> Iterator for Members<'a> {
@@ -527,10 +538,9 @@ impl<'a> Iterator for Members<'a> {
 
     fn next(&mut self) -> Option<(Key<'a>, Value<'a>)> {
         loop {
-            if self.left == 0 {
+            if self.at >= self.end {
                 return None;
             }
-            self.left -= 1;
             let key = Value {
                 doc: self.doc,
                 idx: self.at,

@@ -42,9 +42,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Node>, Problem> {
     if u32::try_from(bytes.len()).is_err() {
         return Err(problem(0, "a body of 4 GiB or more"));
     }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(problem(e.valid_up_to(), "invalid unicode code point"));
-    }
+    // UTF-8 was checked by the caller (the document holds a `String`).
     let mut p = Parser {
         b: bytes,
         i: 0,
@@ -258,6 +256,7 @@ impl Parser<'_> {
                 }
             }
         }
+        self.nodes[object as usize].b -= shadowed.len() as u32;
         for i in shadowed {
             self.nodes[i as usize].shadowed = true;
         }

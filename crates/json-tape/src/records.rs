@@ -44,7 +44,7 @@ impl Records {
     pub fn empty() -> Records {
         Records {
             doc: Arc::new(Document {
-                bytes: b"[]".to_vec(),
+                text: "[]".into(),
                 nodes: Vec::new(),
             }),
             positions: Vec::new(),

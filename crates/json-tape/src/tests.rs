@@ -1,3 +1,5 @@
+//! The tape against serde_json: problems and their bytes, numbers, escapes, duplicate keys, and any value or bytes.
+
 use proptest::prelude::*;
 
 use crate::{Document, Kind, MAX_DEPTH, Number, Problem};
@@ -24,7 +26,11 @@ fn problems_name_their_byte() {
         17,
         r"the escape `\ud800` is half of a UTF-16 surrogate pair without its other half, not a character",
     );
-    check_problem(r#"{"m": "\udc00\ud800"}"#, 7, r"the escape `\udc00` is half of a UTF-16 surrogate pair without its other half, not a character");
+    check_problem(
+        r#"{"m": "\udc00\ud800"}"#,
+        7,
+        r"the escape `\udc00` is half of a UTF-16 surrogate pair without its other half, not a character",
+    );
     check_problem(r#"[{"a": 1e400}]"#, 7, "number out of range");
     check_problem("[{\"a\": 1},\n {\"b\": tru}]", 21, "expected ident");
     check_problem("[1, 2", 5, "EOF while parsing a list");
@@ -35,7 +41,11 @@ fn problems_name_their_byte() {
     check_problem("[01]", 2, "expected `,` or `]`");
     check_problem("[1.]", 3, "invalid number");
     check_problem("[-]", 2, "invalid number");
-    check_problem("[\"a\tb\"]", 3, "control character (\\u0000-\\u001F) found while parsing a string");
+    check_problem(
+        "[\"a\tb\"]",
+        3,
+        "control character (\\u0000-\\u001F) found while parsing a string",
+    );
     check_problem(r#"["\x"]"#, 2, "invalid escape");
     check_problem(r#"["\u12G4"]"#, 2, "invalid escape");
     check_problem("[\"abc", 5, "EOF while parsing a string");
@@ -43,7 +53,10 @@ fn problems_name_their_byte() {
     check_problem("", 0, "EOF while parsing a value");
     check_problem("[nul", 4, "EOF while parsing a value");
     let err = Document::parse(b"[\"ok\", \"bad \xff byte\"]".to_vec()).unwrap_err();
-    assert_eq!((err.offset, err.problem.as_str()), (12, "invalid unicode code point"));
+    assert_eq!(
+        (err.offset, err.problem.as_str()),
+        (12, "invalid unicode code point")
+    );
 }
 
 #[test]
@@ -117,7 +130,10 @@ fn a_key_given_twice_keeps_its_last_value() {
     let wide: String = (0..20).map(|i| format!("\"k{}\": {i},", i % 15)).collect();
     let d = doc(&format!("{{{wide} \"z\": 0}}"));
     assert_eq!(d.root().len(), 16);
-    assert_eq!(d.root().get("k0").unwrap().as_number(), Some(Number::Int(15)));
+    assert_eq!(
+        d.root().get("k0").unwrap().as_number(),
+        Some(Number::Int(15))
+    );
 }
 
 #[test]
@@ -146,9 +162,8 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     leaf.prop_recursive(4, 64, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
-            prop::collection::vec(("[a-c\\\\\"é]{0,3}", inner), 0..6).prop_map(|pairs| {
-                serde_json::Value::Object(pairs.into_iter().collect())
-            }),
+            prop::collection::vec(("[a-c\\\\\"é]{0,3}", inner), 0..6)
+                .prop_map(|pairs| { serde_json::Value::Object(pairs.into_iter().collect()) }),
         ]
     })
 }

@@ -42,6 +42,15 @@ impl JsonPath {
         })
     }
 
+    /// The value at the path in a parsed page, if present.
+    pub fn find<'a>(&self, value: json_tape::Value<'a>) -> Option<json_tape::Value<'a>> {
+        self.parts.iter().try_fold(value, |v, part| match v.kind() {
+            json_tape::Kind::Object => v.get(part),
+            json_tape::Kind::Array => part.parse::<usize>().ok().and_then(|i| v.elements().nth(i)),
+            _ => None,
+        })
+    }
+
     /// Takes the value at the path out of `value`, leaving null behind.
     pub fn take(&self, value: &mut Value) -> Option<Value> {
         let mut v = value;

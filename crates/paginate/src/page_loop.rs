@@ -1,7 +1,9 @@
 //! The loop that drives one (resource, partition)'s pages through the HTTP client.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
-use serde_json::Value;
+use json_tape::{Document, Records};
 use url::Url;
 
 use http_core::Client;
@@ -22,8 +24,9 @@ pub struct FetchedPage {
     pub page_no: usize,
     /// The response headers.
     pub headers: HeaderMap,
-    /// The records (the data selector's list; a lone object becomes a list of one).
-    pub records: Vec<Value>,
+    /// The records (the data selector's list; a lone object becomes a list of one), in the
+    /// page's parsed body.
+    pub records: Records,
     /// The body's size in bytes.
     pub n_bytes: usize,
     /// Retries this page took.
@@ -99,25 +102,29 @@ impl PageLoop {
                 page_no,
                 source,
             })?;
-        let mut body: Value =
-            crate::body::parse_body(&response.body).map_err(|p| PaginateError::Body {
+        let n_bytes = response.body.len();
+        let body: Arc<Document> = Arc::new(crate::body::parse_body(response.body).map_err(
+            |p| PaginateError::Body {
                 paging: self.label.clone(),
                 page_no,
                 url: self.client.redact(&url),
                 offset: p.offset,
                 problem: p.problem,
-            })?;
+            },
+        )?);
         let selected = match &self.data_selector {
-            Some(path) => path.get(&body).ok_or_else(|| PaginateError::DataSelector {
-                paging: self.label.clone(),
-                page_no,
-                selector: path.to_string(),
-            })?,
-            None => &body,
+            Some(path) => path
+                .find(body.root())
+                .ok_or_else(|| PaginateError::DataSelector {
+                    paging: self.label.clone(),
+                    page_no,
+                    selector: path.to_string(),
+                })?,
+            None => body.root(),
         };
         let next = self
             .paginator
-            .next(&url, &response.headers, &body, selected)
+            .next_in(&url, &response.headers, body.root(), selected)
             .map_err(|problem| match problem {
                 PagingProblem::Repeated(u) => PaginateError::Loop {
                     paging: self.label.clone(),
@@ -134,28 +141,20 @@ impl PageLoop {
                     }
                 }
             })?;
-        let records = match &self.data_selector {
-            Some(path) => path.take(&mut body).unwrap_or(Value::Null),
-            None => body,
-        };
-        let records = match records {
-            Value::Array(items) => items,
-            Value::Null => Vec::new(),
-            single @ Value::Object(_) => vec![single],
-            other => {
-                return Err(PaginateError::DataSelector {
-                    paging: self.label.clone(),
-                    page_no,
-                    selector: format!(
-                        "{} (found {})",
-                        self.data_selector
-                            .as_ref()
-                            .map_or("$".to_owned(), ToString::to_string),
-                        kind(&other)
-                    ),
-                });
+        let selected = selected.position();
+        let records = Records::select(body.clone(), selected).map_err(|found| {
+            PaginateError::DataSelector {
+                paging: self.label.clone(),
+                page_no,
+                selector: format!(
+                    "{} (found {})",
+                    self.data_selector
+                        .as_ref()
+                        .map_or("$".to_owned(), ToString::to_string),
+                    found.0.described()
+                ),
             }
-        };
+        })?;
         if let Next::Url(u) = next {
             if records.is_empty() && !self.paginator.continues_past_empty_pages() {
                 tracing::warn!(paging = %self.label, page_no, "empty page although a next page was announced; stopping");
@@ -170,19 +169,8 @@ impl PageLoop {
             page_no,
             headers: response.headers,
             records,
-            n_bytes: response.body.len(),
+            n_bytes,
             n_retries: response.n_retries,
         }))
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }

@@ -388,7 +388,8 @@ impl Paginator {
         )
     }
 
-    /// The next step after `url` answered `headers` and `body`, whose records are `records`.
+    /// The next step after `url` answered `headers` and `body`, whose records are `records`
+    /// (for callers holding `serde_json` values; [`Paginator::next_in`] reads a parsed page).
     pub fn next(
         &mut self,
         url: &Url,
@@ -396,91 +397,118 @@ impl Paginator {
         body: &Value,
         records: &Value,
     ) -> Result<Next, PagingProblem> {
+        let malformed = |e: json_tape::Problem| PagingProblem::Malformed(e.to_string());
+        let body = json_tape::Document::from_serde(body).map_err(malformed)?;
+        let records = json_tape::Document::from_serde(records).map_err(malformed)?;
+        self.next_in(url, headers, body.root(), records.root())
+    }
+
+    /// The next step after `url` answered `headers` and `body` (a parsed page), whose
+    /// records are `records`. Only what the strategy names is read from the body.
+    pub fn next_in(
+        &mut self,
+        url: &Url,
+        headers: &HeaderMap,
+        body: json_tape::Value<'_>,
+        records: json_tape::Value<'_>,
+    ) -> Result<Next, PagingProblem> {
         self.seen.insert(url.as_str().to_owned());
-        let n_records = records.as_array().map_or(0, Vec::len) as u64;
-        if let Some(c) = self.strategy.stop_condition()
-            && c.evaluate(headers, body, records)
-                .map_err(PagingProblem::StopCondition)?
-        {
-            return Ok(Next::Stop);
-        }
-        let next = match &self.strategy {
-            Strategy::SinglePage => Next::Stop,
-            Strategy::Link { rel, .. } => match next_link(headers, url, rel)? {
-                Some(u) => Next::Url(u),
-                None => Next::Stop,
-            },
-            Strategy::BodyCursor {
-                cursor_path,
-                cursor_param,
-                ..
-            } => match cursor_path.get(body) {
-                None | Some(Value::Null) => Next::Stop,
-                Some(Value::String(s)) if s.is_empty() => Next::Stop,
-                Some(cursor) => {
-                    let text = match cursor {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    Next::Url(with_param(url, cursor_param, &text))
-                }
-            },
-            Strategy::JsonLink { next_url_path } => match next_url_path.get(body) {
-                None | Some(Value::Null) => Next::Stop,
-                Some(Value::String(s)) if s.is_empty() => Next::Stop,
-                Some(Value::String(s)) => Next::Url(
-                    url.join(s)
-                        .map_err(|e| PagingProblem::Malformed(format!("next URL `{s}`: {e}")))?,
-                ),
-                Some(other) => {
-                    return Err(PagingProblem::Malformed(format!(
-                        "next URL is {other}, not a string"
-                    )));
-                }
-            },
-            Strategy::Offset {
-                limit,
-                offset_param,
-                total_path,
-                maximum_offset,
-                stop_after_empty_page,
-                ..
-            } => {
-                let total = total_path
-                    .as_ref()
-                    .and_then(|p| p.get(body))
-                    .and_then(as_u64);
-                self.position += limit;
-                let past_total = total.is_some_and(|t| self.position >= t);
-                let past_max = maximum_offset.is_some_and(|m| self.position >= m);
-                if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
-                    Next::Stop
-                } else {
-                    Next::Url(with_param(url, offset_param, &self.position.to_string()))
-                }
-            }
-            Strategy::PageNumber {
-                page_param,
-                total_path,
-                maximum_page,
-                base_page,
-                stop_after_empty_page,
-            } => {
-                let total_pages = total_path
-                    .as_ref()
-                    .and_then(|p| p.get(body))
-                    .and_then(as_u64);
-                self.position += 1;
-                let pages_done = self.position - base_page;
-                let past_total = total_pages.is_some_and(|t| pages_done >= t);
-                let past_max = maximum_page.is_some_and(|m| self.position > m);
-                if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
-                    Next::Stop
-                } else {
-                    Next::Url(with_param(url, page_param, &self.position.to_string()))
-                }
-            }
+        let n_records = match records.kind() {
+            json_tape::Kind::Array => records.len() as u64,
+            _ => 0,
         };
+        if let Some(c) = self.strategy.stop_condition() {
+            // A tree of the body only for an expression that reads it.
+            let as_value = |used: bool, v: json_tape::Value<'_>| {
+                if used { v.to_serde() } else { Value::Null }
+            };
+            let response = as_value(c.reads_response(), body);
+            let last_page = as_value(c.reads_last_page(), records);
+            if c.evaluate(headers, &response, &last_page)
+                .map_err(PagingProblem::StopCondition)?
+            {
+                return Ok(Next::Stop);
+            }
+        }
+        let next =
+            match &self.strategy {
+                Strategy::SinglePage => Next::Stop,
+                Strategy::Link { rel, .. } => match next_link(headers, url, rel)? {
+                    Some(u) => Next::Url(u),
+                    None => Next::Stop,
+                },
+                Strategy::BodyCursor {
+                    cursor_path,
+                    cursor_param,
+                    ..
+                } => match cursor_path.find(body) {
+                    None => Next::Stop,
+                    Some(cursor) if cursor.is_null() => Next::Stop,
+                    Some(cursor) => match cursor.as_str() {
+                        Some(s) if s.is_empty() => Next::Stop,
+                        Some(s) => Next::Url(with_param(url, cursor_param, &s)),
+                        None => Next::Url(with_param(url, cursor_param, &cursor.to_json())),
+                    },
+                },
+                Strategy::JsonLink { next_url_path } => match next_url_path.find(body) {
+                    None => Next::Stop,
+                    Some(next) if next.is_null() => Next::Stop,
+                    Some(next) => match next.as_str() {
+                        Some(s) if s.is_empty() => Next::Stop,
+                        Some(s) => Next::Url(url.join(&s).map_err(|e| {
+                            PagingProblem::Malformed(format!("next URL `{s}`: {e}"))
+                        })?),
+                        None => {
+                            return Err(PagingProblem::Malformed(format!(
+                                "next URL is {}, not a string",
+                                next.to_json()
+                            )));
+                        }
+                    },
+                },
+                Strategy::Offset {
+                    limit,
+                    offset_param,
+                    total_path,
+                    maximum_offset,
+                    stop_after_empty_page,
+                    ..
+                } => {
+                    let total = total_path
+                        .as_ref()
+                        .and_then(|p| p.find(body))
+                        .and_then(as_u64);
+                    self.position += limit;
+                    let past_total = total.is_some_and(|t| self.position >= t);
+                    let past_max = maximum_offset.is_some_and(|m| self.position >= m);
+                    if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
+                        Next::Stop
+                    } else {
+                        Next::Url(with_param(url, offset_param, &self.position.to_string()))
+                    }
+                }
+                Strategy::PageNumber {
+                    page_param,
+                    total_path,
+                    maximum_page,
+                    base_page,
+                    stop_after_empty_page,
+                } => {
+                    let total_pages = total_path
+                        .as_ref()
+                        .and_then(|p| p.find(body))
+                        .and_then(as_u64);
+                    self.position += 1;
+                    let pages_done = self.position - base_page;
+                    let past_total = total_pages.is_some_and(|t| pages_done >= t);
+                    let past_max = maximum_page.is_some_and(|m| self.position > m);
+                    if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
+                        Next::Stop
+                    } else {
+                        Next::Url(with_param(url, page_param, &self.position.to_string()))
+                    }
+                }
+            };
         if let Next::Url(u) = &next
             && self.seen.contains(u.as_str())
         {
@@ -490,11 +518,12 @@ impl Paginator {
     }
 }
 
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+fn as_u64(v: json_tape::Value<'_>) -> Option<u64> {
+    match v.as_number() {
+        Some(json_tape::Number::Int(i)) => u64::try_from(i).ok(),
+        Some(json_tape::Number::UInt(u)) => Some(u),
+        Some(_) => None,
+        None => v.as_str().and_then(|s| s.trim().parse().ok()),
     }
 }
 

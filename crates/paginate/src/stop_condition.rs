@@ -75,6 +75,16 @@ impl StopCondition {
         &self.source
     }
 
+    /// Whether the expression reads the page body (`response`).
+    pub fn reads_response(&self) -> bool {
+        self.uses_response
+    }
+
+    /// Whether the expression reads the page's records (`last_page`).
+    pub fn reads_last_page(&self) -> bool {
+        self.uses_last_page
+    }
+
     /// Whether the paging must stop after this response.
     pub fn evaluate(
         &self,

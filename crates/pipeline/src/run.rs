@@ -249,20 +249,29 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
                     let Some(meta) = metas.get(&*page.resource) else {
                         continue;
                     };
-                    let batches =
-                        match normalizer.normalize(meta, &load_id, page.page_seq, &page.records) {
-                            Ok(b) => b,
-                            Err(source) => {
-                                // Stop the fetchers: their next send fails and they return.
-                                pages_rx.close();
-                                return Err(PipelineError::Transform {
-                                    resource: page.resource.to_string(),
-                                    partition: page.partition.to_string(),
-                                    page_no: page.page_no,
-                                    source: Box::new(source),
-                                });
-                            }
-                        };
+                    let parent_key = page
+                        .parent_key
+                        .as_ref()
+                        .map(|(k, v)| (k.as_str(), v.as_str()));
+                    let batches = match normalizer.normalize_records(
+                        meta,
+                        &load_id,
+                        page.page_seq,
+                        &page.records,
+                        parent_key,
+                    ) {
+                        Ok(b) => b,
+                        Err(source) => {
+                            // Stop the fetchers: their next send fails and they return.
+                            pages_rx.close();
+                            return Err(PipelineError::Transform {
+                                resource: page.resource.to_string(),
+                                partition: page.partition.to_string(),
+                                page_no: page.page_no,
+                                source: Box::new(source),
+                            });
+                        }
+                    };
                     let message = PageBatches {
                         key: (page.resource.to_string(), page.partition.to_string()),
                         page_idx: page.page_idx,

@@ -136,12 +136,11 @@ pub fn max_cursor(a: Option<String>, b: Option<&str>) -> Option<String> {
 }
 
 /// A record's cursor value as text (a string as is, a number in its JSON form).
-pub fn cursor_of<'a>(record: &'a Value, path: &JsonPath) -> Option<std::borrow::Cow<'a, str>> {
-    match path.get(record)? {
-        Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
-        Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
-        _ => None,
-    }
+pub fn cursor_of<'a>(
+    record: json_tape::Value<'a>,
+    path: &JsonPath,
+) -> Option<std::borrow::Cow<'a, str>> {
+    path.find(record)?.as_key_text()
 }
 
 /// What one (resource, partition) leaves for the next run: the stored cursor and, while a

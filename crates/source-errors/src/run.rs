@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use json_tape::Records;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use url::Url;
@@ -45,9 +45,11 @@ pub struct Page {
     /// A number unique to the page within the run, increasing in fetch order within a paging:
     /// the later page of two wins when both hold the same primary key.
     pub page_seq: u64,
-    /// The records, parsed once, as the data selector found them (plus the parent key column
-    /// of a child resource, `_<parent>_<field>`).
-    pub records: Vec<Value>,
+    /// The records, parsed once, as the data selector found them, in the page's body.
+    pub records: Records,
+    /// For a child resource, the parent's key as a column each record gets unless it has
+    /// that key: (`_<parent>_<field>`, value), dlt's `include_from_parent` naming.
+    pub parent_key: Option<(String, String)>,
     /// The partition's state once this page and every earlier page of its paging have
     /// landed: where the paging goes on, or, after its last page, the next run's cursor.
     /// `None` when the run keeps no state for the partition (a backfill window).
@@ -445,7 +447,7 @@ async fn fetch_paging_inner(
         // the window, so that rows in cursor order let the paging stop here.
         let mut past_window = false;
         if let Some(i) = incremental {
-            for record in &fetched.records {
+            for record in fetched.records.iter() {
                 let Some(value) = cursor_of(record, &i.cursor_path) else {
                     continue;
                 };
@@ -500,27 +502,23 @@ async fn fetch_paging_inner(
             schedule_children(ctx, child, &job.partition, &fetched.records);
         }
         if send {
-            let mut records = fetched.records;
-            if let Some(parent) = resource.parent() {
-                // The parent's key, so that child rows join to their parent (dlt's
-                // include_from_parent naming).
-                let column = format!("_{}_{}", parent.resource, parent.field);
-                if let Some(value) = job.partition.0.get(&parent.key) {
-                    for record in &mut records {
-                        if let Value::Object(map) = record {
-                            map.entry(column.clone())
-                                .or_insert_with(|| Value::String(value.clone()));
-                        }
-                    }
-                }
-            }
+            // The parent's key, so that child rows join to their parent (dlt's
+            // include_from_parent naming).
+            let parent_key = resource.parent().and_then(|parent| {
+                let value = job.partition.0.get(&parent.key)?;
+                Some((
+                    format!("_{}_{}", parent.resource, parent.field),
+                    value.clone(),
+                ))
+            });
             let page = Page {
                 resource: resource_name.clone(),
                 partition: job.partition.clone(),
                 page_idx: fetched.page_idx,
                 page_no: fetched.page_no,
                 page_seq,
-                records,
+                records: fetched.records,
+                parent_key,
                 state_after,
             };
             if ctx.pages_tx.send(page).await.is_err() {
@@ -539,14 +537,13 @@ fn schedule_children(
     ctx: &Context,
     child: &Arc<Resource>,
     partition: &Partition,
-    records: &[Value],
+    records: &Records,
 ) {
     let Some(parent) = child.parent() else { return };
-    for record in records {
-        let value = match record.get(&parent.field) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => {
+    for record in records.iter() {
+        let value = match record.get(&parent.field).and_then(|v| v.as_key_text()) {
+            Some(text) => text.into_owned(),
+            None => {
                 tracing::warn!(resource = %child.name, field = %parent.field, "parent record without a usable key; its children are skipped");
                 continue;
             }

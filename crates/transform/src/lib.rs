@@ -1,8 +1,11 @@
 //! Normalization: JSON records to named, typed, flattened Arrow tables and child tables.
 //!
-//! Role in the pipeline: transform workers pull pages of records (as `serde_json::Value`s
-//! parsed once by the source) and push [`TableBatch`]es to the sink. The core is synchronous
-//! and knows nothing of HTTP, Tokio or files; anything that can hand it records can use it.
+//! Role in the pipeline: transform workers pull pages of records (a [`Records`] view of the
+//! page's [`json_tape::Document`], parsed once by the source) and push [`TableBatch`]es to
+//! the sink, reading each value from the tape straight into an Arrow builder: no tree of a
+//! record is built. The core is synchronous and knows nothing of HTTP, Tokio or files;
+//! anything that can hand it records can use it ([`Normalizer::normalize`] takes
+//! `serde_json` values).
 //!
 //! The shapes follow dlt's relational normalizer, so a dlt user finds the same tables:
 //! - names are snake_case ([`naming`]), nesting levels joined by `__`;
@@ -36,10 +39,9 @@
 //!   their values: the first seen owns the name, the next gets `user_id_1`, and every
 //!   column records its source key as a JSON pointer in its Arrow/Delta field metadata
 //!   (`errlake.source = /user_id`), which later runs read back, so a key keeps its column.
-//! - Integers up to `u64` are exact: `i64` as bigint, larger ones as their decimal text;
-//!   doubles (`1.5e300`, `-0.0`) are the nearest IEEE double of the text, which prints back
-//!   as the same digits. Integer literals beyond `u64` reach us already rounded to a double by
-//!   serde_json (keeping their digits would need its `arbitrary_precision` mode everywhere).
+//! - Integers are exact: `i64` as bigint, larger ones (beyond `u64` too) as their decimal
+//!   text; doubles (`1.5e300`, `-0.0`) are the nearest IEEE double of the text, which prints
+//!   back as the same digits.
 //! - A JSON column type (`errlake.type = json` in the field metadata) for values kept whole.
 //!
 //! # Configuration ([`NormalizeConfig`])
@@ -82,6 +84,7 @@ mod normalize;
 mod schema;
 
 pub use config::{ColumnHint, ContractMode, HintType, NormalizeConfig, SchemaContract, TableHints};
+pub use json_tape::{Document, Records};
 pub use normalize::{
     CONTENT_HASH, Discarded, LIST, LIST_IDX, LOAD_ID, Normalizer, PARENT_ID, ROOT_ID, ROW_ID,
     TableBatch, VALUE, primary_key_string,
@@ -129,6 +132,15 @@ pub enum TransformError {
         rule: &'static str,
         /// What the data would have done.
         detail: String,
+    },
+    /// Records given as `serde_json` values could not be read back as JSON (nested deeper
+    /// than [`json_tape::MAX_DEPTH`]).
+    #[error("transform: the records of `{table}` are not JSON the normalizer reads: {problem}")]
+    Json {
+        /// The root table.
+        table: String,
+        /// What the parser found.
+        problem: json_tape::Problem,
     },
     /// Arrow refused a batch (a bug: the columns are built to fit the schema).
     #[error("transform: building a batch of `{table}`")]

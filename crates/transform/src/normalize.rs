@@ -8,7 +8,7 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::SchemaRef;
-use serde_json::{Map, Value};
+use json_tape::{Kind, Number, Records, Value};
 
 use crate::config::{ColumnHint, ContractMode, HintType, NormalizeConfig, SchemaContract};
 use crate::naming::{join_path, normalize_identifier};
@@ -203,7 +203,9 @@ fn json_text(value: Scalar<'_>) -> String {
         Scalar::Double(f) => {
             serde_json::Number::from_f64(f).map_or_else(|| "null".to_owned(), |n| n.to_string())
         }
-        Scalar::Text(s) | Scalar::Timestamp(s, _) => Value::String(s.to_owned()).to_string(),
+        Scalar::Text(s) | Scalar::Timestamp(s, _) => {
+            serde_json::Value::String(s.to_owned()).to_string()
+        }
         Scalar::Json(s) => s.to_owned(),
     }
 }
@@ -431,19 +433,39 @@ impl Normalizer {
         &self.discarded
     }
 
-    /// Normalizes one page of records of the root table `root`.
-    ///
-    /// `load_id` fills `_dlt_load_id`; `page_seq` (unique per page within a run) makes the row
-    /// ids of tables without a merge key unique. Under merge, only the last record of a
-    /// primary key within the page is kept, and its `_dlt_id` is derived from the key, so a
-    /// rerun produces the same ids. Returns one batch per table that received rows, the root
-    /// table first.
+    /// Normalizes one page of records of the root table `root`, given as `serde_json`
+    /// values (written as JSON text and read back: [`Normalizer::normalize_records`] reads a
+    /// parsed page without that detour).
     pub fn normalize(
         &mut self,
         root: &Arc<TableMeta>,
         load_id: &str,
         page_seq: u64,
-        records: &[Value],
+        records: &[serde_json::Value],
+    ) -> Result<Vec<TableBatch>> {
+        let records = Records::from_serde(records).map_err(|problem| TransformError::Json {
+            table: root.name.clone(),
+            problem,
+        })?;
+        self.normalize_records(root, load_id, page_seq, &records, None)
+    }
+
+    /// Normalizes one page of records of the root table `root`, read from the page's parsed
+    /// body in one pass: no tree of any record is built.
+    ///
+    /// `load_id` fills `_dlt_load_id`; `page_seq` (unique per page within a run) makes the row
+    /// ids of tables without a merge key unique. Under merge, only the last record of a
+    /// primary key within the page is kept, and its `_dlt_id` is derived from the key, so a
+    /// rerun produces the same ids. `extra` is a `(key, text)` pair that each record gets
+    /// when it lacks the key (a child resource's parent key). Returns one batch per table
+    /// that received rows, the root table first.
+    pub fn normalize_records(
+        &mut self,
+        root: &Arc<TableMeta>,
+        load_id: &str,
+        page_seq: u64,
+        records: &Records,
+        extra: Option<(&str, &str)>,
     ) -> Result<Vec<TableBatch>> {
         self.call += 1;
         let root_table = self.table(root)?;
@@ -458,32 +480,41 @@ impl Normalizer {
             (Some(pk), WriteDisposition::Merge) => Some(pk.as_str()),
             _ => None,
         };
-        let keys: Vec<Option<String>> = records
+        let keys: Vec<Option<std::borrow::Cow<'_, str>>> = records
             .iter()
             .enumerate()
             .map(|(record_idx, record)| match merge_key {
-                Some(pk) => primary_key_string(record, pk).map(Some).ok_or_else(|| {
-                    TransformError::MissingPrimaryKey {
+                Some(pk) => record
+                    .get(pk)
+                    .and_then(|v| v.as_key_text())
+                    .or_else(|| match extra {
+                        Some((key, text)) if key == pk && record.get(pk).is_none() => {
+                            Some(std::borrow::Cow::Borrowed(text))
+                        }
+                        _ => None,
+                    })
+                    .map(Some)
+                    .ok_or_else(|| TransformError::MissingPrimaryKey {
                         table: root.name.clone(),
                         primary_key: pk.to_owned(),
                         record_idx,
-                    }
-                }),
+                    }),
                 None => Ok(None),
             })
             .collect::<Result<_>>()?;
         // The last occurrence of a key within the page wins.
-        let mut last_of_key: FastMap<&str, usize> = FastMap::default();
+        let mut last_of_key: FastMap<&str, usize> =
+            FastMap::with_capacity_and_hasher(records.len(), Default::default());
         for (i, k) in keys.iter().enumerate() {
             if let Some(k) = k {
-                last_of_key.insert(k.as_str(), i);
+                last_of_key.insert(k.as_ref(), i);
             }
         }
 
         for (record_idx, record) in records.iter().enumerate() {
             let row_id = match &keys[record_idx] {
                 Some(k) => {
-                    if last_of_key.get(k.as_str()) != Some(&record_idx) {
+                    if last_of_key.get(k.as_ref()) != Some(&record_idx) {
                         continue;
                     }
                     row_id_hash(&[root.name.as_bytes(), k.as_bytes()])
@@ -494,13 +525,14 @@ impl Normalizer {
                     &(record_idx as u64).to_le_bytes(),
                 ]),
             };
-            let Value::Object(object) = record else {
+            if record.kind() != Kind::Object {
                 return Err(TransformError::NotAnObject {
                     table: root.name.clone(),
                     record_idx,
-                    found: json_kind(record),
+                    found: record.kind().described(),
                 });
-            };
+            }
+            let extra = extra.filter(|(key, _)| record.get(key).is_none());
             let saved_counts: Option<Vec<usize>> = call.pending.as_ref().map(|_| {
                 call.rows
                     .iter()
@@ -532,7 +564,7 @@ impl Normalizer {
                 Scalar::Text(load_id),
             );
             if system.content_hash != u32::MAX {
-                let hash = content_hash(record, &mut self.hash_buf);
+                let hash = content_hash(record, extra, &mut self.hash_buf);
                 self.emit(
                     &mut call,
                     at,
@@ -541,7 +573,11 @@ impl Normalizer {
                     Scalar::Text(&hash),
                 );
             }
-            let flow = self.flatten_object(&mut call, at, 0, object, 0)?;
+            let mut flow = self.flatten_object(&mut call, at, 0, record, 0)?;
+            if let (Flow::Go, Some((key, text))) = (flow, extra) {
+                let node = self.child_node(at.table, 0, key);
+                flow = self.put_text(&mut call, at, node, text)?;
+            }
             if let (Some(pending), Some(saved)) = (call.pending.take(), saved_counts) {
                 if flow == Flow::DiscardRow {
                     for (rows, n) in call.rows.iter_mut().zip(saved) {
@@ -633,11 +669,11 @@ impl Normalizer {
         call: &mut Call,
         at: RowRef<'_>,
         parent: u32,
-        object: &Map<String, Value>,
+        object: Value<'_>,
         depth: usize,
     ) -> Result<Flow> {
-        for (key, value) in object {
-            let node = self.child_node(at.table, parent, key);
+        for (key, value) in object.members() {
+            let node = self.child_node(at.table, parent, &key.as_str());
             if self.flatten_value(call, at, node, value, depth)? == Flow::DiscardRow {
                 return Ok(Flow::DiscardRow);
             }
@@ -645,12 +681,21 @@ impl Normalizer {
         Ok(Flow::Go)
     }
 
+    /// A string value: a timestamp when it reads as one, text otherwise.
+    fn put_text(&mut self, call: &mut Call, at: RowRef<'_>, node: u32, s: &str) -> Result<Flow> {
+        let scalar = match parse_timestamp(s) {
+            Some(micros) => Scalar::Timestamp(s, micros),
+            None => Scalar::Text(s),
+        };
+        self.put(call, at, node, scalar)
+    }
+
     fn flatten_value(
         &mut self,
         call: &mut Call,
         at: RowRef<'_>,
         node: u32,
-        value: &Value,
+        value: Value<'_>,
         depth: usize,
     ) -> Result<Flow> {
         let hint = self.tables[at.table as usize].nodes[node as usize]
@@ -660,23 +705,18 @@ impl Normalizer {
         match hint {
             Some((true, _)) => return Ok(Flow::Go),
             Some((false, Some(HintType::Json))) if !value.is_null() => {
-                let text = value.to_string();
+                let text = value.to_json();
                 return self.put(call, at, node, Scalar::Json(&text));
             }
             _ => {}
         }
-        if self.tables[at.table as usize].nodes[node as usize].is_primary_key {
-            match value {
-                Value::String(s) => return self.put(call, at, node, Scalar::Text(s)),
-                Value::Number(n) => {
-                    let text = n.to_string();
-                    return self.put(call, at, node, Scalar::Text(&text));
-                }
-                _ => {}
-            }
+        if self.tables[at.table as usize].nodes[node as usize].is_primary_key
+            && let Some(text) = value.as_key_text()
+        {
+            return self.put(call, at, node, Scalar::Text(&text));
         }
-        match value {
-            Value::Null => {
+        match value.kind() {
+            Kind::Null => {
                 let current = self.call;
                 let n = &mut self.tables[at.table as usize].nodes[node as usize];
                 if n.null_seen != current {
@@ -685,43 +725,39 @@ impl Normalizer {
                 }
                 Ok(Flow::Go)
             }
-            Value::Bool(b) => self.put(call, at, node, Scalar::Bool(*b)),
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    self.put(call, at, node, Scalar::BigInt(i))
-                } else if n.is_u64() {
-                    // Beyond i64: kept exactly as decimal text.
-                    let text = n.to_string();
+            Kind::Bool => self.put(call, at, node, Scalar::Bool(value.as_bool() == Some(true))),
+            Kind::Number => match value.as_number() {
+                Some(Number::Int(i)) => self.put(call, at, node, Scalar::BigInt(i)),
+                // Beyond i64: kept exactly as decimal text.
+                Some(Number::UInt(u)) => {
+                    let text = u.to_string();
                     self.put(call, at, node, Scalar::Text(&text))
-                } else {
-                    let f = n.as_f64().unwrap_or(f64::NAN);
-                    self.put(call, at, node, Scalar::Double(f))
                 }
+                Some(Number::Big(digits)) => self.put(call, at, node, Scalar::Text(digits)),
+                Some(Number::Float(f)) => self.put(call, at, node, Scalar::Double(f)),
+                None => Ok(Flow::Go),
+            },
+            Kind::String => {
+                let s = value.as_str().unwrap_or_default();
+                self.put_text(call, at, node, &s)
             }
-            Value::String(s) => {
-                let scalar = match parse_timestamp(s) {
-                    Some(micros) => Scalar::Timestamp(s, micros),
-                    None => Scalar::Text(s),
-                };
-                self.put(call, at, node, scalar)
-            }
-            Value::Object(object) => {
+            Kind::Object => {
                 let too_deep = depth + 1 > self.config.max_nesting_depth;
-                if too_deep || self.would_overflow(at.table, node, object) {
+                if too_deep || self.would_overflow(at.table, node, value) {
                     if !too_deep {
                         let t = &self.tables[at.table as usize];
                         let key = format!("{}.{}", t.meta.name, t.nodes[node as usize].name);
                         *self.discarded.kept_as_json.entry(key).or_default() += 1;
                     }
-                    let text = value.to_string();
+                    let text = value.to_json();
                     self.put(call, at, node, Scalar::Json(&text))
                 } else {
-                    self.flatten_object(call, at, node, object, depth + 1)
+                    self.flatten_object(call, at, node, value, depth + 1)
                 }
             }
-            Value::Array(items) => {
+            Kind::Array => {
                 if depth + 1 > self.config.max_nesting_depth {
-                    let text = value.to_string();
+                    let text = value.to_json();
                     return self.put(call, at, node, Scalar::Json(&text));
                 }
                 let child = match self.child_table(at.table, node)? {
@@ -734,7 +770,7 @@ impl Normalizer {
                 };
                 let child_name = self.tables[child as usize].meta.name.clone();
                 let system = self.tables[child as usize].system;
-                for (list_idx, item) in items.iter().enumerate() {
+                for (list_idx, item) in value.elements().enumerate() {
                     let child_row_id = row_id_hash(&[
                         at.row_id.as_bytes(),
                         child_name.as_bytes(),
@@ -777,18 +813,16 @@ impl Normalizer {
                         ColumnType::Text,
                         Scalar::Text(at.root_id),
                     );
-                    let flow = match item {
-                        Value::Object(object) => {
-                            self.flatten_object(call, child_at, 0, object, depth + 1)?
-                        }
+                    let flow = match item.kind() {
+                        Kind::Object => self.flatten_object(call, child_at, 0, item, depth + 1)?,
                         // A list in a list makes the table `<child>__list` (dlt's name).
-                        inner @ Value::Array(_) => {
+                        Kind::Array => {
                             let list_node = self.child_node(child, 0, LIST);
-                            self.flatten_value(call, child_at, list_node, inner, depth + 1)?
+                            self.flatten_value(call, child_at, list_node, item, depth + 1)?
                         }
-                        other => {
+                        _ => {
                             let value_node = self.child_node(child, 0, VALUE);
-                            self.flatten_value(call, child_at, value_node, other, depth + 1)?
+                            self.flatten_value(call, child_at, value_node, item, depth + 1)?
                         }
                     };
                     if flow == Flow::DiscardRow {
@@ -1023,7 +1057,7 @@ impl Normalizer {
     /// Whether flattening `object` at `node` would take its table past `max_table_columns`:
     /// then the object is kept whole as JSON text. A cheap bound first (this worker's nodes
     /// and the columns it last saw), the registry only near the limit.
-    fn would_overflow(&self, table: u32, node: u32, object: &Map<String, Value>) -> bool {
+    fn would_overflow(&self, table: u32, node: u32, object: Value<'_>) -> bool {
         let t = &self.tables[table as usize];
         let limit = self.config.max_table_columns;
         let seen = t
@@ -1035,8 +1069,8 @@ impl Normalizer {
         }
         let known = &t.nodes[node as usize].children;
         let new_keys = object
-            .keys()
-            .filter(|k| !known.contains_key(k.as_str()))
+            .members()
+            .filter(|(k, _)| !known.contains_key(k.as_str().as_ref()))
             .count();
         new_keys > 0 && self.registry.table_len(&t.meta.name) + new_keys > limit
     }
@@ -1185,64 +1219,83 @@ fn put_into(
         .put(row, value);
 }
 
-/// The primary key of a record as text, if the record has a usable one.
-pub fn primary_key_string(record: &Value, primary_key: &str) -> Option<String> {
+/// The primary key of a record as text, if the record has a usable one (a string, or a
+/// number as serde_json writes it).
+pub fn primary_key_string(record: &serde_json::Value, primary_key: &str) -> Option<String> {
     match record.get(primary_key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
-/// The hash of a record's content: every key and value, in the order the API sent them,
-/// written as tagged bytes into `buf` (reused across records) and hashed in one call (no
-/// JSON text is written: that cost a tenth of a run; feeding a streaming hasher value by
-/// value cost half of normalization). Same digest as xxh3-64 streamed over those bytes.
-fn content_hash(record: &Value, buf: &mut Vec<u8>) -> String {
+/// The hash of a record's content: every key and value, in the order the API sent them
+/// (and `extra`, the pair the record gets, last), written as tagged bytes into `buf` (reused
+/// across records) and hashed in one call (no JSON text is written: that cost a tenth of a
+/// run; feeding a streaming hasher value by value cost half of normalization). Same digest
+/// as xxh3-64 streamed over those bytes; whitespace and escapes of the body do not count.
+fn content_hash(record: Value<'_>, extra: Option<(&str, &str)>, buf: &mut Vec<u8>) -> String {
     fn len(out: &mut Vec<u8>, n: usize) {
         out.extend_from_slice(&(n as u64).to_le_bytes());
     }
-    fn feed(out: &mut Vec<u8>, v: &Value) {
-        match v {
-            Value::Null => out.push(0),
-            Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
-            Value::Number(n) => {
-                if let Some(u) = n.as_u64() {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        out.push(5);
+        len(out, s.len());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn pair(out: &mut Vec<u8>, key: &str) {
+        len(out, key.len());
+        out.extend_from_slice(key.as_bytes());
+    }
+    fn feed(out: &mut Vec<u8>, v: Value<'_>, extra: Option<(&str, &str)>) {
+        match v.kind() {
+            Kind::Null => out.push(0),
+            Kind::Bool => out.extend_from_slice(&[1, u8::from(v.as_bool() == Some(true))]),
+            Kind::Number => match v.as_number() {
+                Some(Number::Int(i)) if i >= 0 => {
                     out.push(2);
-                    out.extend_from_slice(&u.to_le_bytes());
-                } else if let Some(i) = n.as_i64() {
+                    out.extend_from_slice(&(i as u64).to_le_bytes());
+                }
+                Some(Number::Int(i)) => {
                     out.push(3);
                     out.extend_from_slice(&i.to_le_bytes());
-                } else {
+                }
+                Some(Number::UInt(u)) => {
+                    out.push(2);
+                    out.extend_from_slice(&u.to_le_bytes());
+                }
+                Some(Number::Float(f)) => {
                     out.push(4);
-                    out.extend_from_slice(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
+                    out.extend_from_slice(&f.to_bits().to_le_bytes());
                 }
-            }
-            Value::String(s) => {
-                out.push(5);
-                len(out, s.len());
-                out.extend_from_slice(s.as_bytes());
-            }
-            Value::Array(items) => {
+                // Integers beyond 64 bits hash as the digit strings they were kept as.
+                Some(Number::Big(digits)) => text(out, digits),
+                None => out.push(0),
+            },
+            Kind::String => text(out, &v.as_str().unwrap_or_default()),
+            Kind::Array => {
                 out.push(6);
-                len(out, items.len());
-                for item in items {
-                    feed(out, item);
+                len(out, v.len());
+                for item in v.elements() {
+                    feed(out, item, None);
                 }
             }
-            Value::Object(map) => {
+            Kind::Object => {
                 out.push(7);
-                len(out, map.len());
-                for (k, item) in map {
-                    len(out, k.len());
-                    out.extend_from_slice(k.as_bytes());
-                    feed(out, item);
+                len(out, v.len() + usize::from(extra.is_some()));
+                for (k, item) in v.members() {
+                    pair(out, &k.as_str());
+                    feed(out, item, None);
+                }
+                if let Some((key, value)) = extra {
+                    pair(out, key);
+                    text(out, value);
                 }
             }
         }
     }
     buf.clear();
-    feed(buf, record);
+    feed(buf, record, extra);
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(buf))
 }
 
@@ -1271,15 +1324,4 @@ fn parse_timestamp(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|dt| dt.timestamp_micros())
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
