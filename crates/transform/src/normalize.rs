@@ -545,8 +545,8 @@ impl Normalizer {
             let at = RowRef {
                 table: root_table,
                 row,
-                row_id: &row_id,
-                root_id: &row_id,
+                row_id: row_id.as_str(),
+                root_id: row_id.as_str(),
             };
             let system = self.tables[root_table as usize].system;
             self.emit(
@@ -554,7 +554,7 @@ impl Normalizer {
                 at,
                 system.row_id,
                 ColumnType::Text,
-                Scalar::Text(&row_id),
+                Scalar::Text(row_id.as_str()),
             );
             self.emit(
                 &mut call,
@@ -570,7 +570,7 @@ impl Normalizer {
                     at,
                     system.content_hash,
                     ColumnType::Text,
-                    Scalar::Text(&hash),
+                    Scalar::Text(hash.as_str()),
                 );
             }
             let mut flow = self.flatten_object(&mut call, at, 0, record, 0)?;
@@ -782,7 +782,7 @@ impl Normalizer {
                     let child_at = RowRef {
                         table: child,
                         row,
-                        row_id: &child_row_id,
+                        row_id: child_row_id.as_str(),
                         root_id: at.root_id,
                     };
                     self.emit(
@@ -790,7 +790,7 @@ impl Normalizer {
                         child_at,
                         system.row_id,
                         ColumnType::Text,
-                        Scalar::Text(&child_row_id),
+                        Scalar::Text(child_row_id.as_str()),
                     );
                     self.emit(
                         call,
@@ -1234,7 +1234,7 @@ pub fn primary_key_string(record: &serde_json::Value, primary_key: &str) -> Opti
 /// across records) and hashed in one call (no JSON text is written: that cost a tenth of a
 /// run; feeding a streaming hasher value by value cost half of normalization). Same digest
 /// as xxh3-64 streamed over those bytes; whitespace and escapes of the body do not count.
-fn content_hash(record: Value<'_>, extra: Option<(&str, &str)>, buf: &mut Vec<u8>) -> String {
+fn content_hash(record: Value<'_>, extra: Option<(&str, &str)>, buf: &mut Vec<u8>) -> Hex<16> {
     fn len(out: &mut Vec<u8>, n: usize) {
         out.extend_from_slice(&(n as u64).to_le_bytes());
     }
@@ -1296,17 +1296,39 @@ fn content_hash(record: Value<'_>, extra: Option<(&str, &str)>, buf: &mut Vec<u8
     }
     buf.clear();
     feed(buf, record, extra);
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(buf))
+    Hex::of(u128::from(xxhash_rust::xxh3::xxh3_64(buf)))
 }
 
 /// A 128-bit row id, as 32 hex digits, from its parts.
-fn row_id_hash(parts: &[&[u8]]) -> String {
+fn row_id_hash(parts: &[&[u8]]) -> Hex<32> {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     for part in parts {
         hasher.update(&(part.len() as u64).to_le_bytes());
         hasher.update(part);
     }
-    format!("{:032x}", hasher.digest128())
+    Hex::of(hasher.digest128())
+}
+
+/// A hash as `N` lowercase hex digits, on the stack (row ids and content hashes are made for
+/// every row: formatting them into a `String` each was a twentieth of normalization).
+#[derive(Clone, Copy)]
+struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Hex<N> {
+    fn of(value: u128) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'0'; N];
+        for (i, byte) in out.iter_mut().enumerate() {
+            let shift = 4 * (N - 1 - i);
+            *byte = DIGITS[((value >> shift) & 0xf) as usize];
+        }
+        Hex(out)
+    }
+
+    fn as_str(&self) -> &str {
+        // Hex digits only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// Microseconds since the epoch of an ISO 8601 / RFC 3339 date-time with an offset.
