@@ -1129,7 +1129,8 @@ async fn drop_superseded(
 /// The existing files (path, size) whose key column may hold one of the ids in the key
 /// column of `id_files` (staged files of `id_table`): a file is read only if a bloom filter
 /// of one of its row groups says it may hold an id; files without filters always are.
-/// Holds the filters and one batch of ids at a time, whatever the table's size.
+/// Holds the load's ids (bounded by the checkpoint interval, about 40 bytes an id) and one
+/// file's filters at a time: the memory does not grow with the files the table has.
 async fn files_maybe_holding(
     lake: &Lake,
     table: &str,
@@ -1148,7 +1149,53 @@ async fn files_maybe_holding(
         }
     };
     let mut out = HashSet::new();
-    let mut filters: Vec<(String, Vec<Sbbf>)> = Vec::new();
+    if existing.is_empty() {
+        return Ok(out);
+    }
+    let id_column = if id_table == table {
+        key_column
+    } else {
+        ROW_ID
+    };
+    // The ids, end to end in one buffer.
+    let (mut id_bytes, mut id_ends) = (Vec::<u8>::new(), Vec::<usize>::new());
+    for f in id_files {
+        let builder = match StoreFile::new(
+            lake.store().clone(),
+            lake.file_path(id_table, &f.name),
+            f.size,
+        )
+        .builder()
+        .await
+        .map_err(parquet_err(&f.name))
+        {
+            Ok(b) => b,
+            // Another writer's merge replaced our root file since our root commit: without
+            // the ids, every file is a candidate (slower, still exact).
+            Err(e) if is_concurrent_commit(&e) => {
+                out.extend(existing.iter().map(|(path, _)| path.clone()));
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        let mask = ProjectionMask::columns(builder.parquet_schema(), [id_column]);
+        let mut stream = builder
+            .with_projection(mask)
+            .build()
+            .map_err(parquet_err(&f.name))?;
+        while let Some(batch) = stream.try_next().await.map_err(parquet_err(&f.name))? {
+            let Some(keys) = batch.column(0).as_string_opt::<i32>() else {
+                continue;
+            };
+            for k in keys.iter().flatten() {
+                id_bytes.extend_from_slice(k.as_bytes());
+                id_ends.push(id_bytes.len());
+            }
+        }
+    }
+    if id_ends.is_empty() {
+        return Ok(out);
+    }
     for (path, size) in existing {
         let mut builder = StoreFile::new(lake.store().clone(), lake.file_path(table, path), *size)
             .builder()
@@ -1177,60 +1224,15 @@ async fn files_maybe_holding(
                 }
             }
         }
-        if blooms.is_empty() {
+        let mut start = 0;
+        let may_hold = blooms.is_empty()
+            || id_ends.iter().any(|&end| {
+                let id = &id_bytes[start..end];
+                start = end;
+                blooms.iter().any(|b: &Sbbf| b.check(id))
+            });
+        if may_hold {
             out.insert(path.clone());
-        } else {
-            filters.push((path.clone(), blooms));
-        }
-    }
-    let id_column = if id_table == table {
-        key_column
-    } else {
-        ROW_ID
-    };
-    for f in id_files {
-        if filters.is_empty() {
-            break;
-        }
-        let builder = match StoreFile::new(
-            lake.store().clone(),
-            lake.file_path(id_table, &f.name),
-            f.size,
-        )
-        .builder()
-        .await
-        .map_err(parquet_err(&f.name))
-        {
-            Ok(b) => b,
-            // Another writer's merge replaced our root file since our root commit: without
-            // the ids, every file is a candidate (slower, still exact).
-            Err(e) if is_concurrent_commit(&e) => {
-                out.extend(filters.into_iter().map(|(path, _)| path));
-                return Ok(out);
-            }
-            Err(e) => return Err(e),
-        };
-        let mask = ProjectionMask::columns(builder.parquet_schema(), [id_column]);
-        let mut stream = builder
-            .with_projection(mask)
-            .build()
-            .map_err(parquet_err(&f.name))?;
-        while let Some(batch) = stream.try_next().await.map_err(parquet_err(&f.name))? {
-            let Some(keys) = batch.column(0).as_string_opt::<i32>() else {
-                continue;
-            };
-            for k in keys.iter().flatten() {
-                filters.retain(|(path, blooms)| {
-                    let hit = blooms.iter().any(|b| b.check(k.as_bytes()));
-                    if hit {
-                        out.insert(path.clone());
-                    }
-                    !hit
-                });
-                if filters.is_empty() {
-                    break;
-                }
-            }
         }
     }
     Ok(out)
