@@ -49,8 +49,10 @@ impl Default for ChannelConfig {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// Commit after this many pages landed since the last checkpoint. Default: 1000 (against
-    /// a rate-limited API the seconds come first).
+    /// Commit after this many pages landed since the last checkpoint. Default: 5000 (against
+    /// a rate-limited API the seconds come first). Each checkpoint ends a data file per
+    /// table and costs a merge probe: at 1000, a million-event run against the mock took
+    /// twice as long as at 5000 (84 s and 44 s), most of it packing the small files after.
     #[serde(default = "default_checkpoint_pages")]
     pub pages: u64,
     /// Commit when this many seconds passed since the last checkpoint (checked as pages
@@ -60,7 +62,7 @@ pub struct CheckpointConfig {
 }
 
 fn default_checkpoint_pages() -> u64 {
-    1000
+    5000
 }
 fn default_checkpoint_seconds() -> u64 {
     300
