@@ -236,6 +236,8 @@ pub(crate) fn read_with_duckdb(lake: &Path, tables: &[&str]) -> BTreeMap<String,
 import json, os, sys, sysconfig
 import duckdb
 con = duckdb.connect()
+# Its progress bar (shown when a query runs past 2 s) would print before the JSON.
+con.execute("SET enable_progress_bar = false")
 con.execute("SET extension_directory='" + os.path.join(sysconfig.get_paths()["purelib"], "duckdb_ext", "extensions") + "'")
 con.execute("LOAD delta")
 out = {}

@@ -403,6 +403,26 @@ impl Paginator {
         self.next_in(url, headers, body.root(), records.root())
     }
 
+    /// Whether the strategy's `stop_condition` (if any) ends the paging after this response.
+    fn stop_condition_holds(
+        &self,
+        headers: &HeaderMap,
+        body: json_tape::Value<'_>,
+        records: json_tape::Value<'_>,
+    ) -> Result<bool, PagingProblem> {
+        let Some(c) = self.strategy.stop_condition() else {
+            return Ok(false);
+        };
+        // A tree of the body only for an expression that reads it.
+        let as_value = |used: bool, v: json_tape::Value<'_>| {
+            if used { v.to_serde() } else { Value::Null }
+        };
+        let response = as_value(c.reads_response(), body);
+        let last_page = as_value(c.reads_last_page(), records);
+        c.evaluate(headers, &response, &last_page)
+            .map_err(PagingProblem::StopCondition)
+    }
+
     /// The next step after `url` answered `headers` and `body` (a parsed page), whose
     /// records are `records`. Only what the strategy names is read from the body.
     pub fn next_in(
@@ -417,18 +437,8 @@ impl Paginator {
             json_tape::Kind::Array => records.len() as u64,
             _ => 0,
         };
-        if let Some(c) = self.strategy.stop_condition() {
-            // A tree of the body only for an expression that reads it.
-            let as_value = |used: bool, v: json_tape::Value<'_>| {
-                if used { v.to_serde() } else { Value::Null }
-            };
-            let response = as_value(c.reads_response(), body);
-            let last_page = as_value(c.reads_last_page(), records);
-            if c.evaluate(headers, &response, &last_page)
-                .map_err(PagingProblem::StopCondition)?
-            {
-                return Ok(Next::Stop);
-            }
+        if self.stop_condition_holds(headers, body, records)? {
+            return Ok(Next::Stop);
         }
         let next =
             match &self.strategy {

@@ -1157,42 +1157,12 @@ async fn files_maybe_holding(
     } else {
         ROW_ID
     };
-    // The ids, end to end in one buffer.
-    let (mut id_bytes, mut id_ends) = (Vec::<u8>::new(), Vec::<usize>::new());
-    for f in id_files {
-        let builder = match StoreFile::new(
-            lake.store().clone(),
-            lake.file_path(id_table, &f.name),
-            f.size,
-        )
-        .builder()
-        .await
-        .map_err(parquet_err(&f.name))
-        {
-            Ok(b) => b,
-            // Another writer's merge replaced our root file since our root commit: without
-            // the ids, every file is a candidate (slower, still exact).
-            Err(e) if is_concurrent_commit(&e) => {
-                out.extend(existing.iter().map(|(path, _)| path.clone()));
-                return Ok(out);
-            }
-            Err(e) => return Err(e),
-        };
-        let mask = ProjectionMask::columns(builder.parquet_schema(), [id_column]);
-        let mut stream = builder
-            .with_projection(mask)
-            .build()
-            .map_err(parquet_err(&f.name))?;
-        while let Some(batch) = stream.try_next().await.map_err(parquet_err(&f.name))? {
-            let Some(keys) = batch.column(0).as_string_opt::<i32>() else {
-                continue;
-            };
-            for k in keys.iter().flatten() {
-                id_bytes.extend_from_slice(k.as_bytes());
-                id_ends.push(id_bytes.len());
-            }
-        }
-    }
+    let Some((id_bytes, id_ends)) = load_ids(lake, id_table, id_column, id_files).await? else {
+        // Another writer's merge replaced our root file since our root commit: without the
+        // ids, every file is a candidate (slower, still exact).
+        out.extend(existing.iter().map(|(path, _)| path.clone()));
+        return Ok(out);
+    };
     if id_ends.is_empty() {
         return Ok(out);
     }
@@ -1236,6 +1206,49 @@ async fn files_maybe_holding(
         }
     }
     Ok(out)
+}
+
+/// The ids in column `id_column` of `id_files` (staged files of `id_table`), end to end in
+/// one buffer with their ends; `None` when another writer's merge replaced one of the files.
+async fn load_ids(
+    lake: &Lake,
+    id_table: &str,
+    id_column: &str,
+    id_files: &[StagedFile],
+) -> Result<Option<(Vec<u8>, Vec<usize>)>> {
+    let (mut id_bytes, mut id_ends) = (Vec::<u8>::new(), Vec::<usize>::new());
+    for f in id_files {
+        let parquet_err = |source| SinkError::ParquetFile {
+            table: id_table.to_owned(),
+            path: f.name.clone(),
+            source,
+        };
+        let builder = match StoreFile::new(
+            lake.store().clone(),
+            lake.file_path(id_table, &f.name),
+            f.size,
+        )
+        .builder()
+        .await
+        .map_err(parquet_err)
+        {
+            Ok(b) => b,
+            Err(e) if is_concurrent_commit(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mask = ProjectionMask::columns(builder.parquet_schema(), [id_column]);
+        let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
+        while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
+            let Some(keys) = batch.column(0).as_string_opt::<i32>() else {
+                continue;
+            };
+            for k in keys.iter().flatten() {
+                id_bytes.extend_from_slice(k.as_bytes());
+                id_ends.push(id_bytes.len());
+            }
+        }
+    }
+    Ok(Some((id_bytes, id_ends)))
 }
 
 /// Rewrites a file without the rows whose key `remove` picks (by [`id_key`]), streaming one batch
