@@ -476,32 +476,7 @@ impl Normalizer {
         };
         call.rows(root_table);
 
-        let merge_key = match (&root.primary_key, root.write_disposition) {
-            (Some(pk), WriteDisposition::Merge) => Some(pk.as_str()),
-            _ => None,
-        };
-        let keys: Vec<Option<std::borrow::Cow<'_, str>>> = records
-            .iter()
-            .enumerate()
-            .map(|(record_idx, record)| match merge_key {
-                Some(pk) => record
-                    .get(pk)
-                    .and_then(|v| v.as_key_text())
-                    .or_else(|| match extra {
-                        Some((key, text)) if key == pk && record.get(pk).is_none() => {
-                            Some(std::borrow::Cow::Borrowed(text))
-                        }
-                        _ => None,
-                    })
-                    .map(Some)
-                    .ok_or_else(|| TransformError::MissingPrimaryKey {
-                        table: root.name.clone(),
-                        primary_key: pk.to_owned(),
-                        record_idx,
-                    }),
-                None => Ok(None),
-            })
-            .collect::<Result<_>>()?;
+        let keys = merge_keys(root, records, extra)?;
         // The last occurrence of a key within the page wins.
         let mut last_of_key: FastMap<&str, usize> =
             FastMap::with_capacity_and_hasher(records.len(), Default::default());
@@ -1217,6 +1192,42 @@ fn put_into(
     rows.builders[p]
         .get_or_insert_with(|| ColumnBuilder::new(column_type, hint))
         .put(row, value);
+}
+
+/// Each record's primary key as text when `root` is merged on one (`None` otherwise): from
+/// the record, or from `extra` when that is the key and the record lacks it.
+fn merge_keys<'a>(
+    root: &TableMeta,
+    records: &'a Records,
+    extra: Option<(&'a str, &'a str)>,
+) -> Result<Vec<Option<std::borrow::Cow<'a, str>>>> {
+    let merge_key = match (&root.primary_key, root.write_disposition) {
+        (Some(pk), WriteDisposition::Merge) => Some(pk.as_str()),
+        _ => None,
+    };
+    records
+        .iter()
+        .enumerate()
+        .map(|(record_idx, record)| {
+            let Some(pk) = merge_key else { return Ok(None) };
+            let from_extra = || match extra {
+                Some((key, text)) if key == pk && record.get(pk).is_none() => {
+                    Some(std::borrow::Cow::Borrowed(text))
+                }
+                _ => None,
+            };
+            record
+                .get(pk)
+                .and_then(|v| v.as_key_text())
+                .or_else(from_extra)
+                .map(Some)
+                .ok_or_else(|| TransformError::MissingPrimaryKey {
+                    table: root.name.clone(),
+                    primary_key: pk.to_owned(),
+                    record_idx,
+                })
+        })
+        .collect()
 }
 
 /// The primary key of a record as text, if the record has a usable one (a string, or a
