@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 const DLT: &str = "dlt[parquet]==1.31.0";
 
 /// The mock's token for both tools.
-pub(crate) const TOKEN: &str = "bench-token";
+const TOKEN: &str = "bench-token";
 
 /// One tool's run.
 struct Figures {
@@ -67,18 +67,8 @@ pub(crate) fn against_dlt(sizes: &[usize], scratch: &Path) -> anyhow::Result<()>
         let lake = scratch.join(format!("errlake-{events}"));
         let _ = std::fs::remove_dir_all(&lake);
         let report = scratch.join(format!("errlake-{events}.json"));
-        let status = Command::new(&exe)
-            .arg("run")
-            .arg(crate::workspace_root().join("pipelines/errors.toml"))
-            .arg("--base-url")
-            .arg(&mock.base_url)
-            .arg("--destination")
-            .arg(&lake)
-            .arg("--report")
-            .arg(&report)
-            .env("AUTH_TOKEN", TOKEN)
-            .env("ERRLAKE_LOG", "warn,buoyant_kernel=off")
-            .stdout(Stdio::null())
+        let status = mock
+            .seed_run(&exe, &lake, &report)
             .status()
             .context("bench: running errlake")?;
         if !status.success() {
@@ -173,6 +163,31 @@ impl Mock {
                 bail!("bench: the mock did not say where it listens: {first:?}")
             }
         }
+    }
+}
+
+impl Mock {
+    /// `xtask run pipelines/errors.toml` against this mock into `lake`, its report to
+    /// `report`; it logs warnings and errors only (`ERRLAKE_LOG` overrides), so its progress
+    /// lines do not cut into a bench's table.
+    pub(crate) fn seed_run(&self, exe: &Path, lake: &Path, report: &Path) -> Command {
+        let mut command = Command::new(exe);
+        command
+            .arg("run")
+            .arg(crate::workspace_root().join("pipelines/errors.toml"))
+            .arg("--base-url")
+            .arg(&self.base_url)
+            .arg("--destination")
+            .arg(lake)
+            .arg("--report")
+            .arg(report)
+            .env("AUTH_TOKEN", TOKEN)
+            .env(
+                "ERRLAKE_LOG",
+                std::env::var("ERRLAKE_LOG").unwrap_or_else(|_| "warn,buoyant_kernel=off".into()),
+            )
+            .stdout(Stdio::null());
+        command
     }
 }
 

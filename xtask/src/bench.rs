@@ -241,26 +241,7 @@ fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(scratch)?;
         // The mock in a process of its own: the run's peak memory is the pipeline's alone.
         let mock = crate::against_dlt::Mock::start(&exe, events.div_ceil(10))?;
-        let status = run_child(
-            Command::new(&exe)
-                .arg("run")
-                .arg(crate::workspace_root().join("pipelines/errors.toml"))
-                .arg("--base-url")
-                .arg(&mock.base_url)
-                .arg("--destination")
-                .arg(&lake)
-                .arg("--report")
-                .arg(&report)
-                .env("AUTH_TOKEN", crate::against_dlt::TOKEN)
-                // Its progress lines (stderr is not a terminal) would cut into the table;
-                // warnings and errors still show.
-                .env(
-                    "ERRLAKE_LOG",
-                    std::env::var("ERRLAKE_LOG")
-                        .unwrap_or_else(|_| "warn,buoyant_kernel=off".into()),
-                )
-                .stdout(std::process::Stdio::null()),
-        )?;
+        let status = run_child(&mut mock.seed_run(&exe, &lake, &report))?;
         drop(mock);
         anyhow::ensure!(
             status.success(),
