@@ -50,19 +50,6 @@ impl JsonPath {
             _ => None,
         })
     }
-
-    /// Takes the value at the path out of `value`, leaving null behind.
-    pub fn take(&self, value: &mut Value) -> Option<Value> {
-        let mut v = value;
-        for part in &self.parts {
-            v = match v {
-                Value::Object(map) => map.get_mut(part)?,
-                Value::Array(items) => items.get_mut(part.parse::<usize>().ok()?)?,
-                _ => return None,
-            };
-        }
-        Some(v.take())
-    }
 }
 
 impl fmt::Display for JsonPath {
@@ -78,8 +65,8 @@ mod tests {
     use super::JsonPath;
 
     #[test]
-    fn paths_find_and_take_values() {
-        let mut doc = json!({"data": [1, 2], "meta": {"next": "u"}, "items": [{"id": 7}]});
+    fn paths_find_values_in_trees_and_tapes() {
+        let doc = json!({"data": [1, 2], "meta": {"next": "u"}, "items": [{"id": 7}]});
         assert_eq!(
             JsonPath::parse("meta.next").unwrap().get(&doc),
             Some(&json!("u"))
@@ -89,11 +76,15 @@ mod tests {
             Some(&json!(7))
         );
         assert_eq!(JsonPath::parse("$").unwrap().get(&doc), Some(&doc.clone()));
-        assert_eq!(
-            JsonPath::parse("data").unwrap().take(&mut doc),
-            Some(json!([1, 2]))
+        let tape = json_tape::Document::from_serde(&doc).unwrap();
+        let found = JsonPath::parse("$.items.0.id").unwrap().find(tape.root());
+        assert_eq!(found.map(|v| v.to_json()), Some("7".to_owned()));
+        assert!(
+            JsonPath::parse("meta.none")
+                .unwrap()
+                .find(tape.root())
+                .is_none()
         );
-        assert_eq!(doc["data"], json!(null));
         assert!(JsonPath::parse("a..b").is_err());
     }
 }
