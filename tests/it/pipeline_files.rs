@@ -176,3 +176,26 @@ fn a_hard_delete_hint_reaches_the_sink() {
         Some("is_deleted")
     );
 }
+
+#[test]
+fn a_zstd_level_out_of_range_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    let secrets = Secrets::from_map([("auth_token".to_owned(), "t".to_owned())]);
+    for (level, ok) in [(0, false), (1, true), (22, true), (23, false), (-5, false)] {
+        std::fs::write(&file, format!("{seed}\n[sink]\nzstd_level = {level}\n")).unwrap();
+        match Pipeline::load(&file, &secrets, &Overrides::default()) {
+            Ok(p) => {
+                assert!(ok, "level {level} was accepted");
+                assert_eq!(p.sink.zstd_level, level);
+            }
+            Err(e) => {
+                assert!(!ok, "level {level}: {e}");
+                let e = e.to_string();
+                assert!(e.contains("`sink.zstd_level`"), "{e}");
+                assert!(e.contains(&format!("got {level}")), "{e}");
+            }
+        }
+    }
+}

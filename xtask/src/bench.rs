@@ -8,7 +8,10 @@
 //!   resident memory;
 //! - merge: an events table of N rows (built by 10 loads), then 1% of N rows landed four
 //!   ways: appended, merged as new ids, merged as changes to the newest rows, merged as
-//!   changes spread over the whole table; seconds, bytes rewritten, peak memory of each.
+//!   changes spread over the whole table; seconds, bytes rewritten, peak memory of each;
+//! - encoding: the mock's events normalized into their tables, then written as Parquet
+//!   with each candidate setting (zstd level, dictionary choice), on one core: seconds,
+//!   bytes and the memory the writers hold, per setting.
 
 use std::path::Path;
 use std::process::Command;
@@ -34,7 +37,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [250_000usize, 1_000_000])]
     merge_rows: Vec<usize>,
     /// Which benches to run.
-    #[arg(long, value_delimiter = ',', default_values_t = [Bench::Normalize, Bench::Pipeline, Bench::Merge])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Bench::Normalize, Bench::Encoding, Bench::Pipeline, Bench::Merge])]
     only: Vec<Bench>,
     /// Where the pipeline bench writes its lakes (deleted after each run).
     #[arg(long, default_value_t = std::env::temp_dir().join("errlake-bench").display().to_string())]
@@ -64,6 +67,7 @@ enum Bench {
     Normalize,
     Pipeline,
     Merge,
+    Encoding,
 }
 
 impl std::fmt::Display for Bench {
@@ -72,6 +76,7 @@ impl std::fmt::Display for Bench {
             Bench::Normalize => "normalize",
             Bench::Pipeline => "pipeline",
             Bench::Merge => "merge",
+            Bench::Encoding => "encoding",
         })
     }
 }
@@ -94,6 +99,9 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.only.contains(&Bench::Pipeline) {
         pipeline_bench(&args.pipeline_events, Path::new(&args.scratch))?;
     }
+    if args.only.contains(&Bench::Encoding) {
+        crate::bench_encoding::encoding_bench(args.normalize_events, args.repeat.max(1))?;
+    }
     if args.only.contains(&Bench::Merge) {
         let rt = crate::runtime()?;
         for &rows in &args.merge_rows {
@@ -104,7 +112,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Page bodies (50 events each, as the seed pipeline asks for) of the mock's events.
-fn event_pages(n_events: usize) -> Vec<Vec<u8>> {
+pub(crate) fn event_pages(n_events: usize) -> Vec<Vec<u8>> {
     let per_page = 50;
     let projects = 10;
     let per_project = n_events.div_ceil(projects);
@@ -136,7 +144,7 @@ fn event_pages(n_events: usize) -> Vec<Vec<u8>> {
     pages
 }
 
-fn median(mut xs: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
 }

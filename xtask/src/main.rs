@@ -4,6 +4,7 @@
 
 mod against_dlt;
 mod bench;
+mod bench_encoding;
 mod demo;
 mod inspect;
 mod progress;

@@ -189,6 +189,13 @@ impl Pipeline {
                 }
             }
         }
+        if !(1..=22).contains(&sink.zstd_level) {
+            return Err(config_error(
+                file,
+                "sink.zstd_level",
+                format!("must be from 1 to 22, got {}", sink.zstd_level),
+            ));
+        }
         let channels: ChannelConfig = section(file, "channels", take("channels"))?;
         let checkpoint: CheckpointConfig = section(file, "checkpoint", take("checkpoint"))?;
         if checkpoint.pages == 0 || checkpoint.seconds == 0 {

@@ -22,11 +22,11 @@ use parquet::bloom_filter::Sbbf;
 
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 
+use crate::encoding::{ColumnEncodings, writer_properties};
 use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, data_files, delta_schema, kept_history};
 use crate::read::StoreFile;
 use crate::writer::{
     LoadWriter, StagedFile, TableWriter, empty_schema, encode, file_token, id_key, root_key_column,
-    writer_properties,
 };
 use crate::{Result, SinkError};
 
@@ -1297,6 +1297,7 @@ async fn rewrite_without(
     if going == 0 || going == total {
         return Ok((total, total - going, None));
     }
+    let encodings = ColumnEncodings::of_file(metadata.metadata());
     let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(file, metadata);
     let schema = builder.schema().clone();
     let mut stream = builder.build().map_err(parquet_err)?;
@@ -1310,7 +1311,7 @@ async fn rewrite_without(
     let mut writer = AsyncArrowWriter::try_new(
         sink,
         schema.clone(),
-        Some(writer_properties(config, &schema)),
+        Some(writer_properties(config, &schema, &encodings)),
     )
     .map_err(parquet_err)?;
     let mut kept = 0u64;

@@ -13,9 +13,10 @@ use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 
 use crate::commit::add_action;
+use crate::encoding::{ColumnEncodings, writer_properties};
 use crate::lake::{Lake, kept_history};
 use crate::read::StoreFile;
-use crate::writer::{file_token, widen, writer_properties};
+use crate::writer::{file_token, widen};
 use crate::{ParquetSinkConfig, Result, SinkError, TableCommit};
 
 /// What one compaction did to a table.
@@ -193,6 +194,11 @@ impl Lake {
         schema: &SchemaRef,
         name: &str,
     ) -> Result<u64> {
+        let encodings = sources
+            .first()
+            .map_or_else(ColumnEncodings::dictionaries, |(_, _, metadata)| {
+                ColumnEncodings::of_file(metadata.metadata())
+            });
         let sink = BufWriter::with_capacity(
             self.store().clone(),
             self.file_path(table, name),
@@ -202,7 +208,7 @@ impl Lake {
         let mut writer = AsyncArrowWriter::try_new(
             sink,
             schema.clone(),
-            Some(writer_properties(config, schema)),
+            Some(writer_properties(config, schema, &encodings)),
         )
         .map_err(parquet_err(table, name))?;
         let mut rows = 0u64;

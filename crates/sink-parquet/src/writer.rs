@@ -16,11 +16,10 @@ use arrow_schema::{Schema, SchemaRef};
 use object_store::buffered::BufWriter;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::async_writer::AsyncArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
-use transform::{CONTENT_HASH, ROOT_ID, ROW_ID, TableBatch, TableMeta, WriteDisposition};
+use transform::{ROOT_ID, ROW_ID, TableBatch, TableMeta, WriteDisposition};
 
+use crate::encoding::{ColumnEncodings, writer_properties};
 use crate::lake::Lake;
 use crate::{ParquetSinkConfig, Result, SinkError};
 
@@ -164,6 +163,7 @@ impl LoadWriter {
                     self.n_files,
                     &name,
                     writer.schema.clone(),
+                    &ColumnEncodings::sample(&tb.batch),
                 )?);
             }
             let file = writer.open.as_mut().ok_or_else(|| SinkError::Internal {
@@ -265,49 +265,6 @@ pub(crate) fn widen(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBat
     })
 }
 
-/// Parquet settings of a data file; `key_column` (the id a merge looks rows up by) gets a
-/// bloom filter per row group, so a merge reads only files that may hold an incoming id.
-/// The columns of a table, in schema order, whose data is zstd-compressed; the columns after
-/// them get LZ4_RAW. The Parquet writer keeps a zstd context pair per column (about 100 KB
-/// allocated, 25 KB touched), which made a table of 10,000 columns cost 270 MB to write;
-/// LZ4_RAW keeps none. Tables this narrow or narrower are all zstd.
-const ZSTD_COLUMNS: usize = 256;
-
-pub(crate) fn writer_properties(
-    config: &ParquetSinkConfig,
-    schema: &SchemaRef,
-) -> WriterProperties {
-    let mut builder = WriterProperties::builder();
-    for field in schema.fields().iter().skip(ZSTD_COLUMNS) {
-        builder = builder.set_column_compression(
-            parquet::schema::types::ColumnPath::from(field.name().as_str()),
-            Compression::LZ4_RAW,
-        );
-    }
-    if let Some(key) = key_column_of(schema) {
-        let path = parquet::schema::types::ColumnPath::from(key);
-        builder = builder
-            .set_column_bloom_filter_enabled(path.clone(), true)
-            // A load probes every file with all its ids: at 10^-5, 10,000 ids still miss a
-            // file that holds none of them nine times in ten. About 3 bytes a row.
-            .set_column_bloom_filter_fpp(path.clone(), 1e-5)
-            .set_column_bloom_filter_max_ndv(path, config.row_group_rows as u64);
-    }
-    // Row ids and content hashes are unique hex digests: a dictionary of them never pays,
-    // and interning every one cost about a twentieth of a demo run.
-    for unique in [ROW_ID, CONTENT_HASH] {
-        builder = builder
-            .set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(unique), false);
-    }
-    builder
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(config.zstd_level).unwrap_or_default(),
-        ))
-        .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
-        .set_max_row_group_bytes(Some(config.row_group_bytes.max(1)))
-        .build()
-}
-
 /// Encodes batches as one Parquet file in memory.
 pub(crate) fn encode(
     config: &ParquetSinkConfig,
@@ -322,7 +279,13 @@ pub(crate) fn encode(
     let mut writer = ArrowWriter::try_new(
         Vec::new(),
         schema.clone(),
-        Some(writer_properties(config, schema)),
+        Some(writer_properties(
+            config,
+            schema,
+            &batches
+                .first()
+                .map_or_else(ColumnEncodings::dictionaries, ColumnEncodings::sample),
+        )),
     )
     .map_err(fail)?;
     for b in batches {
@@ -345,6 +308,7 @@ fn open(
     file_no: usize,
     table: &str,
     schema: SchemaRef,
+    encodings: &ColumnEncodings,
 ) -> Result<OpenFile> {
     let name = crate::files::data_file_name(&format!("{file_prefix}-{file_no:05}"));
     let path = lake.file_path(table, &name);
@@ -355,7 +319,7 @@ fn open(
     let writer = AsyncArrowWriter::try_new(
         sink,
         schema.clone(),
-        Some(writer_properties(config, &schema)),
+        Some(writer_properties(config, &schema, encodings)),
     )
     .map_err(|source| SinkError::Parquet {
         table: table.to_owned(),

@@ -1,0 +1,255 @@
+//! How a data file's columns are encoded: compression, which columns get a dictionary, bloom
+//! filters and row group limits. The choices were measured by `cargo xtask bench --only
+//! encoding` on the mock's events (figures in ARCHITECTURE.md).
+
+use std::collections::{BTreeSet, HashSet};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, SchemaRef};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+
+use transform::{CONTENT_HASH, ROW_ID};
+
+use crate::ParquetSinkConfig;
+use crate::writer::key_column_of;
+
+/// The columns of a table, in schema order, whose data is zstd-compressed; the columns after
+/// them get LZ4_RAW. The Parquet writer keeps a zstd context pair per column (about 100 KB
+/// allocated, 25 KB touched), which made a table of 10,000 columns cost 270 MB to write;
+/// LZ4_RAW keeps none. Tables this narrow or narrower are all zstd.
+const ZSTD_COLUMNS: usize = 256;
+
+/// Rows of a file's first batch looked at to decide its dictionaries.
+const SAMPLE_ROWS: usize = 1024;
+
+/// Fewer values than this in the sample decide nothing: the column keeps its dictionary.
+const MIN_SAMPLE_VALUES: usize = 16;
+
+/// The columns of one file written without a dictionary (plain encoding), besides row ids
+/// and content hashes, which never get one.
+///
+/// A dictionary pays for values that repeat (severities, class names, release stages) and
+/// costs for those that do not: every value is interned into a hash table, and the
+/// dictionary page (up to 1 MiB per column) is held until the row group ends, only for the
+/// writer to fall back to plain encoding once it is full. Whether a column's values repeat
+/// is decided from the file's first batch: a column whose sampled values are more than half
+/// distinct is written plain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnEncodings {
+    plain: BTreeSet<String>,
+}
+
+impl ColumnEncodings {
+    /// Every column keeps its dictionary (except row ids and content hashes).
+    pub fn dictionaries() -> Self {
+        ColumnEncodings::default()
+    }
+
+    /// No column has a dictionary.
+    pub fn all_plain(schema: &SchemaRef) -> Self {
+        ColumnEncodings {
+            plain: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        }
+    }
+
+    /// Decides from a sample of the data (a file's first batch) which columns go plain.
+    pub fn sample(batch: &RecordBatch) -> Self {
+        let rows = batch.num_rows().min(SAMPLE_ROWS);
+        let plain = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(_, column)| rarely_repeats(&column.slice(0, rows)))
+            .map(|(field, _)| field.name().clone())
+            .collect();
+        ColumnEncodings { plain }
+    }
+
+    /// The choice an existing file made (a rewrite keeps it): the columns whose chunks in its
+    /// first row group have no dictionary page.
+    pub fn of_file(metadata: &parquet::file::metadata::ParquetMetaData) -> Self {
+        let plain = metadata
+            .row_groups()
+            .first()
+            .into_iter()
+            .flat_map(|rg| rg.columns())
+            .filter(|chunk| chunk.dictionary_page_offset().is_none())
+            .filter_map(|chunk| match chunk.column_path().parts() {
+                [name] => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        ColumnEncodings { plain }
+    }
+
+    /// The columns written plain.
+    pub fn plain_columns(&self) -> impl Iterator<Item = &str> {
+        self.plain.iter().map(String::as_str)
+    }
+}
+
+/// Whether more than half of a sample's values are distinct (`false` for samples too small
+/// to say, and for types other than text and 64-bit numbers, whose dictionaries stay).
+fn rarely_repeats(sample: &dyn Array) -> bool {
+    let values = sample.len() - sample.null_count();
+    if values < MIN_SAMPLE_VALUES {
+        return false;
+    }
+    let distinct = match sample.data_type() {
+        DataType::Utf8 => {
+            let set: HashSet<&str> = sample.as_string::<i32>().iter().flatten().collect();
+            set.len()
+        }
+        DataType::Int64 => {
+            let set: HashSet<i64> = sample
+                .as_primitive::<Int64Type>()
+                .iter()
+                .flatten()
+                .collect();
+            set.len()
+        }
+        DataType::Float64 => {
+            let set: HashSet<u64> = sample
+                .as_primitive::<Float64Type>()
+                .iter()
+                .flatten()
+                .map(f64::to_bits)
+                .collect();
+            set.len()
+        }
+        DataType::Timestamp(..) => {
+            let Ok(data) = sample
+                .to_data()
+                .into_builder()
+                .data_type(DataType::Int64)
+                .build()
+            else {
+                return false;
+            };
+            let as_int = arrow_array::Int64Array::from(data);
+            let set: HashSet<i64> = as_int.iter().flatten().collect();
+            set.len()
+        }
+        _ => return false,
+    };
+    distinct * 2 > values
+}
+
+/// Parquet settings of a data file: zstd at the configured level, dictionaries as `encodings`
+/// says, and a bloom filter per row group on the key column (the id a merge looks rows up
+/// by), so a merge reads only files that may hold an incoming id.
+pub(crate) fn writer_properties(
+    config: &ParquetSinkConfig,
+    schema: &SchemaRef,
+    encodings: &ColumnEncodings,
+) -> WriterProperties {
+    let mut builder = WriterProperties::builder();
+    for field in schema.fields().iter().skip(ZSTD_COLUMNS) {
+        builder = builder.set_column_compression(
+            ColumnPath::from(field.name().as_str()),
+            Compression::LZ4_RAW,
+        );
+    }
+    if let Some(key) = key_column_of(schema) {
+        let path = ColumnPath::from(key);
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            // A load probes every file with all its ids: at 10^-5, 10,000 ids still miss a
+            // file that holds none of them nine times in ten. About 3 bytes a row.
+            .set_column_bloom_filter_fpp(path.clone(), 1e-5)
+            .set_column_bloom_filter_max_ndv(path, config.row_group_rows as u64);
+    }
+    // Row ids and content hashes are unique hex digests: a dictionary of them never pays,
+    // and interning every one cost about a twentieth of a demo run.
+    for plain in [ROW_ID, CONTENT_HASH]
+        .into_iter()
+        .chain(encodings.plain_columns())
+    {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(plain), false);
+    }
+    builder
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(config.zstd_level).unwrap_or_default(),
+        ))
+        .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
+        .set_max_row_group_bytes(Some(config.row_group_bytes.max(1)))
+        .build()
+}
+
+/// Encodes batches (each a prefix of `schema`) as one Parquet file in memory, for benches
+/// and tools that compare settings: the file's bytes and the most memory the writer held.
+pub fn encode_in_memory(
+    config: &ParquetSinkConfig,
+    schema: &SchemaRef,
+    encodings: &ColumnEncodings,
+    batches: &[RecordBatch],
+) -> crate::Result<(Vec<u8>, usize)> {
+    let fail = |source: parquet::errors::ParquetError| crate::SinkError::Parquet {
+        table: String::new(),
+        source,
+    };
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        Vec::new(),
+        schema.clone(),
+        Some(writer_properties(config, schema, encodings)),
+    )
+    .map_err(fail)?;
+    let mut most_held = 0;
+    for b in batches {
+        writer
+            .write(&crate::writer::widen(b, schema)?)
+            .map_err(fail)?;
+        most_held = most_held.max(writer.memory_size());
+    }
+    Ok((writer.into_inner().map_err(fail)?, most_held))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, StringArray};
+    use arrow_schema::{Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn unique_text_goes_plain_and_repeated_text_keeps_its_dictionary() {
+        let ids: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..100).map(|i| format!("event-{i}")),
+        ));
+        let severities: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..100).map(|i| ["error", "warning", "info"][i % 3]),
+        ));
+        let few: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..100).map(|i| (i < 5).then(|| format!("only-{i}"))),
+        ));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("severity", DataType::Utf8, false),
+            Field::new("rare", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(schema, vec![ids, severities, few]).unwrap();
+        let encodings = ColumnEncodings::sample(&batch);
+        assert_eq!(encodings.plain_columns().collect::<Vec<_>>(), ["id"]);
+
+        // The file holds what was chosen, and a rewrite reading it keeps the choice.
+        let (file, _) = encode_in_memory(
+            &ParquetSinkConfig::default(),
+            &batch.schema(),
+            &encodings,
+            std::slice::from_ref(&batch),
+        )
+        .unwrap();
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(file))
+                .unwrap();
+        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        assert_eq!(ColumnEncodings::of_file(metadata), encodings);
+    }
+}
