@@ -12,7 +12,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use transform::{CONTENT_HASH, ROW_ID};
+use transform::{CONTENT_HASH, PARENT_ID, ROOT_ID, ROW_ID};
 
 use crate::ParquetSinkConfig;
 use crate::writer::key_column_of;
@@ -29,8 +29,8 @@ const SAMPLE_ROWS: usize = 1024;
 /// Fewer values than this in the sample decide nothing: the column keeps its dictionary.
 const MIN_SAMPLE_VALUES: usize = 16;
 
-/// The columns of one file written without a dictionary (plain encoding), besides row ids
-/// and content hashes, which never get one.
+/// The columns of one file written without a dictionary (plain encoding), besides the row
+/// id columns and content hashes, which never get one.
 ///
 /// A dictionary pays for values that repeat (severities, class names, release stages) and
 /// costs for those that do not: every value is interned into a hash table, and the
@@ -44,7 +44,7 @@ pub struct ColumnEncodings {
 }
 
 impl ColumnEncodings {
-    /// Every column keeps its dictionary (except row ids and content hashes).
+    /// Every column keeps its dictionary (except row id columns and content hashes).
     pub fn dictionaries() -> Self {
         ColumnEncodings::default()
     }
@@ -164,9 +164,10 @@ pub(crate) fn writer_properties(
             .set_column_bloom_filter_fpp(path.clone(), 1e-5)
             .set_column_bloom_filter_max_ndv(path, config.row_group_rows as u64);
     }
-    // Row ids and content hashes are unique hex digests: a dictionary of them never pays,
-    // and interning every one cost about a twentieth of a demo run.
-    for plain in [ROW_ID, CONTENT_HASH]
+    // Row ids, their parents' and roots' ids and content hashes are hex digests, unique or
+    // repeated only by the few children of one parent: a dictionary of them never pays, and
+    // interning every one cost about a twentieth of a demo run.
+    for plain in [ROW_ID, PARENT_ID, ROOT_ID, CONTENT_HASH]
         .into_iter()
         .chain(encodings.plain_columns())
     {
