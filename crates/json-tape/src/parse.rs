@@ -15,6 +15,35 @@ static STOPS: [bool; 256] = {
     t
 };
 
+/// The position of the first byte at or after `j` that [`STOPS`] a string's scan, or the
+/// end of `b`. Eight bytes at a time (SWAR): a byte stops the scan if it is a quote, a
+/// backslash or below 0x20. Of the flags the word tricks set, only the lowest is exact (borrows
+/// carry upwards), and the lowest is the one taken.
+#[inline]
+fn scan_string(b: &[u8], mut j: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const fn zero_bytes(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGHS
+    }
+    while let Some(chunk) = b.get(j..j + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let stops = zero_bytes(w ^ (ONES * u64::from(b'"')))
+            | zero_bytes(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
+        if stops != 0 {
+            return j + (stops.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    while j < b.len() && !STOPS[b[j] as usize] {
+        j += 1;
+    }
+    j
+}
+
 struct Frame {
     node: u32,
     count: u32,
@@ -286,9 +315,7 @@ impl Parser<'_> {
         let mut j = start;
         let mut escaped = false;
         loop {
-            while j < b.len() && !STOPS[b[j] as usize] {
-                j += 1;
-            }
+            j = scan_string(b, j);
             match b.get(j) {
                 None => return Err(problem(b.len(), "EOF while parsing a string")),
                 Some(b'"') => break,
@@ -457,4 +484,29 @@ pub(crate) fn unescape(raw: &str) -> String {
         i += if b.get(i + 1) == Some(&b'u') { 6 } else { 2 };
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{STOPS, scan_string};
+
+    proptest! {
+        /// The word-at-a-time scan stops where the byte-at-a-time one does, from any start.
+        #[test]
+        fn scan_string_stops_where_a_byte_scan_does(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff, b'a'..=b'z'],
+                0..64,
+            ),
+            start in 0usize..64,
+        ) {
+            let start = start.min(bytes.len());
+            let expected = (start..bytes.len())
+                .find(|&j| STOPS[bytes[j] as usize])
+                .unwrap_or(bytes.len());
+            prop_assert_eq!(scan_string(&bytes, start), expected);
+        }
+    }
 }

@@ -276,6 +276,10 @@ struct Node {
     pointer: String,
     /// Child nodes by raw JSON key.
     children: FastMap<Box<str>, u32>,
+    /// The keys of the last object seen at this node, in its order, with their child nodes:
+    /// records of one resource mostly repeat their keys in one order, so a key is first
+    /// compared with the key at its position last time, and looked up only when it differs.
+    last_order: Vec<(Box<str>, u32)>,
     /// Where a scalar of each kind goes, once decided.
     slots: [Option<Slot>; N_KINDS],
     hint: Option<ColumnHint>,
@@ -294,6 +298,7 @@ impl Node {
             name,
             pointer,
             children: FastMap::default(),
+            last_order: Vec::new(),
             slots: [None; N_KINDS],
             hint,
             child_table: None,
@@ -647,8 +652,20 @@ impl Normalizer {
         object: Value<'_>,
         depth: usize,
     ) -> Result<Flow> {
-        for (key, value) in object.members() {
-            let node = self.child_node(at.table, parent, &key.as_str());
+        for (position, (key, value)) in object.members().enumerate() {
+            let key = key.as_str();
+            let order = &self.tables[at.table as usize].nodes[parent as usize].last_order;
+            let node = match order.get(position) {
+                Some((seen, node)) if **seen == *key => *node,
+                _ => {
+                    let node = self.child_node(at.table, parent, &key);
+                    let order =
+                        &mut self.tables[at.table as usize].nodes[parent as usize].last_order;
+                    order.truncate(position);
+                    order.push((key.as_ref().into(), node));
+                    node
+                }
+            };
             if self.flatten_value(call, at, node, value, depth)? == Flow::DiscardRow {
                 return Ok(Flow::DiscardRow);
             }

@@ -633,3 +633,42 @@ fn the_content_hash_of_a_record_stays_what_lakes_stored() {
     assert_eq!(hashes.value(0), "f9d41f00f785d055");
     assert_eq!(hashes.value(1), "7933f2d03ddc7c08");
 }
+
+#[test]
+fn records_with_keys_in_other_orders_or_missing_fill_the_same_columns() {
+    let body = br#"[
+        {"id": "a", "level": "error", "device": {"os": "ios", "model": "x"}},
+        {"level": "warning", "id": "b", "device": {"model": "y"}},
+        {"id": "c", "device": {"model": "z", "os": "android"}, "level": "info"},
+        {"id": "d", "level": "error", "device": {"os": "ios", "model": "w"}}
+    ]"#;
+    let doc = Arc::new(json_tape::Document::parse(body.to_vec()).unwrap());
+    let records = json_tape::Records::select(doc, 0).unwrap();
+    let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+    let batches = n
+        .normalize_records(
+            &meta("events", WriteDisposition::Merge),
+            "load",
+            0,
+            &records,
+            None,
+        )
+        .unwrap();
+    let got = render(&batches);
+    assert_eq!(
+        got.trim(),
+        r#"
+events
+  id: Utf8
+  level: Utf8
+  device__os: Utf8
+  device__model: Utf8
+  | "a" | "error" | "ios" | "x"
+  | "b" | "warning" | ∅ | "y"
+  | "c" | "info" | "android" | "z"
+  | "d" | "error" | "ios" | "w"
+"#
+        .trim(),
+        "\n--- got ---\n{got}"
+    );
+}
