@@ -14,7 +14,6 @@ use deltalake::kernel::{Action, Add, MetadataExt};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
-use object_store::buffered::BufWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
@@ -1302,12 +1301,7 @@ async fn rewrite_without(
     let schema = builder.schema().clone();
     let mut stream = builder.build().map_err(parquet_err)?;
     let name = crate::files::data_file_name(&format!("{load_id}-rw-{n:05}"));
-    let sink = BufWriter::with_capacity(
-        lake.store().clone(),
-        lake.file_path(table, &name),
-        8 * 1024 * 1024,
-    )
-    .with_max_concurrency(2);
+    let sink = lake.upload(table, &name);
     let mut writer = AsyncArrowWriter::try_new(
         sink,
         schema.clone(),

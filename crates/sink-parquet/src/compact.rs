@@ -7,7 +7,6 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::DeltaOperation;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
-use object_store::buffered::BufWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
@@ -199,12 +198,7 @@ impl Lake {
             .map_or_else(ColumnEncodings::dictionaries, |(_, _, metadata)| {
                 ColumnEncodings::of_file(metadata.metadata())
             });
-        let sink = BufWriter::with_capacity(
-            self.store().clone(),
-            self.file_path(table, name),
-            8 * 1024 * 1024,
-        )
-        .with_max_concurrency(2);
+        let sink = self.upload(table, name);
         let mut writer = AsyncArrowWriter::try_new(
             sink,
             schema.clone(),

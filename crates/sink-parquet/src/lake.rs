@@ -13,6 +13,11 @@ use url::Url;
 use transform::TableSchema;
 
 use crate::files::{is_own_data_file, is_own_object};
+
+/// The part size of a multipart upload: S3's smallest. Each open file holds up to one part
+/// being filled and two being sent, so a smaller part is less memory (8 MiB parts held a
+/// fifth of the run's heap at its peak).
+const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 use crate::{Result, SinkError};
 
 /// The Delta table property (the protocol's own, which Spark's and delta-rs' `VACUUM`
@@ -152,6 +157,18 @@ impl Lake {
     /// The store path of a file in a table's folder.
     pub fn file_path(&self, table: &str, file: &str) -> StorePath {
         self.prefix.clone().join(table).join(file)
+    }
+
+    /// A new data file of `table`, written as it streams: a small file goes up in one put, a
+    /// large one as a multipart upload of [`UPLOAD_PART_BYTES`] parts, two in flight (enough
+    /// to keep a connection busy, little memory per open file).
+    pub(crate) fn upload(&self, table: &str, file: &str) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::with_capacity(
+            self.store().clone(),
+            self.file_path(table, file),
+            UPLOAD_PART_BYTES,
+        )
+        .with_max_concurrency(2)
     }
 
     /// Deletes data files of `table` that no commit needs (any more). A file that cannot be

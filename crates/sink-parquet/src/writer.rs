@@ -311,11 +311,7 @@ fn open(
     encodings: &ColumnEncodings,
 ) -> Result<OpenFile> {
     let name = crate::files::data_file_name(&format!("{file_prefix}-{file_no:05}"));
-    let path = lake.file_path(table, &name);
-    // Small files go up in one put, large ones as a multipart upload of 8 MiB parts, two in
-    // flight: enough to keep a connection busy, little memory per open file.
-    let sink = BufWriter::with_capacity(lake.store().clone(), path, 8 * 1024 * 1024)
-        .with_max_concurrency(2);
+    let sink = lake.upload(table, &name);
     let writer = AsyncArrowWriter::try_new(
         sink,
         schema.clone(),
