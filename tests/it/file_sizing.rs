@@ -8,6 +8,8 @@ use crate::support::{load, pipeline_file, run, run_python};
 const TOKEN: &str = "sizing-token";
 /// Scaled down so the test stays quick: the same rules close a 128 MiB file.
 const TARGET_FILE_BYTES: u64 = 1 << 20;
+/// The target file size of the compaction test.
+const COMPACT_TARGET_FILE_BYTES: u64 = 8 << 20;
 const ROW_GROUP_ROWS: u64 = 2_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,8 +72,11 @@ async fn the_small_files_of_checkpoints_are_compacted_after_the_run() {
     config.size.events_per_project = 3_000;
     let mock = MockHandle::start(config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let file = sized_pipeline(
+    // Files count as small under an eighth of the target: a larger target than the other
+    // test's, so that a checkpoint's 20 pages of every table are small.
+    let file = sized_pipeline_with(
         dir.path(),
+        COMPACT_TARGET_FILE_BYTES,
         "compact_min_files = 4\n[checkpoint]\npages = 20\n",
     );
     let lake = dir.path().join("lake");
@@ -97,11 +102,11 @@ async fn the_small_files_of_checkpoints_are_compacted_after_the_run() {
         // What stays small: at most a file no other could join, and the last packed one.
         let small = files
             .iter()
-            .filter(|(b, _)| *b < TARGET_FILE_BYTES / 2)
+            .filter(|(b, _)| *b < COMPACT_TARGET_FILE_BYTES / 8)
             .count();
         assert!(small <= 2, "{table}: {small} small files: {files:?}");
         assert!(
-            (files.len() as u64) <= bytes / (TARGET_FILE_BYTES / 2) + 2,
+            (files.len() as u64) <= bytes / (COMPACT_TARGET_FILE_BYTES / 2) + 2,
             "{table}: {} files for {bytes} bytes after compaction",
             files.len()
         );
@@ -118,12 +123,17 @@ async fn the_small_files_of_checkpoints_are_compacted_after_the_run() {
 
 /// The seed pipeline with the scaled-down sizes, and `extra` lines after them.
 fn sized_pipeline(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    sized_pipeline_with(dir, TARGET_FILE_BYTES, extra)
+}
+
+/// The seed pipeline with files of `target` bytes, the scaled-down row groups, and `extra`.
+fn sized_pipeline_with(dir: &std::path::Path, target: u64, extra: &str) -> std::path::PathBuf {
     let file = dir.join("errors.toml");
     let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
     std::fs::write(
         &file,
         format!(
-            "{seed}\n[sink]\ntarget_file_bytes = {TARGET_FILE_BYTES}\nrow_group_rows = {ROW_GROUP_ROWS}\n{extra}"
+            "{seed}\n[sink]\ntarget_file_bytes = {target}\nrow_group_rows = {ROW_GROUP_ROWS}\n{extra}"
         ),
     )
     .unwrap();

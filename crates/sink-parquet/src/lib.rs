@@ -76,7 +76,7 @@ pub struct ParquetSinkConfig {
     /// its rows. 0 removes the property.
     #[serde(default)]
     pub keep_history_secs: Option<u64>,
-    /// A table with at least this many small data files (under half the target size: each
+    /// A table with at least this many small data files (under an eighth of the target size: each
     /// checkpoint and each small incremental run leaves some) gets them packed into
     /// target-sized files after a run ([`Lake::compact`]). The threshold bounds the cost: a
     /// rewrite every so many runs, not every run. 0 turns compaction off. Default: 16.
