@@ -25,7 +25,8 @@ use crate::encoding::{ColumnEncodings, writer_properties};
 use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, data_files, delta_schema, kept_history};
 use crate::read::StoreFile;
 use crate::writer::{
-    LoadWriter, StagedFile, TableWriter, empty_schema, encode, file_token, id_key, root_key_column,
+    IdMap, IdSet, LoadWriter, StagedFile, TableWriter, empty_schema, encode, file_token, id_key,
+    root_key_column,
 };
 use crate::{Result, SinkError};
 
@@ -55,11 +56,11 @@ pub struct TableCommit {
 /// Ids of a load's root rows, and which of them came more than once.
 struct RootIds {
     /// Every root row id of the load, with the last page it came in.
-    last_page: HashMap<u128, u64>,
+    last_page: IdMap<u64>,
     /// Ids that came in more than one page.
-    repeated: HashSet<u128>,
+    repeated: IdSet,
     /// Ids whose last record in the load says "delete" (the hard-delete column).
-    deleted: HashSet<u128>,
+    deleted: IdSet,
 }
 
 impl LoadWriter {
@@ -127,7 +128,7 @@ impl LoadWriter {
             let mut root_ids = self.tables.get_mut(&root.name).map(|w| RootIds {
                 last_page: std::mem::take(&mut w.last_page_of_id),
                 repeated: std::mem::take(&mut w.repeated_ids),
-                deleted: HashSet::new(),
+                deleted: IdSet::default(),
             });
             if let (Some(ids), Some(column), Some(w)) = (
                 root_ids.as_mut(),
@@ -465,9 +466,9 @@ async fn ids_won_by_others(
     root_table: &str,
     our_version: u64,
     load_id: &str,
-    ids: &HashMap<u128, u64>,
-) -> Result<HashSet<u128>> {
-    let mut won = HashSet::new();
+    ids: &IdMap<u64>,
+) -> Result<IdSet> {
+    let mut won = IdSet::default();
     let Some(now) = lake.load_table(root_table).await? else {
         return Ok(won);
     };
@@ -503,8 +504,8 @@ async fn unchanged_ids(
     table: &str,
     staged: &[StagedFile],
     ids: &RootIds,
-) -> Result<(HashSet<u128>, Vec<(String, String)>)> {
-    let mut incoming: HashMap<u128, (String, String)> = HashMap::new();
+) -> Result<(IdSet, Vec<(String, String)>)> {
+    let mut incoming: IdMap<(String, String)> = IdMap::default();
     for f in staged {
         for_each_id_with(lake, table, &f.name, f.size, CONTENT_HASH, |k, id, h| {
             let h = if ids.repeated.contains(&k) || ids.deleted.contains(&k) {
@@ -516,7 +517,7 @@ async fn unchanged_ids(
         })
         .await?;
     }
-    let mut unchanged = HashSet::new();
+    let mut unchanged = IdSet::default();
     let hashes = hash_table(table);
     if let Some(t) = lake.load_table(&hashes).await?
         && !incoming.is_empty()
@@ -639,9 +640,9 @@ async fn deleted_ids(
     column: &str,
     staged: &[StagedFile],
     ids: &RootIds,
-) -> Result<HashSet<u128>> {
+) -> Result<IdSet> {
     use arrow_array::Array;
-    let mut deleted = HashSet::new();
+    let mut deleted = IdSet::default();
     for f in staged {
         let parquet_err = |source| SinkError::ParquetFile {
             table: table.to_owned(),
@@ -753,7 +754,7 @@ async fn commit_attempt(
         (true, Some((root_table, version)), Some(ids)) => {
             ids_won_by_others(lake, root_table, version, load_id, &ids.last_page).await?
         }
-        _ => HashSet::new(),
+        _ => IdSet::default(),
     };
     // In a child table, our own rows of roots that another writer won or that the load
     // deletes stay out.
@@ -798,7 +799,7 @@ async fn commit_attempt(
 
     if let Some(t) = &table {
         let files: Vec<_> = t.snapshot().map_err(delta_err)?.log_data().iter().collect();
-        let incoming: Option<&HashMap<u128, u64>> = root_ids
+        let incoming: Option<&IdMap<u64>> = root_ids
             .map(|r| &r.last_page)
             .filter(|m| merge && !m.is_empty());
         // Only files whose bloom filters may hold an incoming root id are read at all.

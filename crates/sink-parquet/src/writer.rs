@@ -61,9 +61,9 @@ pub(crate) struct TableWriter {
     open: Option<OpenFile>,
     pub(crate) staged: Vec<StagedFile>,
     /// Root tables under merge: the last page each row id (by [`id_key`]) came in.
-    pub(crate) last_page_of_id: HashMap<u128, u64>,
+    pub(crate) last_page_of_id: IdMap<u64>,
     /// Root tables under merge: ids that came in more than one page in this load.
-    pub(crate) repeated_ids: HashSet<u128>,
+    pub(crate) repeated_ids: IdSet,
 }
 
 /// Everything one load writes before its commit.
@@ -126,8 +126,8 @@ impl LoadWriter {
                     schema: tb.batch.schema(),
                     open: None,
                     staged: Vec::new(),
-                    last_page_of_id: HashMap::new(),
-                    repeated_ids: HashSet::new(),
+                    last_page_of_id: IdMap::default(),
+                    repeated_ids: IdSet::default(),
                 });
             if tb.batch.schema().fields().len() > writer.schema.fields().len() {
                 writer.schema = tb.batch.schema();
@@ -358,6 +358,28 @@ async fn close(lake: &Lake, table: &str, writer: &mut TableWriter) -> Result<()>
 pub(crate) fn id_key(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
+
+/// Hashes an [`id_key`], itself a uniform 128-bit hash, by folding it to 64 bits instead of
+/// hashing it again: the load's id maps and sets are probed twice per root row.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdKeyHasher(u64);
+
+impl std::hash::Hasher for IdKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 ^= xxhash_rust::xxh3::xxh3_64(bytes);
+    }
+    fn write_u128(&mut self, key: u128) {
+        self.0 = (key as u64) ^ ((key >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by [`id_key`].
+pub(crate) type IdMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<IdKeyHasher>>;
+/// A set of [`id_key`]s.
+pub(crate) type IdSet = HashSet<u128, std::hash::BuildHasherDefault<IdKeyHasher>>;
 
 /// The column a merge looks a file's rows up by: `_dlt_root_id` in a child table, `_dlt_id`
 /// in a root table.
