@@ -238,9 +238,18 @@ fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
         "pipeline: `xtask run pipelines/errors.toml` against the mock (2 organizations x 5 projects), each in a process of its own"
     );
     println!(
-        "  {:>9} {:>10} {:>12} {:>10} {:>14} {:>22}",
-        "events", "seconds", "events/s", "MB/s", "peak RSS (MB)", "events files (avg MB)"
+        "  {:>9} {:>10} {:>12} {:>10} {:>14} {:>22} {:>20}",
+        "events",
+        "seconds",
+        "events/s",
+        "MB/s",
+        "peak RSS (MB)",
+        "events files (avg MB)",
+        "rate, RSS vs first"
     );
+    // The first size's events per second and peak memory: what "flat in the size of the
+    // run" is measured against.
+    let mut first: Option<(f64, f64)> = None;
     let exe = std::env::current_exe().context("bench: locating the xtask binary")?;
     for &events in sizes {
         let lake = scratch.join(format!("pipeline-{events}"));
@@ -271,14 +280,21 @@ fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
         let (n_files, avg_mb) = events.map_or((0, 0.0), |t| {
             (t.files, t.bytes as f64 / t.files.max(1) as f64 / 1e6)
         });
+        let rate = landed as f64 / seconds;
+        let (first_rate, first_rss) = *first.get_or_insert((rate, peak_rss as f64));
         println!(
-            "  {:>9} {:>10.2} {:>12.0} {:>10.0} {:>14.0} {:>22}",
+            "  {:>9} {:>10.2} {:>12.0} {:>10.0} {:>14.0} {:>22} {:>20}",
             landed,
             seconds,
-            landed as f64 / seconds,
+            rate,
             bytes as f64 / 1e6 / seconds,
             peak_rss as f64 / 1e6,
-            format!("{n_files} ({avg_mb:.1})")
+            format!("{n_files} ({avg_mb:.1})"),
+            format!(
+                "{:.0}%, {:.0}%",
+                100.0 * rate / first_rate,
+                100.0 * peak_rss as f64 / first_rss
+            )
         );
         let _ = std::fs::remove_dir_all(&lake);
     }
