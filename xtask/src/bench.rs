@@ -144,6 +144,23 @@ pub(crate) fn event_pages(n_events: usize) -> Vec<Vec<u8>> {
     pages
 }
 
+/// The seed's events resource as the normalizer sees it: a root table merged on `id`.
+pub(crate) fn events_table() -> Arc<TableMeta> {
+    Arc::new(TableMeta {
+        name: "events".into(),
+        parent: None,
+        root: "events".into(),
+        primary_key: Some("id".into()),
+        write_disposition: WriteDisposition::Merge,
+    })
+}
+
+/// A page body parsed as the source parses it, and its records (the page is a list).
+pub(crate) fn page_records(body: Vec<u8>) -> anyhow::Result<transform::Records> {
+    let doc = Arc::new(paginate::parse_body(body)?);
+    transform::Records::select(doc, 0).map_err(|_| anyhow::anyhow!("bench: a page is not a list"))
+}
+
 pub(crate) fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
@@ -159,13 +176,7 @@ fn normalize_bench(n_events: usize, repeat: usize) -> anyhow::Result<()> {
         pages.len()
     );
 
-    let events = Arc::new(TableMeta {
-        name: "events".into(),
-        parent: None,
-        root: "events".into(),
-        primary_key: Some("id".into()),
-        write_disposition: WriteDisposition::Merge,
-    });
+    let events = events_table();
     let mut serde_times = Vec::new();
     let mut parse_times = Vec::new();
     let mut normalize_times = Vec::new();
@@ -189,9 +200,7 @@ fn normalize_bench(n_events: usize, repeat: usize) -> anyhow::Result<()> {
         for (seq, page) in pages.iter().enumerate() {
             let body = page.clone();
             let started = Instant::now();
-            let doc = Arc::new(paginate::parse_body(body)?);
-            let records = transform::Records::select(doc, 0)
-                .map_err(|_| anyhow::anyhow!("bench: a page is not a list"))?;
+            let records = page_records(body)?;
             let parsed = Instant::now();
             let batches =
                 normalizer.normalize_records(&events, "bench", seq as u64, &records, None)?;

@@ -3,14 +3,13 @@
 //! make them, one per page) written with each candidate setting, on one core.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use sink_parquet::ParquetSinkConfig;
-use sink_parquet::encoding::{ColumnEncodings, encode_in_memory};
-use transform::{NormalizeConfig, Normalizer, SchemaRegistry, TableMeta, WriteDisposition};
+use sink_parquet::encoding::{ColumnEncodings, encode};
+use transform::{NormalizeConfig, Normalizer, SchemaRegistry};
 
 /// How a candidate picks a file's dictionaries.
 #[derive(Clone, Copy)]
@@ -72,18 +71,17 @@ pub(crate) fn encoding_bench(n_events: usize, repeat: usize) -> anyhow::Result<(
         for _ in 0..repeat {
             let mut seconds = Duration::ZERO;
             (bytes, held) = (0, 0);
-            for table in tables.values() {
+            for (name, table) in &tables {
                 let encodings = match dictionaries {
                     Dictionaries::Everywhere => ColumnEncodings::dictionaries(),
                     Dictionaries::Sampled => ColumnEncodings::sample(&table.batches[0]),
                     Dictionaries::Nowhere => ColumnEncodings::all_plain(&table.schema),
                 };
                 let started = Instant::now();
-                let (file, most_held) =
-                    encode_in_memory(&config, &table.schema, &encodings, &table.batches)?;
+                let file = encode(&config, &table.schema, &encodings, &table.batches, name)?;
                 seconds += started.elapsed();
-                bytes += file.len();
-                held += most_held;
+                bytes += file.bytes.len();
+                held += file.most_held;
             }
             times.push(seconds);
         }
@@ -102,19 +100,11 @@ pub(crate) fn encoding_bench(n_events: usize, repeat: usize) -> anyhow::Result<(
 
 /// The pages normalized into the events tables, batches grouped by table.
 fn normalized_tables(pages: &[Vec<u8>]) -> anyhow::Result<BTreeMap<String, Table>> {
-    let events = Arc::new(TableMeta {
-        name: "events".into(),
-        parent: None,
-        root: "events".into(),
-        primary_key: Some("id".into()),
-        write_disposition: WriteDisposition::Merge,
-    });
+    let events = crate::bench::events_table();
     let mut normalizer = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
     let mut tables: BTreeMap<String, Table> = BTreeMap::new();
     for (seq, page) in pages.iter().enumerate() {
-        let doc = Arc::new(paginate::parse_body(page.clone())?);
-        let records = transform::Records::select(doc, 0)
-            .map_err(|_| anyhow::anyhow!("bench: a page is not a list"))?;
+        let records = crate::bench::page_records(page.clone())?;
         for tb in normalizer.normalize_records(&events, "bench", seq as u64, &records, None)? {
             let table = tables
                 .entry(tb.table.name.clone())

@@ -21,11 +21,11 @@ use parquet::bloom_filter::Sbbf;
 
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 
-use crate::encoding::{ColumnEncodings, writer_properties};
+use crate::encoding::{ColumnEncodings, encode, writer_properties};
 use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, data_files, delta_schema, kept_history};
 use crate::read::StoreFile;
 use crate::writer::{
-    IdMap, IdSet, LoadWriter, StagedFile, TableWriter, empty_schema, encode, file_token, id_key,
+    IdMap, IdSet, LoadWriter, StagedFile, TableWriter, empty_schema, file_token, id_key,
     root_key_column,
 };
 use crate::{Result, SinkError};
@@ -1113,7 +1113,14 @@ async fn drop_superseded(
         return Ok(None);
     }
     let schema = remaining[0].schema();
-    let encoded = encode(config, &schema, &remaining, table)?;
+    let encoded = encode(
+        config,
+        &schema,
+        &ColumnEncodings::sample(&remaining[0]),
+        &remaining,
+        table,
+    )?
+    .bytes;
     let name = file.name.replace(".zstd.parquet", "-dedup.zstd.parquet");
     let size = encoded.len() as u64;
     put(lake, &lake.file_path(table, &name), encoded).await?;

@@ -5,7 +5,6 @@
 use std::collections::{BTreeSet, HashSet};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
 use parquet::basic::{Compression, ZstdLevel};
@@ -94,7 +93,7 @@ impl ColumnEncodings {
 }
 
 /// Whether more than half of a sample's values are distinct (`false` for samples too small
-/// to say, and for types other than text and 64-bit numbers, whose dictionaries stay).
+/// to say, and for types other than text, 64-bit numbers and times, whose dictionaries stay).
 fn rarely_repeats(sample: &dyn Array) -> bool {
     let values = sample.len() - sample.null_count();
     if values < MIN_SAMPLE_VALUES {
@@ -105,34 +104,14 @@ fn rarely_repeats(sample: &dyn Array) -> bool {
             let set: HashSet<&str> = sample.as_string::<i32>().iter().flatten().collect();
             set.len()
         }
-        DataType::Int64 => {
-            let set: HashSet<i64> = sample
-                .as_primitive::<Int64Type>()
-                .iter()
-                .flatten()
+        // 64-bit numbers and times alike: their values' bits.
+        DataType::Int64 | DataType::Float64 | DataType::Timestamp(..) => {
+            let data = sample.to_data();
+            let bits = data.buffer::<u64>(0);
+            let set: HashSet<u64> = (0..data.len())
+                .filter(|&i| data.is_valid(i))
+                .map(|i| bits[i])
                 .collect();
-            set.len()
-        }
-        DataType::Float64 => {
-            let set: HashSet<u64> = sample
-                .as_primitive::<Float64Type>()
-                .iter()
-                .flatten()
-                .map(f64::to_bits)
-                .collect();
-            set.len()
-        }
-        DataType::Timestamp(..) => {
-            let Ok(data) = sample
-                .to_data()
-                .into_builder()
-                .data_type(DataType::Int64)
-                .build()
-            else {
-                return false;
-            };
-            let as_int = arrow_array::Int64Array::from(data);
-            let set: HashSet<i64> = as_int.iter().flatten().collect();
             set.len()
         }
         _ => return false,
@@ -182,16 +161,26 @@ pub(crate) fn writer_properties(
         .build()
 }
 
-/// Encodes batches (each a prefix of `schema`) as one Parquet file in memory, for benches
-/// and tools that compare settings: the file's bytes and the most memory the writer held.
-pub fn encode_in_memory(
+/// A Parquet file encoded in memory.
+#[derive(Debug)]
+pub struct EncodedFile {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// The most memory the writer held while encoding (its row group in progress).
+    pub most_held: usize,
+}
+
+/// Encodes batches of `table` (each a prefix of `schema`) as one Parquet file in memory:
+/// what the sink does with a small rewritten file, and what the encoding bench compares.
+pub fn encode(
     config: &ParquetSinkConfig,
     schema: &SchemaRef,
     encodings: &ColumnEncodings,
     batches: &[RecordBatch],
-) -> crate::Result<(Vec<u8>, usize)> {
-    let fail = |source: parquet::errors::ParquetError| crate::SinkError::Parquet {
-        table: String::new(),
+    table: &str,
+) -> crate::Result<EncodedFile> {
+    let fail = |source| crate::SinkError::Parquet {
+        table: table.to_owned(),
         source,
     };
     let mut writer = parquet::arrow::ArrowWriter::try_new(
@@ -207,7 +196,10 @@ pub fn encode_in_memory(
             .map_err(fail)?;
         most_held = most_held.max(writer.memory_size());
     }
-    Ok((writer.into_inner().map_err(fail)?, most_held))
+    Ok(EncodedFile {
+        bytes: writer.into_inner().map_err(fail)?,
+        most_held,
+    })
 }
 
 #[cfg(test)]
@@ -240,17 +232,54 @@ mod tests {
         assert_eq!(encodings.plain_columns().collect::<Vec<_>>(), ["id"]);
 
         // The file holds what was chosen, and a rewrite reading it keeps the choice.
-        let (file, _) = encode_in_memory(
+        let file = encode(
             &ParquetSinkConfig::default(),
             &batch.schema(),
             &encodings,
             std::slice::from_ref(&batch),
+            "t",
         )
         .unwrap();
-        let reader =
-            parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(file))
-                .unwrap();
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+            bytes::Bytes::from(file.bytes),
+        )
+        .unwrap();
         let metadata = parquet::file::reader::FileReader::metadata(&reader);
         assert_eq!(ColumnEncodings::of_file(metadata), encodings);
+    }
+}
+
+#[cfg(test)]
+mod number_tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, TimestampMicrosecondArray};
+    use arrow_schema::{Field, Schema, TimeUnit};
+
+    use super::*;
+
+    #[test]
+    fn numbers_and_times_are_sampled_by_their_values_nulls_aside() {
+        let counts: ArrayRef = Arc::new(Int64Array::from_iter((0..100i64).map(Some)));
+        let seen: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from_iter((0..100i64).map(|i| Some(i % 4)))
+                .with_timezone("UTC"),
+        );
+        // Unique values, but one in ten: too few to decide.
+        let sparse: ArrayRef = Arc::new(Int64Array::from_iter(
+            (0..100i64).map(|i| (i % 10 == 0).then_some(i)),
+        ));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("count", DataType::Int64, false),
+            Field::new(
+                "seen",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("sparse", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(schema, vec![counts, seen, sparse]).unwrap();
+        let encodings = ColumnEncodings::sample(&batch.slice(1, 99));
+        assert_eq!(encodings.plain_columns().collect::<Vec<_>>(), ["count"]);
     }
 }

@@ -14,11 +14,12 @@ use transform::TableSchema;
 
 use crate::files::{is_own_data_file, is_own_object};
 
+use crate::{Result, SinkError};
+
 /// The part size of a multipart upload: S3's smallest. Each open file holds up to one part
 /// being filled and two being sent, so a smaller part is less memory (8 MiB parts held a
 /// fifth of the run's heap at its peak).
 const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
-use crate::{Result, SinkError};
 
 /// The Delta table property (the protocol's own, which Spark's and delta-rs' `VACUUM`
 /// honor too) that makes a table keep the files its commits removed, for readers of older

@@ -14,7 +14,6 @@ use arrow_array::cast::AsArray;
 use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
 use object_store::buffered::BufWriter;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 
 use transform::{ROOT_ID, ROW_ID, TableBatch, TableMeta, WriteDisposition};
@@ -263,35 +262,6 @@ pub(crate) fn widen(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBat
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| SinkError::Internal {
         message: format!("widening a batch: {e}"),
     })
-}
-
-/// Encodes batches as one Parquet file in memory.
-pub(crate) fn encode(
-    config: &ParquetSinkConfig,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    table: &str,
-) -> Result<Vec<u8>> {
-    let fail = |e: parquet::errors::ParquetError| SinkError::Parquet {
-        table: table.to_owned(),
-        source: e,
-    };
-    let mut writer = ArrowWriter::try_new(
-        Vec::new(),
-        schema.clone(),
-        Some(writer_properties(
-            config,
-            schema,
-            &batches
-                .first()
-                .map_or_else(ColumnEncodings::dictionaries, ColumnEncodings::sample),
-        )),
-    )
-    .map_err(fail)?;
-    for b in batches {
-        writer.write(&widen(b, schema)?).map_err(fail)?;
-    }
-    writer.into_inner().map_err(fail)
 }
 
 /// A random token for file names: a file is never written twice under one name, even by
