@@ -302,42 +302,8 @@ pub fn write_event(
     let mut rng = fastrand::Rng::with_seed(mix(seed, &[11, p, k as u64]));
     let error_k = if n_errors == 0 { 0 } else { k % n_errors };
     let class = CLASSES[error_k % CLASSES.len()];
-    let n_frames = 6 + rng.usize(0..6);
-    let mut frames = String::new();
-    for f in 0..n_frames {
-        if f > 0 {
-            frames.push(',');
-        }
-        frames.push_str("{\"column_number\":");
-        if f % 3 == 0 {
-            frames.push_str("null");
-        } else {
-            let _ = write!(frames, "{}", rng.u32(1..120));
-        }
-        let _ = write!(
-            frames,
-            ",\"in_project\":{},\"line_number\":{},\"method\":{},\"file\":{},\"code\":{{\"41\":\"  let user = fetchUser(id);\",\"42\":\"  render(user.profile);\",\"43\":\"}}\"}}}}",
-            f < 2,
-            rng.u32(1..2000),
-            Quoted(METHODS[(k + f) % METHODS.len()]),
-            Quoted(FILES[(k + f) % FILES.len()]),
-        );
-    }
-    // Revision changes drop the last breadcrumb: removed list elements must disappear.
-    let n_crumbs = 5 + rng.usize(0..4) - usize::from(rev > 0);
-    let mut crumbs = String::new();
-    for b in 0..n_crumbs {
-        if b > 0 {
-            crumbs.push(',');
-        }
-        let _ = write!(
-            crumbs,
-            "{{\"timestamp\":{},\"name\":\"{} {b}\",\"type\":{},\"metaData\":{{\"from\":\"/home\",\"to\":\"/item/{b}\",\"status\":200}}}}",
-            Quoted(&timestamp(seed, &[12, p, k as u64, b as u64], 0)),
-            CRUMBS[b % CRUMBS.len()],
-            Quoted(CRUMBS[(b + k) % CRUMBS.len()]),
-        );
-    }
+    let frames = stack_frames(&mut rng, k);
+    let crumbs = breadcrumbs(&mut rng, seed, p, k, rev);
     let base = Quoted(base_url);
     let project = Quoted(project_id);
     let _ = write!(
@@ -418,6 +384,54 @@ pub fn write_event(
         },
         unhandled = k.is_multiple_of(4),
     );
+}
+
+/// The stack frames of event `k`'s exception as JSON objects, comma-separated.
+fn stack_frames(rng: &mut fastrand::Rng, k: usize) -> String {
+    use std::fmt::Write;
+    let n_frames = 6 + rng.usize(0..6);
+    let mut frames = String::new();
+    for f in 0..n_frames {
+        if f > 0 {
+            frames.push(',');
+        }
+        frames.push_str("{\"column_number\":");
+        if f % 3 == 0 {
+            frames.push_str("null");
+        } else {
+            let _ = write!(frames, "{}", rng.u32(1..120));
+        }
+        let _ = write!(
+            frames,
+            ",\"in_project\":{},\"line_number\":{},\"method\":{},\"file\":{},\"code\":{{\"41\":\"  let user = fetchUser(id);\",\"42\":\"  render(user.profile);\",\"43\":\"}}\"}}}}",
+            f < 2,
+            rng.u32(1..2000),
+            Quoted(METHODS[(k + f) % METHODS.len()]),
+            Quoted(FILES[(k + f) % FILES.len()]),
+        );
+    }
+    frames
+}
+
+/// The breadcrumbs of event `k` (of project hash `p`) as JSON objects, comma-separated.
+fn breadcrumbs(rng: &mut fastrand::Rng, seed: u64, p: u64, k: usize, rev: u32) -> String {
+    use std::fmt::Write;
+    // Revision changes drop the last breadcrumb: removed list elements must disappear.
+    let n_crumbs = 5 + rng.usize(0..4) - usize::from(rev > 0);
+    let mut crumbs = String::new();
+    for b in 0..n_crumbs {
+        if b > 0 {
+            crumbs.push(',');
+        }
+        let _ = write!(
+            crumbs,
+            "{{\"timestamp\":{},\"name\":\"{} {b}\",\"type\":{},\"metaData\":{{\"from\":\"/home\",\"to\":\"/item/{b}\",\"status\":200}}}}",
+            Quoted(&timestamp(seed, &[12, p, k as u64, b as u64], 0)),
+            CRUMBS[b % CRUMBS.len()],
+            Quoted(CRUMBS[(b + k) % CRUMBS.len()]),
+        );
+    }
+    crumbs
 }
 
 /// A string as a JSON string literal, quotes included.
