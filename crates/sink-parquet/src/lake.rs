@@ -775,11 +775,32 @@ impl Lake {
     /// The data files the current version of `table` references that are not in its
     /// folder (deleted by hand, or lost): a load would fail on them part-way, so it checks
     /// before its first commit. Files referenced by an absolute URL are not checked.
+    ///
+    /// Another writer's merge may commit and delete the files it replaced between reading
+    /// the version and listing the folder; such files are not missing, so when the table
+    /// moved in between, the check is made again on its new version.
     pub async fn missing_files(&self, table: &str) -> Result<Vec<String>> {
-        let Some(t) = self.load_table(table).await? else {
-            return Ok(Vec::new());
-        };
-        let referenced = data_files(&t, table)?;
+        const ATTEMPTS: usize = 5;
+        let mut missing = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let Some(t) = self.load_table(table).await? else {
+                return Ok(Vec::new());
+            };
+            missing = self.missing_in(table, &t).await?;
+            let moved = match self.load_table(table).await? {
+                Some(now) => now.version() != t.version(),
+                None => false,
+            };
+            if missing.is_empty() || !moved {
+                return Ok(missing);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The files version `t` of `table` references that its folder does not hold.
+    async fn missing_in(&self, table: &str, t: &DeltaTable) -> Result<Vec<String>> {
+        let referenced = data_files(t, table)?;
         if referenced.is_empty() {
             return Ok(Vec::new());
         }
