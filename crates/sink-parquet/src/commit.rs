@@ -17,12 +17,12 @@ use object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
-use parquet::bloom_filter::Sbbf;
 
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 
 use crate::encoding::{ColumnEncodings, encode, writer_properties};
 use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, data_files, delta_schema, kept_history};
+use crate::probe::files_maybe_holding;
 use crate::read::StoreFile;
 use crate::writer::{
     IdMap, IdSet, LoadWriter, StagedFile, TableWriter, empty_schema, file_token, id_key,
@@ -695,7 +695,7 @@ async fn deleted_ids(
 const MAX_COMMIT_ATTEMPTS: usize = 20;
 
 /// Whether a commit failed because another writer committed first.
-fn is_concurrent_commit(e: &SinkError) -> bool {
+pub(crate) fn is_concurrent_commit(e: &SinkError) -> bool {
     use deltalake::DeltaTableError as E;
     use deltalake::kernel::transaction::TransactionError as T;
     match e {
@@ -1131,131 +1131,6 @@ async fn drop_superseded(
         n_rows,
         runs,
     }))
-}
-
-/// The existing files (path, size) whose key column may hold one of the ids in the key
-/// column of `id_files` (staged files of `id_table`): a file is read only if a bloom filter
-/// of one of its row groups says it may hold an id; files without filters always are.
-/// Holds the load's ids (bounded by the checkpoint interval, about 40 bytes an id) and one
-/// file's filters at a time: the memory does not grow with the files the table has.
-async fn files_maybe_holding(
-    lake: &Lake,
-    table: &str,
-    key_column: &str,
-    existing: &[(String, u64)],
-    id_table: &str,
-    id_files: &[StagedFile],
-) -> Result<HashSet<String>> {
-    let parquet_err = |path: &str| {
-        let path = path.to_owned();
-        let table = table.to_owned();
-        move |source| SinkError::ParquetFile {
-            table: table.clone(),
-            path: path.clone(),
-            source,
-        }
-    };
-    let mut out = HashSet::new();
-    if existing.is_empty() {
-        return Ok(out);
-    }
-    let id_column = if id_table == table {
-        key_column
-    } else {
-        ROW_ID
-    };
-    let Some((id_bytes, id_ends)) = load_ids(lake, id_table, id_column, id_files).await? else {
-        // Another writer's merge replaced our root file since our root commit: without the
-        // ids, every file is a candidate (slower, still exact).
-        out.extend(existing.iter().map(|(path, _)| path.clone()));
-        return Ok(out);
-    };
-    if id_ends.is_empty() {
-        return Ok(out);
-    }
-    for (path, size) in existing {
-        let mut builder = StoreFile::new(lake.store().clone(), lake.file_path(table, path), *size)
-            .builder()
-            .await
-            .map_err(parquet_err(path))?;
-        let column = builder
-            .metadata()
-            .file_metadata()
-            .schema_descr()
-            .columns()
-            .iter()
-            .position(|c| c.name() == key_column);
-        let mut blooms = Vec::new();
-        if let Some(column) = column {
-            for rg in 0..builder.metadata().num_row_groups() {
-                match builder
-                    .get_row_group_column_bloom_filter(rg, column)
-                    .await
-                    .map_err(parquet_err(path))?
-                {
-                    Some(bloom) => blooms.push(bloom),
-                    None => {
-                        blooms.clear();
-                        break;
-                    }
-                }
-            }
-        }
-        let mut start = 0;
-        let may_hold = blooms.is_empty()
-            || id_ends.iter().any(|&end| {
-                let id = &id_bytes[start..end];
-                start = end;
-                blooms.iter().any(|b: &Sbbf| b.check(id))
-            });
-        if may_hold {
-            out.insert(path.clone());
-        }
-    }
-    Ok(out)
-}
-
-/// The ids in column `id_column` of `id_files` (staged files of `id_table`), end to end in
-/// one buffer with their ends; `None` when another writer's merge replaced one of the files.
-async fn load_ids(
-    lake: &Lake,
-    id_table: &str,
-    id_column: &str,
-    id_files: &[StagedFile],
-) -> Result<Option<(Vec<u8>, Vec<usize>)>> {
-    let (mut id_bytes, mut id_ends) = (Vec::<u8>::new(), Vec::<usize>::new());
-    for f in id_files {
-        let parquet_err = |source| SinkError::ParquetFile {
-            table: id_table.to_owned(),
-            path: f.name.clone(),
-            source,
-        };
-        let builder = match StoreFile::new(
-            lake.store().clone(),
-            lake.file_path(id_table, &f.name),
-            f.size,
-        )
-        .builder()
-        .await
-        .map_err(parquet_err)
-        {
-            Ok(b) => b,
-            Err(e) if is_concurrent_commit(&e) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mask = ProjectionMask::columns(builder.parquet_schema(), [id_column]);
-        let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
-        while let Some(batch) = stream.try_next().await.map_err(parquet_err)? {
-            let Some(keys) = batch.column(0).as_string_opt::<i32>() else {
-                continue;
-            };
-            for k in keys.iter().flatten() {
-                id_bytes.extend_from_slice(k.as_bytes());
-                id_ends.push(id_bytes.len());
-            }
-        }
-    }
-    Ok(Some((id_bytes, id_ends)))
 }
 
 /// Rewrites a file without the rows whose key `remove` picks (by [`id_key`]), streaming one batch

@@ -31,6 +31,7 @@ mod compact;
 pub mod encoding;
 mod files;
 mod lake;
+mod probe;
 mod read;
 mod writer;
 
