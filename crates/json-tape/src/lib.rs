@@ -144,6 +144,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    #[inline]
     fn bits(&self) -> u64 {
         (u64::from(self.a) << 32) | u64::from(self.b)
     }
@@ -203,6 +204,7 @@ impl Document {
         self.text.capacity() + self.nodes.capacity() * std::mem::size_of::<Node>()
     }
 
+    #[inline]
     fn text(&self, node: &Node) -> &str {
         // Tokens start and end at ASCII bytes (quotes, brackets, digits, letters of
         // literals), so these are character boundaries.
@@ -226,11 +228,13 @@ impl std::fmt::Debug for Value<'_> {
 }
 
 impl<'a> Value<'a> {
+    #[inline]
     fn node(&self) -> &'a Node {
         &self.doc.nodes[self.idx as usize]
     }
 
     /// The tape position after this value and everything in it.
+    #[inline]
     fn after(&self) -> u32 {
         let n = self.node();
         match n.tag {
@@ -240,6 +244,7 @@ impl<'a> Value<'a> {
     }
 
     /// Where this value is on its document's tape (for [`Document::at`]).
+    #[inline]
     pub fn position(&self) -> u32 {
         self.idx
     }
@@ -250,6 +255,7 @@ impl<'a> Value<'a> {
     }
 
     /// The value's kind.
+    #[inline]
     pub fn kind(&self) -> Kind {
         match self.node().tag {
             Tag::Null => Kind::Null,
@@ -262,11 +268,13 @@ impl<'a> Value<'a> {
     }
 
     /// Whether the value is `null`.
+    #[inline]
     pub fn is_null(&self) -> bool {
         self.node().tag == Tag::Null
     }
 
     /// The boolean, if this is one.
+    #[inline]
     pub fn as_bool(&self) -> Option<bool> {
         match self.node().tag {
             Tag::True => Some(true),
@@ -276,6 +284,7 @@ impl<'a> Value<'a> {
     }
 
     /// The number, if this is one.
+    #[inline]
     pub fn as_number(&self) -> Option<Number<'a>> {
         let n = self.node();
         match n.tag {
@@ -288,6 +297,7 @@ impl<'a> Value<'a> {
     }
 
     /// The string, if this is one: borrowed from the body unless it has escapes.
+    #[inline]
     pub fn as_str(&self) -> Option<Cow<'a, str>> {
         let n = self.node();
         match n.tag {
@@ -298,6 +308,7 @@ impl<'a> Value<'a> {
     }
 
     /// A string or number as text (`7`, `"a"` as `a`), as keys and cursors are read.
+    #[inline]
     pub fn as_key_text(&self) -> Option<Cow<'a, str>> {
         match self.kind() {
             Kind::String => self.as_str(),
@@ -310,6 +321,7 @@ impl<'a> Value<'a> {
     }
 
     /// The items of a list, or the pairs of an object (without shadowed keys); 0 otherwise.
+    #[inline]
     pub fn len(&self) -> usize {
         let n = self.node();
         match n.tag {
@@ -319,11 +331,13 @@ impl<'a> Value<'a> {
     }
 
     /// Whether [`Value::len`] is 0.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The items of a list (none for other kinds).
+    #[inline]
     pub fn elements(&self) -> Elements<'a> {
         let n = self.node();
         let (at, left) = match n.tag {
@@ -339,6 +353,7 @@ impl<'a> Value<'a> {
 
     /// The keys and values of an object, in document order (none for other kinds); of a key
     /// given twice, the last.
+    #[inline]
     pub fn members(&self) -> Members<'a> {
         let n = self.node();
         let (at, end) = match n.tag {
@@ -353,6 +368,7 @@ impl<'a> Value<'a> {
     }
 
     /// The value of `key` in an object.
+    #[inline]
     pub fn get(&self, key: &str) -> Option<Value<'a>> {
         self.members()
             .find(|(k, _)| k.as_str() == key)
@@ -478,6 +494,7 @@ pub struct Key<'a>(Value<'a>);
 
 impl<'a> Key<'a> {
     /// The key's text: borrowed from the body unless it has escapes.
+    #[inline]
     pub fn as_str(&self) -> Cow<'a, str> {
         self.0.as_str().unwrap_or_default()
     }
@@ -504,6 +521,7 @@ pub struct Elements<'a> {
 impl<'a> Iterator for Elements<'a> {
     type Item = Value<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Value<'a>> {
         if self.left == 0 {
             return None;
@@ -517,6 +535,7 @@ impl<'a> Iterator for Elements<'a> {
         Some(v)
     }
 
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.left as usize, Some(self.left as usize))
     }
@@ -536,6 +555,7 @@ pub struct Members<'a> {
 impl<'a> Iterator for Members<'a> {
     type Item = (Key<'a>, Value<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<(Key<'a>, Value<'a>)> {
         loop {
             if self.at >= self.end {

@@ -44,6 +44,16 @@ fn scan_string(b: &[u8], mut j: usize) -> usize {
     j
 }
 
+/// A cheap signature of a key, to tell keys apart before comparing their bytes: its first
+/// eight bytes and its length. Equal keys have equal signatures; two keys of one signature
+/// cost one comparison of their bytes.
+fn key_signature(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    let n = bytes.len().min(8);
+    word[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(word) ^ (bytes.len() as u64).rotate_right(8)
+}
+
 struct Frame {
     node: u32,
     count: u32,
@@ -55,8 +65,9 @@ struct Parser<'a> {
     i: usize,
     nodes: Vec<Node>,
     stack: Vec<Frame>,
-    /// Key positions of the object being closed (reused).
-    keys: Vec<u32>,
+    /// The signatures ([`key_signature`]) and positions of the keys of the object being closed
+    /// (reused).
+    keys: Vec<(u64, u32)>,
 }
 
 fn problem(offset: usize, problem: impl Into<String>) -> Problem {
@@ -234,15 +245,20 @@ impl Parser<'_> {
     }
 
     /// Marks each key of an object that a later equal key shadows (the last one wins, as in
-    /// `serde_json`).
+    /// `serde_json`). Keys are told apart by a signature first, so that an object of
+    /// distinct keys (nearly every one) costs no comparison of their bytes.
     fn shadow_duplicates(&mut self, object: u32) {
         self.keys.clear();
         let n = self.nodes[object as usize];
         let mut at = object + 1;
         let mut escaped = false;
         for _ in 0..n.b {
-            self.keys.push(at);
-            escaped |= self.nodes[at as usize].tag == Tag::EscStr;
+            let key = &self.nodes[at as usize];
+            escaped |= key.tag == Tag::EscStr;
+            self.keys.push((
+                key_signature(&self.b[key.start as usize..key.end as usize]),
+                at,
+            ));
             let value = &self.nodes[at as usize + 1];
             at = match value.tag {
                 Tag::Array | Tag::Object => value.a,
@@ -260,22 +276,12 @@ impl Parser<'_> {
             }
         };
         let mut shadowed = Vec::new();
-        if self.keys.len() <= 12 && !escaped {
-            for (x, &i) in self.keys.iter().enumerate() {
-                let ki = &self.nodes[i as usize];
-                let a = &self.b[ki.start as usize..ki.end as usize];
-                if self.keys[x + 1..].iter().any(|&j| {
-                    let kj = &self.nodes[j as usize];
-                    &self.b[kj.start as usize..kj.end as usize] == a
-                }) {
-                    shadowed.push(i);
-                }
-            }
-        } else {
+        if escaped {
+            // An escape may spell a key another key spells plainly: compare the texts.
             let mut sorted: Vec<(std::borrow::Cow<'_, [u8]>, u32)> = self
                 .keys
                 .iter()
-                .map(|&i| (text(&self.nodes[i as usize]), i))
+                .map(|&(_, i)| (text(&self.nodes[i as usize]), i))
                 .collect();
             sorted.sort();
             for pair in sorted.windows(2) {
@@ -284,6 +290,32 @@ impl Parser<'_> {
                     shadowed.push(pair[0].1);
                 }
             }
+        } else {
+            let bytes = |i: u32| {
+                let node = &self.nodes[i as usize];
+                &self.b[node.start as usize..node.end as usize]
+            };
+            let keys = &mut self.keys;
+            if keys.len() > 16 {
+                // Sorted by signature (then position), only keys of one signature meet.
+                keys.sort_unstable();
+            }
+            for (x, &(signature, i)) in keys.iter().enumerate() {
+                let mut later = keys[x + 1..].iter();
+                let repeated = if keys.len() > 16 {
+                    later
+                        .take_while(|(s, _)| *s == signature)
+                        .any(|&(_, j)| bytes(j) == bytes(i))
+                } else {
+                    later.any(|&(s, j)| s == signature && bytes(j) == bytes(i))
+                };
+                if repeated {
+                    shadowed.push(i);
+                }
+            }
+        }
+        if shadowed.is_empty() {
+            return;
         }
         self.nodes[object as usize].b -= shadowed.len() as u32;
         for i in shadowed {

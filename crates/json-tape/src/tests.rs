@@ -182,6 +182,29 @@ proptest! {
         prop_assert_eq!(d.root().to_json(), serde_json::to_string(&value).unwrap());
     }
 
+    // Objects whose keys repeat, plainly or through an escape, in any number and order: the
+    // last value of each key is kept, as serde_json keeps it.
+    #[test]
+    fn repeated_keys_keep_their_last_value(
+        pairs in prop::collection::vec(("[a-d]{0,2}|k[0-9]{1,2}", any::<bool>(), any::<i32>()), 0..40)
+    ) {
+        let members: Vec<String> = pairs
+            .iter()
+            .map(|(key, escape, value)| {
+                let key = match key.strip_prefix('a') {
+                    Some(rest) if *escape => format!("\\u0061{rest}"),
+                    _ => key.clone(),
+                };
+                format!("\"{key}\": {value}")
+            })
+            .collect();
+        let text = format!("{{{}}}", members.join(", "));
+        let d = Document::parse(text.clone().into_bytes()).unwrap();
+        let expected = serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        prop_assert_eq!(d.root().len(), expected.as_object().unwrap().len());
+        prop_assert_eq!(d.root().to_serde(), expected);
+    }
+
     // Whatever the bytes, parsing answers (no panic), and agrees with serde_json on whether
     // they are JSON (but for what the tape refuses on purpose or keeps exactly).
     #[test]
