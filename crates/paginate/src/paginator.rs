@@ -344,7 +344,16 @@ pub struct Paginator {
     strategy: Strategy,
     /// Offsets and page numbers advance here.
     position: u64,
-    seen: HashSet<String>,
+    /// The URLs fetched in this paging, as 128-bit hashes ([`url_hash`]): 16 bytes a page
+    /// instead of the URL and its allocation, which over a long paging pinned the
+    /// allocator's pages between short-lived allocations.
+    seen: HashSet<u128>,
+}
+
+/// A URL's hash for [`Paginator`]'s loop check: 128 bits, so that two URLs of one paging
+/// meet by chance about never.
+fn url_hash(url: &Url) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(url.as_str().as_bytes())
 }
 
 /// A reason the paging cannot go on.
@@ -432,7 +441,7 @@ impl Paginator {
         body: json_tape::Value<'_>,
         records: json_tape::Value<'_>,
     ) -> Result<Next, PagingProblem> {
-        self.seen.insert(url.as_str().to_owned());
+        self.seen.insert(url_hash(url));
         let n_records = match records.kind() {
             json_tape::Kind::Array => records.len() as u64,
             _ => 0,
@@ -520,7 +529,7 @@ impl Paginator {
                 }
             };
         if let Next::Url(u) = &next
-            && self.seen.contains(u.as_str())
+            && self.seen.contains(&url_hash(u))
         {
             return Err(PagingProblem::Repeated(u.as_str().to_owned()));
         }
