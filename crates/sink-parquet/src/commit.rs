@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{BooleanArray, RecordBatch};
+use arrow_array::{Array, BooleanArray, RecordBatch, StringArray};
 use arrow_schema::{Field, Schema, SchemaRef};
 use bytes::Bytes;
 use deltalake::DeltaTable;
@@ -21,6 +21,7 @@ use parquet::arrow::async_writer::AsyncArrowWriter;
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 
 use crate::encoding::{ColumnEncodings, encode, writer_properties};
+use crate::hash_rows::HashRowsBuilder;
 use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, data_files, delta_schema, kept_history};
 use crate::probe::files_maybe_holding;
 use crate::read::StoreFile;
@@ -144,14 +145,14 @@ impl LoadWriter {
             // The stored hashes live in a table of their own, committed after the root's
             // child tables, so a load killed between the root's commit and its children's
             // leaves the old hashes, and the next load merges those records again.
-            let mut new_hashes: Vec<(String, String)> = Vec::new();
+            let mut new_hashes: Option<(StringArray, StringArray)> = None;
             if let (Some(ids), Some(w)) = (root_ids.as_mut(), self.tables.get(&root.name))
                 && root.write_disposition == WriteDisposition::Merge
                 && w.schema.column_with_name(CONTENT_HASH).is_some()
             {
-                let unchanged;
-                (unchanged, new_hashes) =
+                let (unchanged, rows) =
                     unchanged_ids(&self.lake, &root.name, &w.staged, ids).await?;
+                new_hashes = Some(rows).filter(|(ids, _)| !ids.is_empty());
                 if !unchanged.is_empty() {
                     tracing::debug!(table = %root.name, records = unchanged.len(), "unchanged records left out of the merge");
                     for id in &unchanged {
@@ -232,14 +233,15 @@ impl LoadWriter {
                 }
                 commits.extend(committed);
             }
-            if !new_hashes.is_empty() {
+            if let Some((ids, hashes)) = new_hashes {
                 commits.extend(
                     commit_hashes(
                         &self.lake,
                         &self.config,
                         &self.load_id,
                         &root.name,
-                        new_hashes,
+                        ids,
+                        hashes,
                     )
                     .await?,
                 );
@@ -321,9 +323,9 @@ async fn commit_hashes(
     config: &crate::ParquetSinkConfig,
     load_id: &str,
     root: &str,
-    rows: Vec<(String, String)>,
+    ids: StringArray,
+    hashes: StringArray,
 ) -> Result<Vec<TableCommit>> {
-    use arrow_array::StringArray;
     let name = hash_table(root);
     let meta = Arc::new(TableMeta {
         name: name.clone(),
@@ -337,14 +339,13 @@ async fn commit_hashes(
         Field::new(LOAD_ID, arrow_schema::DataType::Utf8, false),
         Field::new(HASH, arrow_schema::DataType::Utf8, false),
     ]));
-    let n = rows.len();
-    let (ids, hashes): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+    let n = ids.len();
     let batch = RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(StringArray::from(ids)),
+            Arc::new(ids),
             Arc::new(StringArray::from(vec![load_id; n])),
-            Arc::new(StringArray::from(hashes)),
+            Arc::new(hashes),
         ],
     )
     .map_err(|e| SinkError::Internal {
@@ -496,7 +497,7 @@ async fn ids_won_by_others(
 
 /// The load's root ids whose record is stored unchanged (the same content hash in the
 /// root's hash table; only files whose bloom filters may hold one of the load's ids are
-/// read), and the `(row id, hash)` pairs of the others, to store once the load is in.
+/// read), and the `(row id, hash)` rows of the others, to store once the load is in.
 /// An id that came more than once in the load gets an empty hash (its last copy is not
 /// known here), and one the load deletes too, so neither is ever taken as unchanged.
 async fn unchanged_ids(
@@ -504,19 +505,20 @@ async fn unchanged_ids(
     table: &str,
     staged: &[StagedFile],
     ids: &RootIds,
-) -> Result<(IdSet, Vec<(String, String)>)> {
-    let mut incoming: IdMap<(String, String)> = IdMap::default();
+) -> Result<(IdSet, (StringArray, StringArray))> {
+    let mut incoming = HashRowsBuilder::new();
     for f in staged {
         for_each_id_with(lake, table, &f.name, f.size, CONTENT_HASH, |k, id, h| {
             let h = if ids.repeated.contains(&k) || ids.deleted.contains(&k) {
-                String::new()
+                ""
             } else {
-                h.to_owned()
+                h
             };
-            incoming.insert(k, (id.to_owned(), h));
+            incoming.push(k, id, h);
         })
         .await?;
     }
+    let incoming = incoming.finish();
     let mut unchanged = IdSet::default();
     let hashes = hash_table(table);
     if let Some(t) = lake.load_table(&hashes).await?
@@ -527,18 +529,14 @@ async fn unchanged_ids(
             files_maybe_holding(lake, &hashes, ROW_ID, &existing, table, staged).await?;
         for (path, size) in existing.iter().filter(|(p, _)| candidates.contains(p)) {
             for_each_id_with(lake, &hashes, path, *size, HASH, |k, _, h| {
-                if !h.is_empty() && incoming.get(&k).is_some_and(|(_, ih)| ih == h) {
+                if !h.is_empty() && incoming.hash_of(k) == Some(h) {
                     unchanged.insert(k);
                 }
             })
             .await?;
         }
     }
-    let rows = incoming
-        .into_iter()
-        .filter(|(k, _)| !unchanged.contains(k))
-        .map(|(_, row)| row)
-        .collect();
+    let rows = incoming.columns_without(|k| unchanged.contains(&k))?;
     Ok((unchanged, rows))
 }
 

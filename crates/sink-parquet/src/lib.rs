@@ -30,6 +30,7 @@ mod commit;
 mod compact;
 pub mod encoding;
 mod files;
+mod hash_rows;
 mod lake;
 mod probe;
 mod read;
