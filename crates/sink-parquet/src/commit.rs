@@ -24,7 +24,6 @@ use crate::encoding::{ColumnEncodings, encode, writer_properties};
 use crate::hash_rows::HashRowsBuilder;
 use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, data_files, delta_schema, kept_history};
 use crate::probe::files_maybe_holding;
-use crate::read::StoreFile;
 use crate::writer::{
     IdMap, IdSet, LoadWriter, StagedFile, TableWriter, empty_schema, file_token, id_key,
     root_key_column,
@@ -556,7 +555,8 @@ async fn for_each_id_with(
         path: path.to_owned(),
         source,
     };
-    let builder = StoreFile::new(lake.store().clone(), lake.file_path(table, path), size)
+    let builder = lake
+        .data_file(table, path, size)
         .builder()
         .await
         .map_err(parquet_err)?;
@@ -647,7 +647,8 @@ async fn deleted_ids(
             path: f.name.clone(),
             source,
         };
-        let builder = StoreFile::new(lake.store().clone(), lake.file_path(table, &f.name), f.size)
+        let builder = lake
+            .data_file(table, &f.name, f.size)
             .builder()
             .await
             .map_err(parquet_err)?;
@@ -1153,7 +1154,7 @@ async fn rewrite_without(
     };
     use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
     use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
-    let file = StoreFile::new(lake.store().clone(), lake.file_path(table, path), size);
+    let file = lake.data_file(table, path, size);
     let metadata = ArrowReaderMetadata::load_async(&mut file.clone(), ArrowReaderOptions::new())
         .await
         .map_err(parquet_err)?;

@@ -99,8 +99,7 @@ impl Lake {
                     .collect();
                 let mut sources = Vec::with_capacity(paths.len());
                 for (path, size) in &paths {
-                    let mut file =
-                        StoreFile::new(self.store().clone(), self.file_path(table, path), *size);
+                    let mut file = self.data_file(table, path, *size);
                     let metadata =
                         ArrowReaderMetadata::load_async(&mut file, ArrowReaderOptions::new())
                             .await

@@ -2,6 +2,7 @@
 //! as two text columns between the probe of the stored hashes and the hash table's commit.
 
 use arrow_array::builder::StringBuilder;
+use arrow_array::cast::AsArray;
 use arrow_array::{Array, BooleanArray, StringArray};
 
 use crate::{Result, SinkError};
@@ -86,11 +87,11 @@ impl HashRows {
                 arrow_select::filter::filter(column, &mask).map_err(|e| SinkError::Internal {
                     message: format!("selecting the hash rows to store: {e}"),
                 })?;
-            Ok(kept
-                .as_any()
-                .downcast_ref::<StringArray>()
+            kept.as_string_opt::<i32>()
                 .cloned()
-                .unwrap_or_else(|| StringArray::from(Vec::<&str>::new())))
+                .ok_or_else(|| SinkError::Internal {
+                    message: "selecting the hash rows to store gave no text column".into(),
+                })
         };
         Ok((filter(&self.ids)?, filter(&self.hashes)?))
     }

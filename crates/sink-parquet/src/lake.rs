@@ -160,6 +160,11 @@ impl Lake {
         self.prefix.clone().join(table).join(file)
     }
 
+    /// A data file of `table` of known size, to read through the async Parquet reader.
+    pub(crate) fn data_file(&self, table: &str, file: &str, size: u64) -> crate::read::StoreFile {
+        crate::read::StoreFile::new(self.store().clone(), self.file_path(table, file), size)
+    }
+
     /// A new data file of `table`, written as it streams: a small file goes up in one put, a
     /// large one as a multipart upload of [`UPLOAD_PART_BYTES`] parts, two in flight (enough
     /// to keep a connection busy, little memory per open file).
@@ -629,16 +634,13 @@ impl Lake {
                 path: path.clone(),
                 source,
             };
-            let stream = crate::read::StoreFile::new(
-                self.store().clone(),
-                self.file_path(name, &path),
-                size,
-            )
-            .builder()
-            .await
-            .map_err(parquet_err)?
-            .build()
-            .map_err(parquet_err)?;
+            let stream = self
+                .data_file(name, &path, size)
+                .builder()
+                .await
+                .map_err(parquet_err)?
+                .build()
+                .map_err(parquet_err)?;
             let batches: Vec<_> = stream.try_collect().await.map_err(parquet_err)?;
             for batch in &batches {
                 json.write(batch).map_err(|e| SinkError::Internal {

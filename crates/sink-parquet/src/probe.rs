@@ -16,7 +16,6 @@ use parquet::bloom_filter::Sbbf;
 use transform::ROW_ID;
 
 use crate::lake::Lake;
-use crate::read::StoreFile;
 use crate::writer::StagedFile;
 use crate::{Result, SinkError};
 
@@ -110,7 +109,8 @@ pub(crate) async fn files_maybe_holding(
     }
     let mut scratch = Vec::new();
     for (path, size) in existing {
-        let mut builder = StoreFile::new(lake.store().clone(), lake.file_path(table, path), *size)
+        let mut builder = lake
+            .data_file(table, path, *size)
             .builder()
             .await
             .map_err(parquet_err(path))?;
@@ -165,14 +165,11 @@ async fn id_hashes(
             path: f.name.clone(),
             source,
         };
-        let builder = match StoreFile::new(
-            lake.store().clone(),
-            lake.file_path(id_table, &f.name),
-            f.size,
-        )
-        .builder()
-        .await
-        .map_err(parquet_err)
+        let builder = match lake
+            .data_file(id_table, &f.name, f.size)
+            .builder()
+            .await
+            .map_err(parquet_err)
         {
             Ok(b) => b,
             Err(e) if crate::commit::is_concurrent_commit(&e) => return Ok(None),
