@@ -481,11 +481,13 @@ impl Sink {
             .as_mut()
             .ok_or_else(|| PipelineError::Cancelled)?;
         let before = self.commits.len();
+        let started = Instant::now();
         writer.checkpoint_into(&mut self.commits).await?;
         self.checkpoints += 1;
         tracing::info!(
             checkpoint = self.checkpoints,
             tables = self.commits.len() - before,
+            seconds = started.elapsed().as_secs_f64(),
             "checkpoint committed"
         );
         let changes = self.state_changes(false, &[]);

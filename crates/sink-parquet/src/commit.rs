@@ -23,7 +23,7 @@ use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 use crate::encoding::{ColumnEncodings, encode, writer_properties};
 use crate::hash_rows::HashRowsBuilder;
 use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, data_files, delta_schema, kept_history};
-use crate::probe::files_maybe_holding;
+use crate::probe::{FileRows, files_maybe_holding};
 use crate::writer::{
     IdMap, IdSet, LoadWriter, StagedFile, TableWriter, empty_schema, file_token, id_key,
     root_key_column,
@@ -484,11 +484,17 @@ async fn ids_won_by_others(
         .into_iter()
         .filter(|(p, _)| !then_files.contains(p))
     {
-        for_each_id_with(lake, root_table, &path, size, LOAD_ID, |k, _, l| {
-            if l != load_id && ids.contains_key(&k) {
-                won.insert(k);
-            }
-        })
+        for_each_id_with(
+            lake,
+            root_table,
+            FileRows::all(&path, size),
+            LOAD_ID,
+            |k, _, l| {
+                if l != load_id && ids.contains_key(&k) {
+                    won.insert(k);
+                }
+            },
+        )
         .await?;
     }
     Ok(won)
@@ -507,7 +513,8 @@ async fn unchanged_ids(
 ) -> Result<(IdSet, (StringArray, StringArray))> {
     let mut incoming = HashRowsBuilder::new();
     for f in staged {
-        for_each_id_with(lake, table, &f.name, f.size, CONTENT_HASH, |k, id, h| {
+        let file = FileRows::all(&f.name, f.size);
+        for_each_id_with(lake, table, file, CONTENT_HASH, |k, id, h| {
             let h = if ids.repeated.contains(&k) || ids.deleted.contains(&k) {
                 ""
             } else {
@@ -526,8 +533,16 @@ async fn unchanged_ids(
         let existing = data_files(&t, &hashes)?;
         let candidates =
             files_maybe_holding(lake, &hashes, ROW_ID, &existing, table, staged).await?;
-        for (path, size) in existing.iter().filter(|(p, _)| candidates.contains(p)) {
-            for_each_id_with(lake, &hashes, path, *size, HASH, |k, _, h| {
+        for (path, size) in &existing {
+            let Some(row_groups) = candidates.get(path) else {
+                continue;
+            };
+            let file = FileRows {
+                path,
+                size: *size,
+                row_groups: row_groups.as_deref(),
+            };
+            for_each_id_with(lake, &hashes, file, HASH, |k, _, h| {
                 if !h.is_empty() && incoming.hash_of(k) == Some(h) {
                     unchanged.insert(k);
                 }
@@ -539,24 +554,23 @@ async fn unchanged_ids(
     Ok((unchanged, rows))
 }
 
-/// Calls `f` with each row's id key, id and the text of column `column` in a data file
-/// (`_dlt_id` and a second string column, read alone); a file without that column (written
-/// before it existed) has none to give.
+/// Calls `f` with each row's id key, id and the text of column `column` in the row groups
+/// `file` names (`_dlt_id` and a second string column, read alone); a file without that
+/// column (written before it existed) has none to give.
 async fn for_each_id_with(
     lake: &Lake,
     table: &str,
-    path: &str,
-    size: u64,
+    file: FileRows<'_>,
     column: &str,
     mut f: impl FnMut(u128, &str, &str),
 ) -> Result<()> {
     let parquet_err = |source| SinkError::ParquetFile {
         table: table.to_owned(),
-        path: path.to_owned(),
+        path: file.path.to_owned(),
         source,
     };
-    let builder = lake
-        .data_file(table, path, size)
+    let mut builder = lake
+        .data_file(table, file.path, file.size)
         .builder()
         .await
         .map_err(parquet_err)?;
@@ -567,6 +581,9 @@ async fn for_each_id_with(
         .any(|c| c.name() == column);
     if !has_column {
         return Ok(());
+    }
+    if let Some(row_groups) = file.row_groups {
+        builder = builder.with_row_groups(row_groups.to_vec());
     }
     let mask = ProjectionMask::columns(builder.parquet_schema(), [ROW_ID, column]);
     let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
@@ -610,8 +627,7 @@ async fn without_rows(
             name_prefix,
             table,
             key_column,
-            &f.name,
-            f.size,
+            FileRows::all(&f.name, f.size),
             remove,
             n + 1,
         )
@@ -812,7 +828,7 @@ async fn commit_attempt(
                 files_maybe_holding(lake, table_name, key_column, &existing, id_table, id_files)
                     .await?
             }
-            None => HashSet::new(),
+            None => Default::default(),
         };
         bytes_before = files.iter().map(|f| f.size().max(0) as u64).sum();
         for f in files {
@@ -826,9 +842,9 @@ async fn commit_attempt(
                     removed_paths.push(path);
                 }
                 (WriteDisposition::Merge, Some(ids)) => {
-                    if !candidates.contains(&path) {
+                    let Some(row_groups) = candidates.get(&path) else {
                         continue;
-                    }
+                    };
                     let replaced = |k: u128| ids.contains_key(&k) && !won_by_others.contains(&k);
                     let size = f.size().max(0) as u64;
                     let n = rewritten.len() + 1;
@@ -838,8 +854,11 @@ async fn commit_attempt(
                         &format!("{load_id}-{}-{attempt}", file_token()),
                         table_name,
                         key_column,
-                        &path,
-                        size,
+                        FileRows {
+                            path: &path,
+                            size,
+                            row_groups: row_groups.as_deref(),
+                        },
                         &replaced,
                         n,
                     )
@@ -1134,7 +1153,8 @@ async fn drop_superseded(
 
 /// Rewrites a file without the rows whose key `remove` picks (by [`id_key`]), streaming one batch
 /// at a time. Returns the file's rows, the rows kept, and the new file if rows were removed
-/// and some remain (nothing is written when no row matched).
+/// and some remain (nothing is written when no row matched). Only the row groups `file`
+/// names are looked in for such rows; the rewrite, if any, reads them all.
 #[allow(clippy::too_many_arguments)]
 async fn rewrite_without(
     lake: &Lake,
@@ -1142,11 +1162,11 @@ async fn rewrite_without(
     load_id: &str,
     table: &str,
     key_column: &str,
-    path: &str,
-    size: u64,
+    file: FileRows<'_>,
     remove: &(dyn Fn(u128) -> bool + Sync),
     n: usize,
 ) -> Result<(u64, u64, Option<StagedFile>)> {
+    let path = file.path;
     let parquet_err = |source| SinkError::ParquetFile {
         table: table.to_owned(),
         path: path.to_owned(),
@@ -1154,18 +1174,24 @@ async fn rewrite_without(
     };
     use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
     use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
-    let file = lake.data_file(table, path, size);
+    let row_groups = file.row_groups;
+    let file = lake.data_file(table, path, file.size);
     let metadata = ArrowReaderMetadata::load_async(&mut file.clone(), ArrowReaderOptions::new())
         .await
         .map_err(parquet_err)?;
-    // The key column alone first: a file that loses no row (a bloom filter's false positive,
-    // likely when a load brings a hundred thousand ids) or every row is not read further.
-    let keys = ParquetRecordBatchStreamBuilder::new_with_metadata(file.clone(), metadata.clone());
+    let total = metadata.metadata().file_metadata().num_rows().max(0) as u64;
+    // The key column alone first, of the row groups that may hold a row to remove: a file
+    // that loses no row (a bloom filter's false positive, likely when a load brings a hundred
+    // thousand ids) or every row is not read further.
+    let mut keys =
+        ParquetRecordBatchStreamBuilder::new_with_metadata(file.clone(), metadata.clone());
+    if let Some(row_groups) = row_groups {
+        keys = keys.with_row_groups(row_groups.to_vec());
+    }
     let mask = ProjectionMask::columns(keys.parquet_schema(), [key_column]);
     let mut keys = keys.with_projection(mask).build().map_err(parquet_err)?;
-    let (mut total, mut going) = (0u64, 0u64);
+    let mut going = 0u64;
     while let Some(batch) = keys.try_next().await.map_err(parquet_err)? {
-        total += batch.num_rows() as u64;
         let column = batch
             .column_by_name(key_column)
             .ok_or_else(|| missing_column(table, path, key_column))?;

@@ -1,13 +1,14 @@
-//! Which existing files may hold one of a load's ids: the key column's bloom filters, each
-//! id hashed once for all of them.
+//! Which existing files, and which row groups of them, may hold one of a load's ids: the key
+//! column's bloom filters, each id hashed once for all of them.
 //!
-//! A merge reads only the files a filter says may hold an incoming id. With one filter per
+//! A merge reads only the row groups a filter says may hold an incoming id: a false positive
+//! costs one row group's key column, not the file's. With one filter per
 //! row group and a growing table, checking every id against every filter through
 //! `Sbbf::check` hashed each id again for every filter: at millions of rows that was a tenth
 //! of a run's CPU. Here the ids are hashed once (xxHash64, as the Parquet spec's split block
 //! bloom filter says), sorted, and tested against each filter's blocks.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use arrow_array::cast::AsArray;
 use futures::TryStreamExt;
@@ -67,11 +68,36 @@ pub(crate) fn id_hash(id: &[u8]) -> u64 {
     xxhash_rust::xxh64::xxh64(id, 0)
 }
 
+/// Where in a data file a reader must look: its path and size, and the row groups that may
+/// hold what it looks for (`None`: all of them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileRows<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) size: u64,
+    pub(crate) row_groups: Option<&'a [usize]>,
+}
+
+impl<'a> FileRows<'a> {
+    /// Every row of a file.
+    pub(crate) fn all(path: &'a str, size: u64) -> Self {
+        FileRows {
+            path,
+            size,
+            row_groups: None,
+        }
+    }
+}
+
+/// Per file that may hold an id, the row groups that may (`None`: all, the file has no
+/// filters).
+pub(crate) type Candidates = HashMap<String, Option<Vec<usize>>>;
+
 /// The existing files (path, size) whose key column may hold one of the ids in the key
-/// column of `id_files` (staged files of `id_table`): a file is read only if a bloom filter
-/// of one of its row groups says it may hold an id; files without filters always are.
-/// Holds the load's id hashes (bounded by the checkpoint interval, 8 bytes an id) and one
-/// file's filters at a time: the memory does not grow with the files the table has.
+/// column of `id_files` (staged files of `id_table`), with the row groups that may: a row
+/// group is read only if its bloom filter says it may hold an id; files without filters
+/// always are, whole. Holds the load's id hashes (bounded by the checkpoint interval, 8
+/// bytes an id) and one file's filters at a time: the memory does not grow with the files
+/// the table has.
 pub(crate) async fn files_maybe_holding(
     lake: &Lake,
     table: &str,
@@ -79,7 +105,7 @@ pub(crate) async fn files_maybe_holding(
     existing: &[(String, u64)],
     id_table: &str,
     id_files: &[StagedFile],
-) -> Result<HashSet<String>> {
+) -> Result<Candidates> {
     let parquet_err = |path: &str| {
         let path = path.to_owned();
         let table = table.to_owned();
@@ -89,7 +115,7 @@ pub(crate) async fn files_maybe_holding(
             source,
         }
     };
-    let mut out = HashSet::new();
+    let mut out = Candidates::new();
     if existing.is_empty() {
         return Ok(out);
     }
@@ -101,7 +127,7 @@ pub(crate) async fn files_maybe_holding(
     let Some(hashes) = id_hashes(lake, id_table, id_column, id_files).await? else {
         // Another writer's merge replaced our root file since our root commit: without the
         // ids, every file is a candidate (slower, still exact).
-        out.extend(existing.iter().map(|(path, _)| path.clone()));
+        out.extend(existing.iter().map(|(path, _)| (path.clone(), None)));
         return Ok(out);
     };
     if hashes.is_empty() {
@@ -121,29 +147,38 @@ pub(crate) async fn files_maybe_holding(
             .columns()
             .iter()
             .position(|c| c.name() == key_column);
-        let mut filters = Vec::new();
-        if let Some(column) = column {
-            for rg in 0..builder.metadata().num_row_groups() {
-                match builder
-                    .get_row_group_column_bloom_filter(rg, column)
-                    .await
-                    .map_err(parquet_err(path))?
-                {
-                    Some(filter) => filters
-                        .push(BlockFilter::of(&filter, &mut scratch).map_err(parquet_err(path))?),
-                    None => {
-                        filters.clear();
-                        break;
-                    }
+        let Some(column) = column else {
+            out.insert(path.clone(), None);
+            continue;
+        };
+        let mut may_hold = Vec::new();
+        for rg in 0..builder.metadata().num_row_groups() {
+            let filter = builder
+                .get_row_group_column_bloom_filter(rg, column)
+                .await
+                .map_err(parquet_err(path))?;
+            let held = match filter {
+                Some(filter) => {
+                    let filter =
+                        BlockFilter::of(&filter, &mut scratch).map_err(parquet_err(path))?;
+                    hashes.iter().any(|&hash| filter.may_hold(hash))
                 }
+                None => true,
+            };
+            if held {
+                may_hold.push(rg);
             }
         }
-        let may_hold = filters.is_empty()
-            || filters
-                .iter()
-                .any(|f| hashes.iter().any(|&hash| f.may_hold(hash)));
-        if may_hold {
-            out.insert(path.clone());
+        tracing::debug!(
+            table,
+            path,
+            row_groups = builder.metadata().num_row_groups(),
+            may_hold = may_hold.len(),
+            ids = hashes.len(),
+            "bloom filter probe"
+        );
+        if !may_hold.is_empty() {
+            out.insert(path.clone(), Some(may_hold));
         }
     }
     Ok(out)

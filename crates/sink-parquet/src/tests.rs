@@ -362,17 +362,68 @@ async fn merge_reads_and_rewrites_only_the_files_that_hold_incoming_ids() {
     assert!(children.values().flatten().any(|v| *v == 7000));
 }
 
+/// A merge looks for incoming ids only in the row groups whose filters may hold them, and
+/// a file that holds one is still rewritten whole: every other row group's rows stay.
+#[tokio::test]
+async fn a_merge_into_one_row_group_of_a_file_keeps_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    let config = ParquetSinkConfig {
+        row_group_rows: 50,
+        ..ParquetSinkConfig::default()
+    };
+    let page: Vec<Value> = (0..200)
+        .map(|i| json!({"id": format!("x{i}"), "v": i, "items": [{"v": i}]}))
+        .collect();
+    stage_with(&lake, &m, &[page], config.clone())
+        .await
+        .commit()
+        .await
+        .unwrap();
+    // One file of four row groups per table; `x170` is in the last one.
+    let commits = stage_with(
+        &lake,
+        &m,
+        &[vec![
+            json!({"id": "x170", "v": 1700, "items": [{"v": 17000}]}),
+        ]],
+        config,
+    )
+    .await
+    .commit()
+    .await
+    .unwrap();
+    for table in ["events", "events__items"] {
+        let c = commits.iter().find(|c| c.table == table).unwrap();
+        assert_eq!((c.files_removed, c.rows_removed), (1, 1), "{table}: {c:?}");
+    }
+    let events = rows(&lake, "events", "id").await;
+    assert_eq!(events.len(), 200);
+    assert_eq!(events["x170"], vec![1700]);
+    assert_eq!(events["x3"], vec![3]);
+    let items = rows(&lake, "events__items", "_dlt_root_id").await;
+    assert_eq!(items.values().map(Vec::len).sum::<usize>(), 200);
+    assert!(items.values().flatten().any(|v| *v == 17000));
+    assert!(!items.values().flatten().any(|v| *v == 170));
+}
+
 /// Writes one load's pages without committing it.
 async fn stage(lake: &Lake, meta: &Arc<TableMeta>, pages: &[Vec<Value>]) -> LoadWriter {
+    stage_with(lake, meta, pages, ParquetSinkConfig::default()).await
+}
+
+/// [`stage`] with a sink configuration of its own.
+async fn stage_with(
+    lake: &Lake,
+    meta: &Arc<TableMeta>,
+    pages: &[Vec<Value>],
+    config: ParquetSinkConfig,
+) -> LoadWriter {
     let registry = SchemaRegistry::new(lake.schemas().await.unwrap());
     let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
     let load_id = uuid::Uuid::new_v4().to_string();
-    let mut writer = LoadWriter::new(
-        lake.clone(),
-        ParquetSinkConfig::default(),
-        load_id.clone(),
-        vec![meta.clone()],
-    );
+    let mut writer = LoadWriter::new(lake.clone(), config, load_id.clone(), vec![meta.clone()]);
     for (seq, records) in pages.iter().enumerate() {
         let batches = normalizer
             .normalize(meta, &load_id, seq as u64, records)
