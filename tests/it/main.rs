@@ -13,6 +13,9 @@ mod pipeline_files;
 /// `pipelines/bugsnag.toml` against the real recorded Bugsnag responses, served locally.
 mod bugsnag_recordings;
 
+/// `pipelines/sentry.toml` against the Sentry-shaped mock.
+mod sentry;
+
 /// Checks of the tree: module docs, no skipped tests, allowed dependency edges, no secrets.
 mod tidy;
 

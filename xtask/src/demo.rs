@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use mock_api::{DataSize, MockConfig, MockHandle};
+use mock_api::{ApiShape, DataSize, MockConfig, MockHandle};
 use pipeline::{Overrides, Pipeline, RunOptions};
 use source_errors::Secrets;
 
@@ -25,14 +25,26 @@ pub(crate) struct MockData {
     /// a merge.
     #[arg(long, default_value_t = 0)]
     revision: u32,
+    /// Which API to imitate: Bugsnag's (the seed's five endpoints) or Sentry's Web API v0
+    /// (organizations, projects, issues and events under `/api/0/`).
+    #[arg(long, value_enum, default_value_t = Shape::Bugsnag)]
+    shape: Shape,
+}
+
+/// The API shapes the mock serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Shape {
+    Bugsnag,
+    Sentry,
 }
 
 impl MockData {
-    /// Starts the mock on `addr` with this data, accepting `authorization`.
+    /// Starts the mock on `addr` with this data, accepting `token` (as Bugsnag's pipeline
+    /// sends it, or as `Bearer <token>` in the Sentry shape).
     async fn start(
         &self,
         addr: std::net::SocketAddr,
-        authorization: String,
+        token: String,
     ) -> std::io::Result<MockHandle> {
         let size = DataSize {
             organizations: self.organizations,
@@ -41,17 +53,34 @@ impl MockData {
             errors_per_project: self.errors_per_project,
             events_per_project: self.events_per_project,
         };
-        let mock = MockHandle::start_on(
-            addr,
-            MockConfig {
-                seed: 7,
-                size,
-                authorization,
-            },
-        )
-        .await?;
+        let (shape, authorization) = match self.shape {
+            Shape::Bugsnag => (ApiShape::Bugsnag, token),
+            Shape::Sentry => (ApiShape::Sentry, format!("Bearer {token}")),
+        };
+        let config = MockConfig {
+            seed: 7,
+            size,
+            authorization,
+        };
+        let mock = MockHandle::serve(addr, config, shape).await?;
         mock.set_revision(self.revision);
         Ok(mock)
+    }
+
+    /// The base URL a pipeline is pointed at.
+    fn base_url(&self, mock: &MockHandle) -> String {
+        match self.shape {
+            Shape::Bugsnag => mock.base_url(),
+            Shape::Sentry => format!("{}/api/0/", mock.base_url()),
+        }
+    }
+
+    /// The pipeline file of the shape.
+    fn pipeline(&self) -> &'static str {
+        match self.shape {
+            Shape::Bugsnag => "pipelines/errors.toml",
+            Shape::Sentry => "pipelines/sentry.toml",
+        }
     }
 }
 
@@ -91,14 +120,14 @@ pub(crate) async fn mock(args: MockArgs) -> anyhow::Result<()> {
             args.token,
         )
         .await?;
+    let base_url = args.data.base_url(&mock);
     println!(
-        "mock API (revision {}) on {}; Ctrl-C stops it",
+        "mock API (revision {}) on {base_url}; Ctrl-C stops it",
         args.data.revision,
-        mock.base_url()
     );
     println!(
-        "  AUTH_TOKEN=... cargo xtask run pipelines/errors.toml --base-url {} --destination ./lake",
-        mock.base_url()
+        "  AUTH_TOKEN=... cargo xtask run {} --base-url {base_url} --destination ./lake",
+        args.data.pipeline()
     );
     tokio::signal::ctrl_c().await?;
     Ok(())
@@ -115,16 +144,16 @@ pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<std::process::ExitCod
         .await?;
     let file = args
         .pipeline
-        .unwrap_or_else(|| crate::workspace_root().join("pipelines/errors.toml"));
+        .unwrap_or_else(|| crate::workspace_root().join(args.data.pipeline()));
+    let base_url = args.data.base_url(&mock);
     println!(
-        "mock API on {} (revision {}); running {}",
-        mock.base_url(),
+        "mock API on {base_url} (revision {}); running {}",
         args.data.revision,
         file.display()
     );
     let secrets = Secrets::from_map([("auth_token".to_owned(), token)]);
     let overrides = Overrides {
-        base_url: Some(mock.base_url()),
+        base_url: Some(base_url),
         destination: Some(args.destination.clone()),
         ..Overrides::default()
     };
@@ -136,8 +165,12 @@ pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<std::process::ExitCod
     }
     println!();
     println!("query it with DuckDB:");
+    let (column, table) = match args.data.shape {
+        Shape::Bugsnag => ("severity", "events"),
+        Shape::Sentry => ("status", "issues"),
+    };
     println!(
-        "  duckdb -c \"INSTALL delta; LOAD delta; SELECT severity, count(*) FROM delta_scan('{}/events') GROUP BY 1\"",
+        "  duckdb -c \"INSTALL delta; LOAD delta; SELECT {column}, count(*) FROM delta_scan('{}/{table}') GROUP BY 1\"",
         args.destination.trim_end_matches('/')
     );
     println!("see what landed, the pipeline state and the last loads:");

@@ -8,6 +8,9 @@
 //! `Link: <...>; rel="next"` header on every page but the last, `X-Total-Count`, and a 401
 //! without the right `Authorization` header. Saved searches are one page, as in Bugsnag.
 //!
+//! [`MockHandle::start_sentry`] serves the Sentry shape instead ([`sentry`]): Web API v0's
+//! organizations, projects, issues and events, with Sentry's paging and quirks.
+//!
 //! [`MockHandle::set_revision`] serves a changed version of the same data (some rows updated,
 //! some added, some list elements removed), to exercise merge; [`MockHandle::add_fault`]
 //! makes chosen pages fail (a status, a `Retry-After`, or a broken body).
@@ -23,6 +26,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod data;
+pub mod sentry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,6 +72,16 @@ impl MockConfig {
     }
 }
 
+/// Which API the mock imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiShape {
+    /// Bugsnag's Data Access API: the seed's five endpoints.
+    #[default]
+    Bugsnag,
+    /// Sentry's Web API v0 under `/api/0/` ([`sentry`]).
+    Sentry,
+}
+
 /// A page that misbehaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
@@ -91,6 +105,10 @@ struct Shared {
     revision: AtomicU32,
     requests: AtomicU64,
     faults: Mutex<Vec<Fault>>,
+    /// Every request's path and query, in order (the Sentry shape's).
+    log: Mutex<Vec<String>>,
+    /// Requests for a page past the end of a list (the Sentry shape's).
+    past_end: AtomicU64,
     /// Organization id -> index.
     orgs: HashMap<String, usize>,
     /// Project id -> (organization index, project index).
@@ -112,6 +130,22 @@ impl MockHandle {
 
     /// Starts the mock on `addr` (port 0: a free one).
     pub async fn start_on(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockHandle> {
+        MockHandle::serve(addr, config, ApiShape::Bugsnag).await
+    }
+
+    /// Starts the Sentry-shaped mock ([`sentry`]) on a free loopback port; its base URL is
+    /// [`MockHandle::base_url`] followed by `/api/0/`.
+    pub async fn start_sentry(config: MockConfig) -> std::io::Result<MockHandle> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        MockHandle::serve(addr, config, ApiShape::Sentry).await
+    }
+
+    /// Starts the mock of `shape` on `addr` (port 0: a free one).
+    pub async fn serve(
+        addr: SocketAddr,
+        config: MockConfig,
+        shape: ApiShape,
+    ) -> std::io::Result<MockHandle> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
@@ -132,14 +166,19 @@ impl MockHandle {
             revision: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             faults: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            past_end: AtomicU64::new(0),
             orgs,
             projects,
         });
-        let app = Router::new()
-            .route("/user/organizations", get(organizations))
-            .route("/organizations/{org_id}/projects", get(projects_of))
-            .route("/projects/{project_id}/{resource}", get(project_resource))
-            .with_state(shared.clone());
+        let app = match shape {
+            ApiShape::Bugsnag => Router::new()
+                .route("/user/organizations", get(organizations))
+                .route("/organizations/{org_id}/projects", get(projects_of))
+                .route("/projects/{project_id}/{resource}", get(project_resource))
+                .with_state(shared.clone()),
+            ApiShape::Sentry => sentry::router(shared.clone()),
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -180,6 +219,21 @@ impl MockHandle {
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Every request so far as `path?query` (the Sentry shape logs them).
+    pub fn request_log(&self) -> Vec<String> {
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Requests for a page past the end of a list: a client that followed Sentry's
+    /// `results="false"` next link makes them.
+    pub fn requests_past_the_end(&self) -> u64 {
+        self.shared.past_end.load(Ordering::SeqCst)
     }
 
     /// Makes a page misbehave.

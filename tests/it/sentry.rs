@@ -1,0 +1,124 @@
+//! `pipelines/sentry.toml` against the Sentry-shaped mock: Sentry's paging, its implicit
+//! unresolved-only issue list, full events, merges across runs.
+
+use mock_api::sentry::issue_counts;
+use mock_api::{ApiShape, DataSize, MockConfig, MockHandle};
+
+use crate::support::{column_by_id, load, pipeline_file, read_with_python, run};
+
+const TOKEN: &str = "sntryu_it_6b1d";
+
+/// 2 organizations x 3 projects; 230 events a project (three pages of at most 100), 40
+/// issues a project (one page).
+async fn sentry_mock() -> MockHandle {
+    let config = MockConfig {
+        seed: 11,
+        size: DataSize {
+            organizations: 2,
+            projects_per_org: 3,
+            saved_searches_per_project: 0,
+            errors_per_project: 40,
+            events_per_project: 230,
+        },
+        authorization: format!("Bearer {TOKEN}"),
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    MockHandle::serve(addr, config, ApiShape::Sentry)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentry_lands_every_issue_and_event_once_and_merges_a_changed_server() {
+    let mock = sentry_mock().await;
+    let base_url = format!("{}/api/0/", mock.base_url());
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(&pipeline_file("sentry.toml"), &base_url, lake.path(), TOKEN);
+
+    let first = run(&p).await.unwrap();
+    let tables = ["organizations", "projects", "issues", "events"];
+    let read = read_with_python(lake.path(), &tables);
+    let (issues, resolved) = issue_counts(40, 0);
+    for (table, expected) in [
+        ("organizations", 2),
+        ("projects", 6),
+        ("issues", 6 * issues),
+        ("events", 6 * 230),
+    ] {
+        let r = &read[table];
+        assert_eq!(
+            (r.rows as usize, r.distinct_keys as usize, r.version),
+            (expected, expected, 0),
+            "{table}"
+        );
+    }
+    // Resolved issues came too: the pipeline sends `query`, without which Sentry lists
+    // unresolved ones only.
+    let status = column_by_id(lake.path(), "issues", "status");
+    assert_eq!(
+        status.values().filter(|s| *s == "resolved").count(),
+        6 * resolved
+    );
+    assert!(resolved > 0);
+    // Full events: their entries landed as child tables.
+    assert!(
+        first.rows["events__entries"] >= 6 * 230 * 3,
+        "{:?}",
+        first.rows
+    );
+    assert!(first.rows["events__tags"] >= 6 * 230 * 3);
+    // Every paging stopped at `results="false"` without following that link; the events of
+    // a project took three pages.
+    assert_eq!(mock.requests_past_the_end(), 0, "{:?}", mock.request_log());
+    let log = mock.request_log();
+    let event_pages = log.iter().filter(|r| r.contains("/events/")).count();
+    assert_eq!(event_pages, 6 * 3, "{log:?}");
+    assert!(
+        log.iter()
+            .filter(|r| r.contains("/issues/"))
+            .all(|r| r.contains("limit=100") && r.contains("query=")),
+        "{log:?}"
+    );
+
+    // The server changes: issues resolved since (their `lastSeen` unmoved), events added,
+    // a project renamed. The rerun merges on id.
+    mock.set_revision(1);
+    run(&p).await.unwrap();
+    let read = read_with_python(lake.path(), &tables);
+    let (issues_1, resolved_1) = issue_counts(40, 1);
+    let events_1 = mock_api::count_at(230, 1);
+    for (table, expected) in [
+        ("projects", 6),
+        ("issues", 6 * issues_1),
+        ("events", 6 * events_1),
+    ] {
+        let r = &read[table];
+        assert_eq!(
+            (r.rows as usize, r.distinct_keys as usize, r.version),
+            (expected, expected, 1),
+            "{table}"
+        );
+    }
+    // Organizations did not change: stored unchanged, no new version.
+    assert_eq!(read["organizations"].version, 0);
+    let status = column_by_id(lake.path(), "issues", "status");
+    assert_eq!(
+        status.values().filter(|s| *s == "resolved").count(),
+        6 * resolved_1
+    );
+    assert!(resolved_1 > resolved);
+    let names = column_by_id(lake.path(), "projects", "name");
+    assert!(
+        names.values().any(|n| n.contains("(renamed r1)")),
+        "{names:?}"
+    );
+
+    // Nothing changed since: a rerun commits no new version of any table.
+    run(&p).await.unwrap();
+    let again = read_with_python(lake.path(), &tables);
+    for t in tables {
+        assert_eq!(again[t].version, read[t].version, "{t}");
+        assert_eq!(again[t].rows, read[t].rows, "{t}");
+    }
+    assert_eq!(mock.requests_past_the_end(), 0);
+}
