@@ -150,6 +150,53 @@ fn a_bad_file_is_named_with_its_key_path_before_any_request() {
     );
 }
 
+/// The Sentry file's mistakes are named by key before any request: a page above Sentry's
+/// 100 (a 400 there), a placeholder without a cursor, an unknown placeholder.
+#[test]
+fn sentry_page_sizes_and_placeholders_are_checked_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = std::fs::read_to_string(pipeline_file("sentry.toml")).unwrap();
+    let secrets = Secrets::from_map([("auth_token".to_owned(), "t".to_owned())]);
+    let load = |text: String, base_url: Option<&str>| {
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, text).unwrap();
+        let overrides = Overrides {
+            base_url: base_url.map(str::to_owned),
+            ..Overrides::default()
+        };
+        Pipeline::load(&file, &secrets, &overrides)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let big = sentry.replacen("limit = 100", "limit = 200", 1);
+    let e = load(big.clone(), None).unwrap_err();
+    assert!(
+        e.contains("`resources[0].endpoint.paginator.limit`") && e.contains("400 Bad Request"),
+        "{e}"
+    );
+    // A self-hosted instance is Sentry too; another API may take bigger pages.
+    let e = load(big.clone(), Some("http://127.0.0.1:9000/api/0/")).unwrap_err();
+    assert!(e.contains("400 Bad Request"), "{e}");
+    load(big, Some("https://api.example.com/")).unwrap();
+
+    let no_cursor = sentry.replace(
+        "[resources.endpoint.incremental]\ncursor_path = \"dateCreated\"\n",
+        "",
+    );
+    let e = load(no_cursor, None).unwrap_err();
+    assert!(
+        e.contains("`resources[3].endpoint.params.start`")
+            && e.contains("needs an `incremental` section"),
+        "{e}"
+    );
+    let unknown = sentry.replace("{incremental.start_value}", "{incremental.last_value}");
+    let e = load(unknown, None).unwrap_err();
+    assert!(
+        e.contains("unknown placeholder `{incremental.last_value}`"),
+        "{e}"
+    );
+}
+
 #[test]
 fn every_pipeline_file_checks() {
     for entry in std::fs::read_dir(crate::support::workspace_root().join("pipelines")).unwrap() {

@@ -81,9 +81,19 @@ async fn sentry_lands_every_issue_and_event_once_and_merges_a_changed_server() {
     );
 
     // The server changes: issues resolved since (their `lastSeen` unmoved), events added,
-    // a project renamed. The rerun merges on id.
+    // a project renamed. The rerun merges on id; events come from each project's cursor on.
     mock.set_revision(1);
-    run(&p).await.unwrap();
+    let second = run(&p).await.unwrap();
+    // Per project: the added events, the changed ones (revision 1 moves every tenth to a
+    // new time), and the one at the cursor again.
+    let added = (mock_api::count_at(230, 1) - 230) as u64;
+    let changed = (0..230u64).filter(|k| k % 10 == 1).count() as u64;
+    assert_eq!(
+        second.resources["events"].records,
+        6 * (added + changed + 1),
+        "{:?}",
+        second.resources["events"]
+    );
     let read = read_with_python(lake.path(), &tables);
     let (issues_1, resolved_1) = issue_counts(40, 1);
     let events_1 = mock_api::count_at(230, 1);
@@ -113,8 +123,15 @@ async fn sentry_lands_every_issue_and_event_once_and_merges_a_changed_server() {
         "{names:?}"
     );
 
-    // Nothing changed since: a rerun commits no new version of any table.
+    // Nothing changed since: a rerun asks for events once per project (from its cursor:
+    // the boundary event comes again) and for the issue pages, and commits no new version.
+    let before = mock.request_log().len();
     run(&p).await.unwrap();
+    let log = mock.request_log()[before..].to_vec();
+    let events: Vec<&String> = log.iter().filter(|r| r.contains("/events/")).collect();
+    assert_eq!(events.len(), 6, "{log:?}");
+    assert!(events.iter().all(|r| r.contains("start=")), "{events:?}");
+    assert_eq!(log.iter().filter(|r| r.contains("/issues/")).count(), 6);
     let again = read_with_python(lake.path(), &tables);
     for t in tables {
         assert_eq!(again[t].version, read[t].version, "{t}");

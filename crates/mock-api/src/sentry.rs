@@ -407,7 +407,9 @@ fn event(
         hash_str(&format!("{seed}/{i}/{j}/{k}"))
     );
     let group = issue_id(i, j, k % n_issues.max(1)).to_string();
-    let created = sentry_time(millis, 0);
+    // Microseconds, which the `start` filter ignores (it compares milliseconds here, seconds
+    // at Sentry): the newest event is at or after a cursor taken from it.
+    let created = sentry_time(millis, (k % 997) as u64);
     let environment = ["production", "staging"][k % 2];
     let mut event = json!({
         "id": id,

@@ -311,7 +311,20 @@ impl Source {
             };
             for (k, v) in first_params {
                 if !params.iter().any(|(pk, _)| *pk == k) {
+                    if is_sentry(&client.base_url) {
+                        check_sentry_page_size(&v)
+                            .map_err(|m| err(at("endpoint.paginator.limit"), m))?;
+                    }
                     params.push((k, v));
+                }
+            }
+            if is_sentry(&client.base_url) {
+                for (k, v) in params
+                    .iter()
+                    .filter(|(k, _)| PAGE_SIZE_PARAMS.contains(&k.as_str()))
+                {
+                    check_sentry_page_size(v)
+                        .map_err(|m| err(at(&format!("endpoint.params.{k}")), m))?;
                 }
             }
             let incremental = rc
@@ -324,6 +337,10 @@ impl Source {
                     })
                 })
                 .transpose()?;
+            for (k, v) in &params {
+                crate::incremental::check_placeholders(v, incremental.is_some())
+                    .map_err(|m| err(at(&format!("endpoint.params.{k}")), m))?;
+            }
             if let Some(i) = &incremental {
                 for (key, param) in [("start_param", &i.start_param), ("end_param", &i.end_param)] {
                     if let Some(p) = param
@@ -377,11 +394,25 @@ impl Source {
             .filter(move |r| r.parent().is_some_and(|p| p.resource == name))
     }
 
-    /// The first URL of `resource` for a partition (partition key -> value).
+    /// The first URL of `resource` for a partition (partition key -> value), with no
+    /// incremental bounds (parameters that hold a placeholder are left out).
     pub fn first_url(
         &self,
         resource: &Resource,
         partition: &BTreeMap<String, String>,
+    ) -> Result<Url> {
+        self.first_url_within(resource, partition, None, None)
+    }
+
+    /// [`Source::first_url`] with the incremental start and end values: each parameter's
+    /// `{incremental.start_value}` and `{incremental.end_value}` filled, and a parameter
+    /// whose placeholder has no value left out.
+    pub fn first_url_within(
+        &self,
+        resource: &Resource,
+        partition: &BTreeMap<String, String>,
+        start: Option<&str>,
+        end: Option<&str>,
     ) -> Result<Url> {
         // A value goes into the path as one segment: `/`, `?` and `#` are escaped, and a
         // value that cannot be a segment at all (URL parsers resolve `.` and `..` even when
@@ -427,10 +458,38 @@ impl Source {
             path.trim_start_matches('/')
         );
         url.set_path(&joined);
-        if !resource.params.is_empty() {
-            url.query_pairs_mut().extend_pairs(resource.params.iter());
+        let params: Vec<(&str, String)> = resource
+            .params
+            .iter()
+            .filter_map(|(k, v)| {
+                crate::incremental::fill_placeholders(v, start, end).map(|v| (k.as_str(), v))
+            })
+            .collect();
+        if !params.is_empty() {
+            url.query_pairs_mut().extend_pairs(params);
         }
         Ok(url)
+    }
+}
+
+/// Whether a base URL is Sentry's Web API: sentry.io and its regions, or a self-hosted
+/// instance's `/api/0/`.
+fn is_sentry(base_url: &Url) -> bool {
+    base_url
+        .host_str()
+        .is_some_and(|h| h == "sentry.io" || h.ends_with(".sentry.io"))
+        || base_url.path().starts_with("/api/0/")
+}
+
+/// Sentry's largest page: a larger `per_page` or `limit` is a 400 Bad Request.
+const SENTRY_MAX_PAGE_SIZE: u64 = 100;
+
+fn check_sentry_page_size(value: &str) -> std::result::Result<(), String> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n > SENTRY_MAX_PAGE_SIZE => Err(format!(
+            "Sentry answers a page size above {SENTRY_MAX_PAGE_SIZE} with 400 Bad Request, got {n}"
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -110,6 +110,54 @@ impl IncrementalConfig {
     }
 }
 
+/// The placeholder of the start value in a query parameter (dlt's form).
+pub(crate) const START_PLACEHOLDER: &str = "{incremental.start_value}";
+/// The placeholder of the end value in a query parameter.
+pub(crate) const END_PLACEHOLDER: &str = "{incremental.end_value}";
+
+/// Checks the `{incremental.…}` placeholders of a query parameter's value: only the start
+/// and end values are known, and only with an `incremental` section.
+pub(crate) fn check_placeholders(value: &str, has_incremental: bool) -> Result<(), String> {
+    let mut rest = value;
+    while let Some(at) = rest.find("{incremental.") {
+        let tail = &rest[at..];
+        let known = [START_PLACEHOLDER, END_PLACEHOLDER]
+            .into_iter()
+            .find(|p| tail.starts_with(p));
+        let Some(placeholder) = known else {
+            let end = tail.find('}').map_or(tail.len(), |e| e + 1);
+            return Err(format!(
+                "unknown placeholder `{}`: use {START_PLACEHOLDER} or {END_PLACEHOLDER}",
+                &tail[..end]
+            ));
+        };
+        if !has_incremental {
+            return Err(format!(
+                "`{placeholder}` needs an `incremental` section in the endpoint"
+            ));
+        }
+        rest = &tail[placeholder.len()..];
+    }
+    Ok(())
+}
+
+/// A query parameter's value with its placeholders filled; `None` when one has no value
+/// (a first run without `initial_value`, a run without `end_value`): the parameter is not
+/// sent then, so the API applies no bound.
+pub(crate) fn fill_placeholders(
+    value: &str,
+    start: Option<&str>,
+    end: Option<&str>,
+) -> Option<String> {
+    let mut out = value.to_owned();
+    for (placeholder, filled) in [(START_PLACEHOLDER, start), (END_PLACEHOLDER, end)] {
+        if out.contains(placeholder) {
+            out = out.replace(placeholder, filled?);
+        }
+    }
+    Some(out)
+}
+
 /// Compares two cursor values: as instants when both are RFC 3339 timestamps (any offset,
 /// any precision), as numbers when both are numbers, else as strings.
 pub fn compare_cursors(a: &str, b: &str) -> Ordering {
@@ -193,6 +241,36 @@ mod tests {
             Some("2026-01-01T23:00:00-02:00".into())
         );
         assert_eq!(max_cursor(None, None), None);
+    }
+
+    #[test]
+    fn placeholders_are_filled_or_their_parameter_left_out() {
+        let start = Some("2026-01-01T00:00:00Z");
+        assert_eq!(
+            fill_placeholders("{incremental.start_value}", start, None).as_deref(),
+            start
+        );
+        assert_eq!(
+            fill_placeholders("lastSeen:>{incremental.start_value}", start, None).as_deref(),
+            Some("lastSeen:>2026-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            fill_placeholders("{incremental.end_value}", start, None),
+            None
+        );
+        assert_eq!(
+            fill_placeholders("{incremental.start_value}", None, None),
+            None
+        );
+        assert_eq!(
+            fill_placeholders("plain", None, None).as_deref(),
+            Some("plain")
+        );
+        assert!(check_placeholders("a {incremental.start_value} b", true).is_ok());
+        let unknown = check_placeholders("{incremental.last_value}", true).unwrap_err();
+        assert!(unknown.contains("`{incremental.last_value}`"), "{unknown}");
+        let alone = check_placeholders("{incremental.end_value}", false).unwrap_err();
+        assert!(alone.contains("needs an `incremental` section"), "{alone}");
     }
 
     #[test]

@@ -366,7 +366,13 @@ async fn fetch_paging_inner(
             url
         }
         None => {
-            let mut url = ctx.source.first_url(resource, &job.partition.0)?;
+            let end_value = incremental.and_then(|i| i.end_value.as_deref());
+            let mut url = ctx.source.first_url_within(
+                resource,
+                &job.partition.0,
+                start_value.as_deref(),
+                end_value,
+            )?;
             if let Some(i) = incremental {
                 let mut query = url.query_pairs_mut();
                 if let (Some(p), Some(v)) = (&i.start_param, &start_value) {
