@@ -1,7 +1,9 @@
 //! `pipelines/sentry.toml` against the Sentry-shaped mock: Sentry's paging, its implicit
 //! unresolved-only issue list, full events, merges across runs.
 
-use mock_api::sentry::issue_counts;
+use std::time::Duration;
+
+use mock_api::sentry::{SentryLimits, issue_counts};
 use mock_api::{ApiShape, DataSize, MockConfig, MockHandle};
 
 use crate::support::{column_by_id, load, pipeline_file, read_with_python, run};
@@ -11,6 +13,11 @@ const TOKEN: &str = "sntryu_it_6b1d";
 /// 2 organizations x 3 projects; 230 events a project (three pages of at most 100), 40
 /// issues a project (one page).
 async fn sentry_mock() -> MockHandle {
+    sentry_mock_of(230).await
+}
+
+/// The Sentry mock with `events` events a project.
+async fn sentry_mock_of(events: usize) -> MockHandle {
     let config = MockConfig {
         seed: 11,
         size: DataSize {
@@ -18,7 +25,7 @@ async fn sentry_mock() -> MockHandle {
             projects_per_org: 3,
             saved_searches_per_project: 0,
             errors_per_project: 40,
-            events_per_project: 230,
+            events_per_project: events,
         },
         authorization: format!("Bearer {TOKEN}"),
     };
@@ -138,4 +145,37 @@ async fn sentry_lands_every_issue_and_event_once_and_merges_a_changed_server() {
         assert_eq!(again[t].rows, read[t].rows, "{t}");
     }
     assert_eq!(mock.requests_past_the_end(), 0);
+}
+
+/// Sentry limits a caller by a window of requests and by requests in flight, and its 429s
+/// carry no Retry-After. The run keeps to the announced concurrency, paces by the window's
+/// headers, waits out the few 429s it gets until the window's reset, and lands everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentry_rate_and_concurrency_limits_are_kept() {
+    let mock = sentry_mock_of(1000).await;
+    mock.set_sentry_limits(Some(SentryLimits {
+        requests_per_window: 20,
+        window: Duration::from_secs(1),
+        concurrent: 2,
+        latency: Duration::from_millis(20),
+    }));
+    let base_url = format!("{}/api/0/", mock.base_url());
+    let lake = tempfile::tempdir().unwrap();
+    let p = load(&pipeline_file("sentry.toml"), &base_url, lake.path(), TOKEN);
+    let report = run(&p).await.unwrap();
+    let read = read_with_python(lake.path(), &["issues", "events"]);
+    assert_eq!(read["events"].rows, 6 * 1000);
+    assert_eq!(read["events"].distinct_keys, 6 * 1000);
+    assert_eq!(read["issues"].rows, 6 * 40);
+    let requests = mock.request_log().len() as u64;
+    let limited = mock.rate_limited();
+    // 1 + 2 + 6 issue pages + 60 event pages, and the retries of what was limited.
+    assert_eq!(requests, 69 + limited, "{limited} limited");
+    assert!(
+        limited * 20 <= requests,
+        "{limited} of {requests} requests were rate limited"
+    );
+    assert!(mock.peak_in_flight() <= 2, "{}", mock.peak_in_flight());
+    let retries: u64 = report.resources.values().map(|r| r.retries).sum();
+    assert_eq!(retries, limited);
 }

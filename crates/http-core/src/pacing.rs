@@ -62,6 +62,9 @@ struct Host {
     not_before: Instant,
     /// Requests in flight.
     slots: Arc<Semaphore>,
+    /// The permits `slots` still has in all: the configured limit, lowered to the server's
+    /// concurrency limit when it announces one.
+    capacity: usize,
     /// The client-side rate limit, if configured.
     limiter: Option<Arc<Limiter>>,
 }
@@ -153,6 +156,7 @@ impl Pacer {
         let host = hosts.entry(Pacer::key(url)).or_insert_with(|| Host {
             not_before: Instant::now(),
             slots: Arc::new(Semaphore::new(self.config.max_concurrent_per_host.max(1))),
+            capacity: self.config.max_concurrent_per_host.max(1),
             limiter: self
                 .config
                 .requests_per_minute
@@ -211,10 +215,14 @@ impl Pacer {
         self.with_host(url, |h| h.not_before = h.not_before.max(until));
     }
 
-    /// Spaces the next request to the host as the response's rate-limit headers ask.
+    /// Spaces the next request to the host as the response's rate-limit headers ask, and
+    /// keeps the requests in flight within a concurrency limit the server announces.
     pub(crate) fn observe(&self, url: &Url, headers: &HeaderMap, cap: Duration) {
         if !self.config.pace_from_headers {
             return;
+        }
+        if let Some(limit) = concurrent_limit(headers) {
+            self.lower_capacity(url, limit);
         }
         let window = Duration::from_secs_f64(self.config.window_secs.max(0.0));
         if let Some(spacing) =
@@ -223,6 +231,43 @@ impl Pacer {
             self.pause(url, spacing.min(cap));
         }
     }
+}
+
+impl Pacer {
+    /// Lowers the host's requests in flight to `limit` (never below one): the permits free
+    /// now are taken away at once, those in use as they come back (each later response
+    /// lowers again). A limit above the configured one changes nothing.
+    fn lower_capacity(&self, url: &Url, limit: usize) {
+        self.with_host(url, |h| {
+            let target = limit.max(1);
+            if h.capacity > target {
+                let gone = h.slots.forget_permits(h.capacity - target);
+                if gone > 0 {
+                    tracing::debug!(
+                        host = url.host_str().unwrap_or(""),
+                        in_flight_at_most = h.capacity - gone,
+                        "lowered to the server's concurrency limit"
+                    );
+                }
+                h.capacity -= gone;
+            }
+        });
+    }
+
+    /// The host's requests in flight at most now (for tests).
+    #[cfg(test)]
+    fn capacity(&self, url: &Url) -> usize {
+        self.with_host(url, |h| h.capacity)
+    }
+}
+
+/// The server's limit on requests in flight: Sentry's `X-Sentry-Rate-Limit-ConcurrentLimit`.
+fn concurrent_limit(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get("x-sentry-rate-limit-concurrentlimit")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
 }
 
 #[cfg(test)]
@@ -274,5 +319,31 @@ mod tests {
             Budget::from_headers(&headers(&[("x-ratelimit-remaining", "soon")]), now),
             None
         );
+    }
+
+    /// Sentry's concurrency limit lowers the requests in flight, at once for free permits
+    /// and as held ones come back; a higher limit never raises the configured one.
+    #[tokio::test]
+    async fn a_servers_concurrency_limit_lowers_the_requests_in_flight() {
+        let pacer = Pacer::new(RateLimitConfig::default());
+        let url = Url::parse("https://sentry.io/api/0/organizations/").unwrap();
+        let limit = |n: &str| headers(&[("X-Sentry-Rate-Limit-ConcurrentLimit", n)]);
+        let held = pacer.admit(&url).await;
+        let held_too = pacer.admit(&url).await;
+        let cap = Duration::from_secs(1);
+        pacer.observe(&url, &limit("1"), cap);
+        // Two of the four permits were free: taken away. Two are in use.
+        assert_eq!(pacer.capacity(&url), 2);
+        drop(held);
+        pacer.observe(&url, &limit("1"), cap);
+        assert_eq!(pacer.capacity(&url), 1);
+        pacer.observe(&url, &limit("25"), cap);
+        assert_eq!(pacer.capacity(&url), 1);
+        drop(held_too);
+        // One request at a time now: a second waits for the first.
+        let first = pacer.admit(&url).await;
+        let second = tokio::time::timeout(Duration::from_millis(50), pacer.admit(&url)).await;
+        assert!(second.is_err(), "a second request was let in");
+        drop(first);
     }
 }

@@ -109,6 +109,8 @@ struct Shared {
     log: Mutex<Vec<String>>,
     /// Requests for a page past the end of a list (the Sentry shape's).
     past_end: AtomicU64,
+    /// The Sentry shape's rate limits.
+    sentry: sentry::Limiter,
     /// Organization id -> index.
     orgs: HashMap<String, usize>,
     /// Project id -> (organization index, project index).
@@ -168,6 +170,7 @@ impl MockHandle {
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             past_end: AtomicU64::new(0),
+            sentry: sentry::Limiter::default(),
             orgs,
             projects,
         });
@@ -234,6 +237,21 @@ impl MockHandle {
     /// `results="false"` next link makes them.
     pub fn requests_past_the_end(&self) -> u64 {
         self.shared.past_end.load(Ordering::SeqCst)
+    }
+
+    /// Makes the Sentry shape enforce rate limits from now on (`None`: none).
+    pub fn set_sentry_limits(&self, limits: Option<sentry::SentryLimits>) {
+        self.shared.sentry.set_limits(limits);
+    }
+
+    /// Requests the Sentry shape answered with a 429 so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.shared.sentry.rate_limited()
+    }
+
+    /// The most requests in flight the Sentry shape let in at once while it enforced limits.
+    pub fn peak_in_flight(&self) -> u32 {
+        self.shared.sentry.peak_in_flight()
     }
 
     /// Makes a page misbehave.

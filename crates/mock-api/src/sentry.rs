@@ -17,8 +17,11 @@
 //! Revision 1 ([`crate::MockHandle::set_revision`]) resolves every fifth issue without
 //! moving its `lastSeen` (as Sentry does) and adds events.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -99,6 +102,7 @@ fn cursor_offset(params: &[(String, String)]) -> usize {
 /// rate-limit headers; `write` gives record `i` of the list.
 fn page(
     shared: &Shared,
+    admission: &Admission,
     path: &str,
     query: Option<&str>,
     size_param: &str,
@@ -157,30 +161,183 @@ fn page(
         h.insert(header::LINK, v);
     }
     h.insert("X-Hits", HeaderValue::from(total as u64));
-    rate_limit_headers(h);
+    admission.headers(h);
     response
 }
 
-/// Sentry's rate-limit headers, for a window this mock never runs out of.
-fn rate_limit_headers(h: &mut HeaderMap) {
-    let reset = chrono::Utc::now().timestamp() + 1;
-    h.insert("X-Sentry-Rate-Limit-Limit", HeaderValue::from(1000u32));
-    h.insert("X-Sentry-Rate-Limit-Remaining", HeaderValue::from(999u32));
-    h.insert("X-Sentry-Rate-Limit-Reset", HeaderValue::from(reset));
-    h.insert(
-        "X-Sentry-Rate-Limit-ConcurrentLimit",
-        HeaderValue::from(25u32),
-    );
-    h.insert(
-        "X-Sentry-Rate-Limit-ConcurrentRemaining",
-        HeaderValue::from(24u32),
-    );
+/// Limits the Sentry-shaped mock enforces, as Sentry's rate limiter does: a fixed window of
+/// requests and a number of requests in flight, each answered past its limit with a 429 that
+/// has no `Retry-After` (only the `X-Sentry-Rate-Limit-*` headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentryLimits {
+    /// Requests per window, per caller.
+    pub requests_per_window: u32,
+    /// The window.
+    pub window: Duration,
+    /// Requests in flight at most.
+    pub concurrent: u32,
+    /// How long each answer takes (so that requests overlap).
+    pub latency: Duration,
 }
 
-/// Checks the token and counts the request; the offset is the cursor's.
-fn checked(s: &Shared, headers: &HeaderMap, path: &str, query: Option<&str>) -> Option<Response> {
+/// The limiter's state: the window's start and count, the requests in flight, the 429s.
+#[derive(Debug, Default)]
+pub(crate) struct Limiter {
+    limits: Mutex<Option<SentryLimits>>,
+    window: Mutex<Option<(Instant, u32)>>,
+    in_flight: Arc<AtomicU32>,
+    /// The most requests in flight that were let in at once.
+    peak_in_flight: AtomicU32,
+    rate_limited: AtomicU64,
+}
+
+/// A request let in: the headers it answers with, and its place among those in flight.
+pub(crate) struct Admission {
+    limit: u32,
+    remaining: u32,
+    reset_epoch: u64,
+    concurrent_limit: u32,
+    concurrent_remaining: u32,
+    latency: Duration,
+    _in_flight: InFlight,
+}
+
+/// One request in flight, counted until it is answered.
+struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Admission {
+    fn headers(&self, h: &mut HeaderMap) {
+        h.insert("X-Sentry-Rate-Limit-Limit", HeaderValue::from(self.limit));
+        h.insert(
+            "X-Sentry-Rate-Limit-Remaining",
+            HeaderValue::from(self.remaining),
+        );
+        h.insert(
+            "X-Sentry-Rate-Limit-Reset",
+            HeaderValue::from(self.reset_epoch),
+        );
+        h.insert(
+            "X-Sentry-Rate-Limit-ConcurrentLimit",
+            HeaderValue::from(self.concurrent_limit),
+        );
+        h.insert(
+            "X-Sentry-Rate-Limit-ConcurrentRemaining",
+            HeaderValue::from(self.concurrent_remaining),
+        );
+    }
+}
+
+impl Limiter {
+    /// Lets a request in, or answers it with Sentry's 429.
+    fn admit(&self) -> Result<Admission, Response> {
+        let in_flight = InFlight(self.in_flight.clone());
+        let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let limits = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch_now = chrono::Utc::now().timestamp().max(0) as u64;
+        let Some(limits) = limits else {
+            return Ok(Admission {
+                limit: 1000,
+                remaining: 999,
+                reset_epoch: epoch_now + 1,
+                concurrent_limit: 25,
+                concurrent_remaining: 24,
+                latency: Duration::ZERO,
+                _in_flight: in_flight,
+            });
+        };
+        let (count, window_left) = {
+            let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let (start, count) = match *window {
+                Some((start, count)) if now < start + limits.window => (start, count + 1),
+                _ => (now, 1),
+            };
+            *window = Some((start, count));
+            (
+                count,
+                (start + limits.window).saturating_duration_since(now),
+            )
+        };
+        let admission = Admission {
+            limit: limits.requests_per_window,
+            remaining: limits.requests_per_window.saturating_sub(count),
+            // Epoch seconds, rounded up, as Sentry sends them.
+            reset_epoch: epoch_now + window_left.as_secs() + 1,
+            concurrent_limit: limits.concurrent,
+            concurrent_remaining: limits.concurrent.saturating_sub(now_in_flight),
+            latency: limits.latency,
+            _in_flight: in_flight,
+        };
+        let message = if count > limits.requests_per_window {
+            Some(format!(
+                "You are attempting to use this endpoint too frequently. Limit is {} requests in {} seconds",
+                limits.requests_per_window,
+                limits.window.as_secs()
+            ))
+        } else if now_in_flight > limits.concurrent {
+            Some(format!(
+                "You are attempting to go above the allowed concurrency for this endpoint. Concurrency limit is {}",
+                limits.concurrent
+            ))
+        } else {
+            None
+        };
+        let Some(message) = message else {
+            self.peak_in_flight
+                .fetch_max(now_in_flight, Ordering::SeqCst);
+            return Ok(admission);
+        };
+        self.rate_limited.fetch_add(1, Ordering::SeqCst);
+        // A plain Django response: `{"detail": ...}` as text/html, no Retry-After.
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            json!({ "detail": message }).to_string(),
+        )
+            .into_response();
+        admission.headers(response.headers_mut());
+        Err(response)
+    }
+
+    /// Enforces `limits` from now on (`None`: no limits).
+    pub(crate) fn set_limits(&self, limits: Option<SentryLimits>) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    /// Requests answered with a 429 so far.
+    pub(crate) fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::SeqCst)
+    }
+
+    /// The most requests in flight that were let in at once (under limits).
+    pub(crate) fn peak_in_flight(&self) -> u32 {
+        self.peak_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Checks the token and the rate limits, logs and counts the request, and waits the
+/// answer's latency; the offset is the cursor's.
+async fn checked(
+    s: &Shared,
+    headers: &HeaderMap,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Admission, Response> {
     s.log_request(path, query);
-    check(s, headers, path, cursor_offset(&params(query)))
+    if let Some(r) = check(s, headers, path, cursor_offset(&params(query))) {
+        return Err(r);
+    }
+    let admission = s.sentry.admit()?;
+    if !admission.latency.is_zero() {
+        tokio::time::sleep(admission.latency).await;
+    }
+    Ok(admission)
 }
 
 async fn organizations(
@@ -189,12 +346,14 @@ async fn organizations(
     RawQuery(q): RawQuery,
 ) -> Response {
     let path = "/api/0/organizations/";
-    if let Some(r) = checked(&s, &headers, path, q.as_deref()) {
-        return r;
-    }
+    let admission = match checked(&s, &headers, path, q.as_deref()).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let seed = s.config.seed;
     page(
         &s,
+        &admission,
         path,
         q.as_deref(),
         "per_page",
@@ -210,9 +369,10 @@ async fn projects(
     RawQuery(q): RawQuery,
 ) -> Response {
     let path = format!("/api/0/organizations/{org}/projects/");
-    if let Some(r) = checked(&s, &headers, &path, q.as_deref()) {
-        return r;
-    }
+    let admission = match checked(&s, &headers, &path, q.as_deref()).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let Some(i) = (0..s.config.size.organizations).find(|&i| organization_slug(i) == org) else {
         return detail(
             StatusCode::NOT_FOUND,
@@ -222,6 +382,7 @@ async fn projects(
     let (seed, rev) = (s.config.seed, s.revision.load(Ordering::SeqCst));
     page(
         &s,
+        &admission,
         &path,
         q.as_deref(),
         "per_page",
@@ -238,9 +399,10 @@ async fn project_resource(
     RawQuery(q): RawQuery,
 ) -> Response {
     let path = format!("/api/0/projects/{org}/{slug}/{resource}/");
-    if let Some(r) = checked(&s, &headers, &path, q.as_deref()) {
-        return r;
-    }
+    let admission = match checked(&s, &headers, &path, q.as_deref()).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let size = &s.config.size;
     let found = (0..size.organizations)
         .flat_map(|i| (0..size.projects_per_org).map(move |j| (i, j)))
@@ -261,9 +423,15 @@ async fn project_resource(
             let kept: Vec<usize> = (0..n_issues)
                 .filter(|&k| all || issue_status(k, rev) != "resolved")
                 .collect();
-            page(&s, &path, q.as_deref(), "limit", kept.len(), |n| {
-                issue(seed, i, j, kept[n], rev)
-            })
+            page(
+                &s,
+                &admission,
+                &path,
+                q.as_deref(),
+                "limit",
+                kept.len(),
+                |n| issue(seed, i, j, kept[n], rev),
+            )
         }
         "events" => {
             let base = size.events_per_project;
@@ -283,10 +451,18 @@ async fn project_resource(
                 .collect();
             kept.sort_unstable_by(|a, b| b.cmp(a));
             let full = param(&query, "full") == Some("true");
-            page(&s, &path, q.as_deref(), "per_page", kept.len(), |n| {
-                let (t, k) = kept[n];
-                event(seed, (i, j), k, t, n_issues, full)
-            })
+            page(
+                &s,
+                &admission,
+                &path,
+                q.as_deref(),
+                "per_page",
+                kept.len(),
+                |n| {
+                    let (t, k) = kept[n];
+                    event(seed, (i, j), k, t, n_issues, full)
+                },
+            )
         }
         _ => detail(
             StatusCode::NOT_FOUND,
