@@ -235,7 +235,7 @@ impl Admission {
 
 impl Limiter {
     /// Lets a request in, or answers it with Sentry's 429.
-    fn admit(&self) -> Result<Admission, Response> {
+    fn admit(&self) -> Result<Admission, Box<Response>> {
         let in_flight = InFlight(self.in_flight.clone());
         let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         let limits = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
@@ -302,7 +302,7 @@ impl Limiter {
         )
             .into_response();
         admission.headers(response.headers_mut());
-        Err(response)
+        Err(Box::new(response))
     }
 
     /// Enforces `limits` from now on (`None`: no limits).
@@ -333,7 +333,7 @@ async fn checked(
     if let Some(r) = check(s, headers, path, cursor_offset(&params(query))) {
         return Err(r);
     }
-    let admission = s.sentry.admit()?;
+    let admission = s.sentry.admit().map_err(|r| *r)?;
     if !admission.latency.is_zero() {
         tokio::time::sleep(admission.latency).await;
     }
