@@ -16,6 +16,9 @@ mod bugsnag_recordings;
 /// `pipelines/sentry.toml` against the Sentry-shaped mock.
 mod sentry;
 
+/// `pipelines/sentry.toml` against Sentry's example bodies and recorded headers.
+mod sentry_recordings;
+
 /// Checks of the tree: module docs, no skipped tests, allowed dependency edges, no secrets.
 mod tidy;
 
