@@ -29,6 +29,14 @@ pub(crate) struct MockData {
     /// (organizations, projects, issues and events under `/api/0/`).
     #[arg(long, value_enum, default_value_t = Shape::Bugsnag)]
     shape: Shape,
+    /// Sentry shape: answer past this many requests a second with Sentry's 429 (no
+    /// `Retry-After`), as its rate limiter does.
+    #[arg(long)]
+    requests_per_second: Option<u32>,
+    /// Sentry shape: answer past this many requests in flight with Sentry's 429 (each
+    /// answer then takes 20 ms, so that requests overlap).
+    #[arg(long)]
+    concurrency: Option<u32>,
 }
 
 /// The API shapes the mock serves.
@@ -64,6 +72,14 @@ impl MockData {
         };
         let mock = MockHandle::serve(addr, config, shape).await?;
         mock.set_revision(self.revision);
+        if self.requests_per_second.is_some() || self.concurrency.is_some() {
+            mock.set_sentry_limits(Some(mock_api::sentry::SentryLimits {
+                requests_per_window: self.requests_per_second.unwrap_or(u32::MAX),
+                window: std::time::Duration::from_secs(1),
+                concurrent: self.concurrency.unwrap_or(u32::MAX),
+                latency: std::time::Duration::from_millis(20),
+            }));
+        }
         Ok(mock)
     }
 

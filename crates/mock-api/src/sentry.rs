@@ -21,8 +21,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -172,7 +170,7 @@ fn page(
 pub struct SentryLimits {
     /// Requests per window, per caller.
     pub requests_per_window: u32,
-    /// The window.
+    /// The window (whole seconds, aligned on the epoch).
     pub window: Duration,
     /// Requests in flight at most.
     pub concurrent: u32,
@@ -184,7 +182,8 @@ pub struct SentryLimits {
 #[derive(Debug, Default)]
 pub(crate) struct Limiter {
     limits: Mutex<Option<SentryLimits>>,
-    window: Mutex<Option<(Instant, u32)>>,
+    /// The current window (its index since the epoch) and its requests so far.
+    window: Mutex<Option<(u64, u32)>>,
     in_flight: Arc<AtomicU32>,
     /// The most requests in flight that were let in at once.
     peak_in_flight: AtomicU32,
@@ -251,24 +250,23 @@ impl Limiter {
                 _in_flight: in_flight,
             });
         };
-        let (count, window_left) = {
+        // Fixed windows aligned on the epoch, as Sentry's limiter keeps them: the reset is
+        // the end of the current one, in whole seconds.
+        let window_secs = limits.window.as_secs().max(1);
+        let window_index = epoch_now / window_secs;
+        let count = {
             let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let (start, count) = match *window {
-                Some((start, count)) if now < start + limits.window => (start, count + 1),
-                _ => (now, 1),
+            let count = match *window {
+                Some((index, count)) if index == window_index => count + 1,
+                _ => 1,
             };
-            *window = Some((start, count));
-            (
-                count,
-                (start + limits.window).saturating_duration_since(now),
-            )
+            *window = Some((window_index, count));
+            count
         };
         let admission = Admission {
             limit: limits.requests_per_window,
             remaining: limits.requests_per_window.saturating_sub(count),
-            // Epoch seconds, rounded up, as Sentry sends them.
-            reset_epoch: epoch_now + window_left.as_secs() + 1,
+            reset_epoch: (window_index + 1) * window_secs,
             concurrent_limit: limits.concurrent,
             concurrent_remaining: limits.concurrent.saturating_sub(now_in_flight),
             latency: limits.latency,
