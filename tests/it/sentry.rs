@@ -179,3 +179,34 @@ async fn sentry_rate_and_concurrency_limits_are_kept() {
     let retries: u64 = report.resources.values().map(|r| r.retries).sum();
     assert_eq!(retries, limited);
 }
+
+/// A partition key from a nested field of the parent's records: each Sentry issue carries
+/// its project as `project: {id, name, slug}`, so a child of `issues` can take
+/// `project.slug`. Each project is fetched once, however many issues name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_key_comes_from_a_nested_field_of_the_parent() {
+    let mock = sentry_mock().await;
+    let base_url = format!("{}/api/0/", mock.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sentry-nested.toml");
+    let sentry = std::fs::read_to_string(pipeline_file("sentry.toml")).unwrap();
+    let nested = r#"
+[[resources]]
+name = "events_by_issue_project"
+
+[resources.endpoint]
+path = "projects/{{ stream_partition['organization_slug'] }}/{{ stream_partition['issue_project'] }}/events/"
+
+[resources.endpoint.params]
+organization_slug = { type = "resolve", resource = "organizations", field = "slug" }
+issue_project = { type = "resolve", resource = "issues", field = "project.slug" }
+"#;
+    std::fs::write(&file, format!("{sentry}{nested}")).unwrap();
+    let lake = dir.path().join("lake");
+    let p = load(&file, &base_url, &lake, TOKEN);
+    let report = run(&p).await.unwrap();
+    assert_eq!(report.resources["events_by_issue_project"].partitions, 6);
+    let read = read_with_python(&lake, &["events", "events_by_issue_project"]);
+    assert_eq!(read["events_by_issue_project"].rows, 6 * 230);
+    assert_eq!(read["events_by_issue_project"].distinct_keys, 6 * 230);
+}

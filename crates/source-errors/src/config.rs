@@ -109,7 +109,8 @@ pub struct ParentRef {
     pub key: String,
     /// The parent resource (`organizations`).
     pub resource: String,
-    /// The field of the parent's records (`id`).
+    /// The field of the parent's records (`id`), or a dotted path into them
+    /// (`organization.slug`); a key that holds a dot as written is taken first.
     pub field: String,
 }
 
@@ -242,6 +243,9 @@ impl Source {
                                 "a resolve param needs `resource` and `field`".into(),
                             ));
                         };
+                        // A field of the parent's records, or a dotted path into them.
+                        JsonPath::parse(&field)
+                            .map_err(|m| err(at(&format!("endpoint.params.{k}.field")), m))?;
                         declared.insert(
                             k.clone(),
                             ParentRef {
