@@ -112,6 +112,29 @@ pub struct ParentRef {
     /// The field of the parent's records (`id`), or a dotted path into them
     /// (`organization.slug`); a key that holds a dot as written is taken first.
     pub field: String,
+    /// `field` as a path, parsed once.
+    pub path: JsonPath,
+}
+
+impl ParentRef {
+    /// Where key `key` comes from: `field` of `resource`'s records; an empty segment in the
+    /// path is an error.
+    pub fn new(key: &str, resource: &str, field: &str) -> std::result::Result<ParentRef, String> {
+        Ok(ParentRef {
+            key: key.to_owned(),
+            resource: resource.to_owned(),
+            field: field.to_owned(),
+            path: JsonPath::parse(field)?,
+        })
+    }
+
+    /// The key's value in a parent record, as text: the field as written, else the path.
+    pub fn value_in<'a>(&self, record: json_tape::Value<'a>) -> Option<std::borrow::Cow<'a, str>> {
+        record
+            .get(&self.field)
+            .or_else(|| self.path.find(record))
+            .and_then(|v| v.as_key_text())
+    }
 }
 
 /// A checked resource, ready to fetch.
@@ -243,23 +266,16 @@ impl Source {
                                 "a resolve param needs `resource` and `field`".into(),
                             ));
                         };
-                        // A field of the parent's records, or a dotted path into them.
-                        JsonPath::parse(&field)
+                        let parent = ParentRef::new(k, &resource, &field)
                             .map_err(|m| err(at(&format!("endpoint.params.{k}.field")), m))?;
-                        declared.insert(
-                            k.clone(),
-                            ParentRef {
-                                key: k.clone(),
-                                resource,
-                                field,
-                            },
-                        );
+                        declared.insert(k.clone(), parent);
                     }
                     Value::String(_) | Value::Number(_)
                         if PAGE_SIZE_PARAMS.contains(&k.as_str()) =>
                     {
                         let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
                         paginate::check_page_size(&text)
+                            .and_then(|_| check_sentry_page_size(&client.base_url, &text))
                             .map_err(|m| err(at(&format!("endpoint.params.{k}")), m))?;
                         params.push((k.clone(), text));
                     }
@@ -315,20 +331,9 @@ impl Source {
             };
             for (k, v) in first_params {
                 if !params.iter().any(|(pk, _)| *pk == k) {
-                    if is_sentry(&client.base_url) {
-                        check_sentry_page_size(&v)
-                            .map_err(|m| err(at("endpoint.paginator.limit"), m))?;
-                    }
+                    check_sentry_page_size(&client.base_url, &v)
+                        .map_err(|m| err(at("endpoint.paginator.limit"), m))?;
                     params.push((k, v));
-                }
-            }
-            if is_sentry(&client.base_url) {
-                for (k, v) in params
-                    .iter()
-                    .filter(|(k, _)| PAGE_SIZE_PARAMS.contains(&k.as_str()))
-                {
-                    check_sentry_page_size(v)
-                        .map_err(|m| err(at(&format!("endpoint.params.{k}")), m))?;
                 }
             }
             let incremental = rc
@@ -488,7 +493,11 @@ fn is_sentry(base_url: &Url) -> bool {
 /// Sentry's largest page: a larger `per_page` or `limit` is a 400 Bad Request.
 const SENTRY_MAX_PAGE_SIZE: u64 = 100;
 
-fn check_sentry_page_size(value: &str) -> std::result::Result<(), String> {
+/// On Sentry, a page size above [`SENTRY_MAX_PAGE_SIZE`] is refused; elsewhere any passes.
+fn check_sentry_page_size(base_url: &Url, value: &str) -> std::result::Result<(), String> {
+    if !is_sentry(base_url) {
+        return Ok(());
+    }
     match value.trim().parse::<u64>() {
         Ok(n) if n > SENTRY_MAX_PAGE_SIZE => Err(format!(
             "Sentry answers a page size above {SENTRY_MAX_PAGE_SIZE} with 400 Bad Request, got {n}"
@@ -592,11 +601,7 @@ fn infer_parent(key: &str, names: &[String]) -> Option<ParentRef> {
     [format!("{stem}s"), stem.to_owned(), format!("{stem}es")]
         .into_iter()
         .find(|candidate| names.contains(candidate))
-        .map(|resource| ParentRef {
-            key: key.to_owned(),
-            resource,
-            field: "id".into(),
-        })
+        .and_then(|resource| ParentRef::new(key, &resource, "id").ok())
 }
 
 /// Orders resources parents first, and sorts each resource's partition keys by the depth of

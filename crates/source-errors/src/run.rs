@@ -546,14 +546,8 @@ fn schedule_children(
     records: &Records,
 ) {
     let Some(parent) = child.parent() else { return };
-    // A key as written (`event.type` is one key in Sentry's records), else a dotted path
-    // into nested objects (`organization.slug`).
-    let nested = paginate::JsonPath::parse(&parent.field).ok();
     for record in records.iter() {
-        let found = record
-            .get(&parent.field)
-            .or_else(|| nested.as_ref().and_then(|path| path.find(record)));
-        let value = match found.and_then(|v| v.as_key_text()) {
+        let value = match parent.value_in(record) {
             Some(text) => text.into_owned(),
             None => {
                 tracing::warn!(resource = %child.name, field = %parent.field, "parent record without a usable key; its children are skipped");

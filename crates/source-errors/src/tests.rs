@@ -44,11 +44,7 @@ fn defaults_merge_and_parents_are_inferred_and_ordered() {
     assert_eq!(events.write_disposition, WriteDisposition::Merge);
     assert_eq!(
         events.parent().unwrap(),
-        &ParentRef {
-            key: "project_id".into(),
-            resource: "projects".into(),
-            field: "id".into()
-        }
+        &ParentRef::new("project_id", "projects", "id").unwrap()
     );
     let orgs = s.resource("organizations").unwrap();
     assert_eq!(
