@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::support::{load, pipeline_file, read_with_python, run, workspace_root};
+use crate::support::{load, pipeline_file, read_with_python, run, test_data};
 
 const TOKEN: &str = "token BUGSNAG_AUTH_TOKEN";
 
@@ -25,7 +25,7 @@ struct Recorded {
 }
 
 fn data(name: &str) -> String {
-    std::fs::read_to_string(workspace_root().join("tests/data/bugsnag").join(name)).unwrap()
+    test_data("bugsnag", name)
 }
 
 async fn serve(

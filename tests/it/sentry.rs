@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mock_api::sentry::{SentryLimits, issue_counts};
+use mock_api::sentry::{SentryLimits, resolved_issues};
 use mock_api::{ApiShape, DataSize, MockConfig, MockHandle};
 
 use crate::support::{column_by_id, load, pipeline_file, read_with_python, run};
@@ -45,7 +45,7 @@ async fn sentry_lands_every_issue_and_event_once_and_merges_a_changed_server() {
     let first = run(&p).await.unwrap();
     let tables = ["organizations", "projects", "issues", "events"];
     let read = read_with_python(lake.path(), &tables);
-    let (issues, resolved) = issue_counts(40, 0);
+    let (issues, resolved) = (40, resolved_issues(40, 0));
     for (table, expected) in [
         ("organizations", 2),
         ("projects", 6),
@@ -102,7 +102,7 @@ async fn sentry_lands_every_issue_and_event_once_and_merges_a_changed_server() {
         second.resources["events"]
     );
     let read = read_with_python(lake.path(), &tables);
-    let (issues_1, resolved_1) = issue_counts(40, 1);
+    let (issues_1, resolved_1) = (40, resolved_issues(40, 1));
     let events_1 = mock_api::count_at(230, 1);
     for (table, expected) in [
         ("projects", 6),

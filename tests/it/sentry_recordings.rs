@@ -11,14 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 
-use crate::support::{load, pipeline_file, read_with_python, run, run_python, workspace_root};
+use crate::support::{load, pipeline_file, read_with_python, run, run_python, test_data};
 
 const TOKEN: &str = "sntrys_recorded_7c2e";
 const ORG: &str = "the-interstellar-jurisdiction";
 const PROJECT: &str = "prime-mover";
 
 fn data(name: &str) -> String {
-    std::fs::read_to_string(workspace_root().join("tests/data/sentry").join(name)).unwrap()
+    test_data("sentry", name)
 }
 
 struct Recorded {

@@ -14,6 +14,11 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A file of `tests/data/<dir>/` as text.
+pub(crate) fn test_data(dir: &str, name: &str) -> String {
+    std::fs::read_to_string(workspace_root().join("tests/data").join(dir).join(name)).unwrap()
+}
+
 pub(crate) fn pipeline_file(name: &str) -> PathBuf {
     workspace_root().join("pipelines").join(name)
 }

@@ -212,23 +212,21 @@ impl Drop for InFlight {
 
 impl Admission {
     fn headers(&self, h: &mut HeaderMap) {
-        h.insert("X-Sentry-Rate-Limit-Limit", HeaderValue::from(self.limit));
-        h.insert(
-            "X-Sentry-Rate-Limit-Remaining",
-            HeaderValue::from(self.remaining),
-        );
-        h.insert(
-            "X-Sentry-Rate-Limit-Reset",
-            HeaderValue::from(self.reset_epoch),
-        );
-        h.insert(
-            "X-Sentry-Rate-Limit-ConcurrentLimit",
-            HeaderValue::from(self.concurrent_limit),
-        );
-        h.insert(
-            "X-Sentry-Rate-Limit-ConcurrentRemaining",
-            HeaderValue::from(self.concurrent_remaining),
-        );
+        for (name, value) in [
+            ("X-Sentry-Rate-Limit-Limit", u64::from(self.limit)),
+            ("X-Sentry-Rate-Limit-Remaining", u64::from(self.remaining)),
+            ("X-Sentry-Rate-Limit-Reset", self.reset_epoch),
+            (
+                "X-Sentry-Rate-Limit-ConcurrentLimit",
+                u64::from(self.concurrent_limit),
+            ),
+            (
+                "X-Sentry-Rate-Limit-ConcurrentRemaining",
+                u64::from(self.concurrent_remaining),
+            ),
+        ] {
+            h.insert(name, HeaderValue::from(value));
+        }
     }
 }
 
@@ -606,90 +604,100 @@ fn event(
         "culprit": format!("app/views/{}.py in handler", k % 9),
         "metadata": {"type": "TypeError", "value": "cannot read property"},
     });
-    if full {
-        let frames: Vec<Value> = (0..4)
-            .map(|f| {
-                let function = ["handler", "dispatch", "view", "main"][f];
-                json!({
-                    "function": function,
-                    "filename": format!("app/{f}.py"),
-                    "absPath": format!("/srv/app/{f}.py"),
-                    "module": format!("app.m{f}"),
-                    "lineNo": 10 + f * 3 + k % 5,
-                    "colNo": null,
-                    "inApp": f < 2,
-                    "context": [[9 + f, "def handler(request):"], [10 + f, "    return view(request)"]],
-                    "vars": {"request": "<Request>"},
-                })
-            })
-            .collect();
-        let crumbs: Vec<Value> = (0..(k % 4 + 1))
-            .map(|b| {
-                json!({
-                    "type": "http",
-                    "category": "httplib",
-                    "level": "info",
-                    "timestamp": sentry_time(millis - 1000 * (b as i64 + 1), b as u64),
-                    "message": null,
-                    "data": {"url": format!("https://api.example.com/{b}"), "status_code": 200},
-                    "event_id": null,
-                })
-            })
-            .collect();
-        let extra = json!({
-            "type": "error",
-            "dateReceived": sentry_time(millis + 250, 123 + k as u64 % 800),
-            "size": 4000 + k % 900,
-            "errors": [],
-            "entries": [
-                {"type": "exception", "data": {"values": [{
-                    "type": "TypeError",
-                    "value": "cannot read property",
-                    "module": null,
-                    "mechanism": {"type": "generic", "handled": k.is_multiple_of(2)},
-                    "threadId": null,
-                    "stacktrace": {"frames": frames},
-                    "rawStacktrace": null,
-                }]}},
-                {"type": "breadcrumbs", "data": {"values": crumbs}},
-                {"type": "request", "data": {
-                    "url": format!("https://app.example.com/items/{k}"),
-                    "method": "GET",
-                    "query": [["page", "2"]],
-                    "headers": [["Accept", "application/json"], ["User-Agent", "Mozilla/5.0"]],
-                    "cookies": [],
-                    "env": {"SERVER_NAME": "web-1"},
-                    "data": null,
-                    "fragment": null,
-                    "inferredContentType": null,
-                }},
-            ],
-            "contexts": {"browser": {"name": "Chrome", "version": "120.0"}, "os": {"name": "Linux"}},
-            "sdk": {"name": "sentry.python", "version": "1.40.0"},
-            "packages": {},
-            "fingerprints": [format!("{:032x}", k % n_issues.max(1))],
-            "release": null,
-            "previousEventID": null,
-            "nextEventID": null,
-        });
-        if let (Some(out), Value::Object(more)) = (event.as_object_mut(), extra) {
-            out.extend(more);
-        }
+    if full
+        && let (Some(out), Value::Object(more)) = (
+            event.as_object_mut(),
+            full_event_fields(k, millis, n_issues),
+        )
+    {
+        out.extend(more);
     }
     event
 }
 
-/// Events of project (i, j) at a revision, for tests.
-pub fn events_per_project(base: usize, revision: u32) -> usize {
-    count_at(base, revision)
+/// What a full event has beyond a list item: the typed entries (exception, breadcrumbs,
+/// request), contexts, the SDK and the microsecond `dateReceived`.
+fn full_event_fields(k: usize, millis: i64, n_issues: usize) -> Value {
+    json!({
+        "type": "error",
+        "dateReceived": sentry_time(millis + 250, 123 + k as u64 % 800),
+        "size": 4000 + k % 900,
+        "errors": [],
+        "entries": [
+            {"type": "exception", "data": {"values": [{
+                "type": "TypeError",
+                "value": "cannot read property",
+                "module": null,
+                "mechanism": {"type": "generic", "handled": k.is_multiple_of(2)},
+                "threadId": null,
+                "stacktrace": {"frames": stack_frames(k)},
+                "rawStacktrace": null,
+            }]}},
+            {"type": "breadcrumbs", "data": {"values": breadcrumbs(k, millis)}},
+            {"type": "request", "data": {
+                "url": format!("https://app.example.com/items/{k}"),
+                "method": "GET",
+                "query": [["page", "2"]],
+                "headers": [["Accept", "application/json"], ["User-Agent", "Mozilla/5.0"]],
+                "cookies": [],
+                "env": {"SERVER_NAME": "web-1"},
+                "data": null,
+                "fragment": null,
+                "inferredContentType": null,
+            }},
+        ],
+        "contexts": {"browser": {"name": "Chrome", "version": "120.0"}, "os": {"name": "Linux"}},
+        "sdk": {"name": "sentry.python", "version": "1.40.0"},
+        "packages": {},
+        "fingerprints": [format!("{:032x}", k % n_issues.max(1))],
+        "release": null,
+        "previousEventID": null,
+        "nextEventID": null,
+    })
 }
 
-/// Issues of every project at a revision: (all, resolved), for tests.
-pub fn issue_counts(per_project: usize, revision: u32) -> (usize, usize) {
-    let resolved = (0..per_project)
+/// The exception's frames of event `k`, innermost last.
+fn stack_frames(k: usize) -> Vec<Value> {
+    (0..4)
+        .map(|f| {
+            let function = ["handler", "dispatch", "view", "main"][f];
+            json!({
+                "function": function,
+                "filename": format!("app/{f}.py"),
+                "absPath": format!("/srv/app/{f}.py"),
+                "module": format!("app.m{f}"),
+                "lineNo": 10 + f * 3 + k % 5,
+                "colNo": null,
+                "inApp": f < 2,
+                "context": [[9 + f, "def handler(request):"], [10 + f, "    return view(request)"]],
+                "vars": {"request": "<Request>"},
+            })
+        })
+        .collect()
+}
+
+/// One to four HTTP breadcrumbs, a second apart before the event.
+fn breadcrumbs(k: usize, millis: i64) -> Vec<Value> {
+    (0..(k % 4 + 1))
+        .map(|b| {
+            json!({
+                "type": "http",
+                "category": "httplib",
+                "level": "info",
+                "timestamp": sentry_time(millis - 1000 * (b as i64 + 1), b as u64),
+                "message": null,
+                "data": {"url": format!("https://api.example.com/{b}"), "status_code": 200},
+                "event_id": null,
+            })
+        })
+        .collect()
+}
+
+/// How many of a project's `per_project` issues are resolved at a revision, for tests.
+pub fn resolved_issues(per_project: usize, revision: u32) -> usize {
+    (0..per_project)
         .filter(|&k| issue_status(k, revision) == "resolved")
-        .count();
-    (per_project, resolved)
+        .count()
 }
 
 impl Shared {
