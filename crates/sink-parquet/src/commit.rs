@@ -125,10 +125,13 @@ impl LoadWriter {
         check_files_present(&self.lake, &self.roots, &existing).await?;
         let roots = self.roots.clone();
         for root in &roots {
-            let mut root_ids = self.tables.get_mut(&root.name).map(|w| RootIds {
-                last_page: std::mem::take(&mut w.last_page_of_id),
-                repeated: std::mem::take(&mut w.repeated_ids),
-                deleted: IdSet::default(),
+            let mut root_ids = self.tables.get_mut(&root.name).map(|w| {
+                let (last_page, repeated) = std::mem::take(&mut w.root_ids).into_maps();
+                RootIds {
+                    last_page,
+                    repeated,
+                    deleted: IdSet::default(),
+                }
             });
             if let (Some(ids), Some(column), Some(w)) = (
                 root_ids.as_mut(),
@@ -800,7 +803,10 @@ async fn commit_attempt(
         own_staged = kept;
         &own_staged
     };
+    let started = std::time::Instant::now();
     let table = lake.load_table(table_name).await?;
+    let loaded = started.elapsed();
+    let mut probed = std::time::Duration::ZERO;
     let mut actions: Vec<Action> = Vec::new();
     let mut removed_paths = Vec::new();
     let mut rows_removed = 0u64;
@@ -825,8 +831,13 @@ async fn commit_attempt(
                     .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
                     .collect();
                 let (id_table, id_files) = id_source.unwrap_or((table_name, staged));
-                files_maybe_holding(lake, table_name, key_column, &existing, id_table, id_files)
-                    .await?
+                let probe_started = std::time::Instant::now();
+                let candidates = files_maybe_holding(
+                    lake, table_name, key_column, &existing, id_table, id_files,
+                )
+                .await?;
+                probed = probe_started.elapsed();
+                candidates
             }
             None => Default::default(),
         };
@@ -878,6 +889,7 @@ async fn commit_attempt(
         }
     }
 
+    let merged = started.elapsed();
     let rows_added: u64 = staged.iter().map(|f| f.n_rows).sum();
     let files_added = staged.len();
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -990,6 +1002,7 @@ async fn commit_attempt(
         }
     };
 
+    let committed = started.elapsed();
     // The files the current version no longer references are deleted, so that a plain
     // `*.parquet` glob of the table sees exactly its rows; a table that keeps history keeps
     // them until their removal is older than its retention (`remove_orphans`).
@@ -1016,6 +1029,16 @@ async fn commit_attempt(
         Ok(_) => {}
         Err(error) => tracing::warn!(table = table_name, %error, "could not remove orphaned files"),
     }
+    tracing::debug!(
+        table = table_name,
+        version,
+        load_seconds = loaded.as_secs_f64(),
+        probe_seconds = probed.as_secs_f64(),
+        merge_seconds = (merged - loaded - probed).as_secs_f64(),
+        commit_seconds = (committed - merged).as_secs_f64(),
+        cleanup_seconds = (started.elapsed() - committed).as_secs_f64(),
+        "table committed"
+    );
     Ok(Some(TableCommit {
         table: table_name.to_owned(),
         root: meta.root.clone(),

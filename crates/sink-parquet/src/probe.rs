@@ -6,7 +6,10 @@
 //! row group and a growing table, checking every id against every filter through
 //! `Sbbf::check` hashed each id again for every filter: at millions of rows that was a tenth
 //! of a run's CPU. Here the ids are hashed once (xxHash64, as the Parquet spec's split block
-//! bloom filter says), sorted, and tested against each filter's blocks.
+//! bloom filter says), sorted, and tested first against the union of a file's row-group
+//! filters ([`BlockFilter::union_of`]), then only those the union may hold against each row
+//! group's filter: with 3 row groups a file, most ids are checked once per file instead of
+//! three times; with the 14 to 18 of a child table's file, the union passes about a third.
 
 use std::collections::HashMap;
 
@@ -46,6 +49,35 @@ impl BlockFilter {
             })
             .collect();
         Ok(BlockFilter { blocks })
+    }
+
+    /// The union of filters: a filter that may hold every value one of them may hold, or
+    /// `None` when there is none or their sizes are not all powers of two. A split block
+    /// filter's block for a hash is `((hash >> 32) * blocks) >> 32`, so doubling the blocks
+    /// sends the values of block `i` to block `2i` or `2i + 1`: each filter is widened to the
+    /// largest size by repeating its blocks (it answers as before), then all are OR-ed
+    /// together. Widening rather than folding keeps a small last row group from saturating
+    /// the union.
+    pub(crate) fn union_of<'a>(
+        filters: impl Iterator<Item = &'a BlockFilter> + Clone,
+    ) -> Option<Self> {
+        let blocks = filters.clone().map(|f| f.blocks.len()).max()?;
+        if filters
+            .clone()
+            .any(|f| f.blocks.is_empty() || !f.blocks.len().is_power_of_two())
+        {
+            return None;
+        }
+        let mut union = vec![[0u32; 8]; blocks];
+        for filter in filters {
+            let widen = blocks / filter.blocks.len();
+            for (i, block) in union.iter_mut().enumerate() {
+                for (word, bits) in block.iter_mut().zip(&filter.blocks[i / widen]) {
+                    *word |= bits;
+                }
+            }
+        }
+        Some(BlockFilter { blocks: union })
     }
 
     /// Whether the filter may hold the value of this hash ([`id_hash`]).
@@ -151,24 +183,41 @@ pub(crate) async fn files_maybe_holding(
             out.insert(path.clone(), None);
             continue;
         };
-        let mut may_hold = Vec::new();
+        let mut filters = Vec::with_capacity(builder.metadata().num_row_groups());
         for rg in 0..builder.metadata().num_row_groups() {
             let filter = builder
                 .get_row_group_column_bloom_filter(rg, column)
                 .await
                 .map_err(parquet_err(path))?;
-            let held = match filter {
+            filters.push(match filter {
                 Some(filter) => {
-                    let filter =
-                        BlockFilter::of(&filter, &mut scratch).map_err(parquet_err(path))?;
-                    hashes.iter().any(|&hash| filter.may_hold(hash))
+                    Some(BlockFilter::of(&filter, &mut scratch).map_err(parquet_err(path))?)
                 }
-                None => true,
-            };
-            if held {
-                may_hold.push(rg);
-            }
+                None => None,
+            });
         }
+        // The ids the file may hold at all; most files hold none of a checkpoint's ids.
+        let in_file: Vec<u64>;
+        let ids: &[u64] = match BlockFilter::union_of(filters.iter().flatten()) {
+            Some(union) => {
+                in_file = hashes
+                    .iter()
+                    .copied()
+                    .filter(|&h| union.may_hold(h))
+                    .collect();
+                &in_file
+            }
+            None => &hashes,
+        };
+        let may_hold: Vec<usize> = filters
+            .iter()
+            .enumerate()
+            .filter(|(_, filter)| match filter {
+                Some(filter) => ids.iter().any(|&hash| filter.may_hold(hash)),
+                None => true,
+            })
+            .map(|(rg, _)| rg)
+            .collect();
         tracing::debug!(
             table,
             path,
@@ -255,5 +304,49 @@ mod tests {
                 "{false_positives} of 20000 absent ids reported at ndv {ndv}"
             );
         }
+    }
+
+    /// The union of filters of different sizes holds every value any of them holds, and
+    /// still turns most absent values away; sizes it cannot fold give no union.
+    #[test]
+    fn a_union_of_filters_holds_what_each_holds() {
+        let mut scratch = Vec::new();
+        let mut filters = Vec::new();
+        let mut held = Vec::new();
+        for (n, ndv) in [(0, 500), (1, 5_000), (2, 60_000)] {
+            let mut sbbf = Sbbf::new_with_ndv_fpp(ndv, 1e-4).unwrap();
+            for i in 0..ndv / 2 {
+                let id = format!("{n}-{i:024x}");
+                sbbf.insert(id.as_str());
+                held.push(id);
+            }
+            filters.push(BlockFilter::of(&sbbf, &mut scratch).unwrap());
+        }
+        let sizes: Vec<usize> = filters.iter().map(|f| f.blocks.len()).collect();
+        assert!(
+            sizes[0] < sizes[2],
+            "the filters should differ in size: {sizes:?}"
+        );
+        let union = BlockFilter::union_of(filters.iter()).unwrap();
+        assert_eq!(union.blocks.len(), sizes[2]);
+        for id in &held {
+            assert!(
+                union.may_hold(id_hash(id.as_bytes())),
+                "{id} lost in the union"
+            );
+        }
+        let absent = (0..20_000)
+            .filter(|i| union.may_hold(id_hash(format!("absent-{i}").as_bytes())))
+            .count();
+        assert!(
+            absent < 20_000 / 2,
+            "{absent} of 20000 absent ids in the union"
+        );
+
+        let odd = BlockFilter {
+            blocks: vec![[0; 8]; 3],
+        };
+        assert!(BlockFilter::union_of([&filters[0], &odd].into_iter()).is_none());
+        assert!(BlockFilter::union_of(std::iter::empty()).is_none());
     }
 }

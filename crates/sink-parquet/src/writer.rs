@@ -59,10 +59,8 @@ pub(crate) struct TableWriter {
     pub(crate) schema: SchemaRef,
     open: Option<OpenFile>,
     pub(crate) staged: Vec<StagedFile>,
-    /// Root tables under merge: the last page each row id (by [`id_key`]) came in.
-    pub(crate) last_page_of_id: IdMap<u64>,
-    /// Root tables under merge: ids that came in more than one page in this load.
-    pub(crate) repeated_ids: IdSet,
+    /// Root tables under merge: each row id (by [`id_key`]) with the page it came in.
+    pub(crate) root_ids: IdLog,
 }
 
 /// Everything one load writes before its commit.
@@ -125,8 +123,7 @@ impl LoadWriter {
                     schema: tb.batch.schema(),
                     open: None,
                     staged: Vec::new(),
-                    last_page_of_id: IdMap::default(),
-                    repeated_ids: IdSet::default(),
+                    root_ids: IdLog::default(),
                 });
             if tb.batch.schema().fields().len() > writer.schema.fields().len() {
                 writer.schema = tb.batch.schema();
@@ -139,11 +136,7 @@ impl LoadWriter {
                         message: format!("batch of `{name}` has no {ROW_ID} column"),
                     })?;
                 for id in ids.as_string::<i32>().iter().flatten() {
-                    if let Some(previous) = writer.last_page_of_id.insert(id_key(id), page_seq)
-                        && previous != page_seq
-                    {
-                        writer.repeated_ids.insert(id_key(id));
-                    }
+                    writer.root_ids.push(id_key(id), page_seq);
                 }
             }
             let wider = writer
@@ -343,6 +336,47 @@ impl std::hash::Hasher for IdKeyHasher {
     }
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+/// The root ids of a load as they came, each with its page: 24 bytes an id, in chunks of
+/// fixed size. A hash map grown while writing doubled (and briefly held both tables) just
+/// before a checkpoint, when the writers' row groups are fullest; this log is turned into
+/// maps at the commit ([`IdLog::into_maps`]), after the writers have been flushed.
+#[derive(Debug, Default)]
+pub(crate) struct IdLog {
+    chunks: Vec<Vec<(u64, u64, u64)>>,
+    len: usize,
+}
+
+impl IdLog {
+    /// Ids per chunk: 1.5 MiB.
+    const CHUNK: usize = 65_536;
+
+    /// Records that id key `key` came in page `page`.
+    pub(crate) fn push(&mut self, key: u128, page: u64) {
+        if self.chunks.last().is_none_or(|c| c.len() == Self::CHUNK) {
+            self.chunks.push(Vec::with_capacity(Self::CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(((key >> 64) as u64, key as u64, page));
+            self.len += 1;
+        }
+    }
+
+    /// The last page each id came in, and the ids that came in more than one page.
+    pub(crate) fn into_maps(self) -> (IdMap<u64>, IdSet) {
+        let mut last_page = IdMap::with_capacity_and_hasher(self.len, Default::default());
+        let mut repeated = IdSet::default();
+        for (high, low, page) in self.chunks.into_iter().flatten() {
+            let key = (u128::from(high) << 64) | u128::from(low);
+            if let Some(previous) = last_page.insert(key, page)
+                && previous != page
+            {
+                repeated.insert(key);
+            }
+        }
+        (last_page, repeated)
     }
 }
 
