@@ -133,3 +133,76 @@ fn pipeline_files_hold_no_literal_credentials() {
         }
     }
 }
+
+/// The modules of `sink-parquet` a module names through `crate::` (the crate root's own
+/// items left out).
+fn sink_module_imports() -> BTreeMap<String, BTreeSet<String>> {
+    let src = workspace_root().join("crates/sink-parquet/src");
+    let mut modules = BTreeMap::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "tests" {
+            modules.insert(name, std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    let mut imports = BTreeMap::new();
+    for (module, text) in &modules {
+        let mut named = BTreeSet::new();
+        for (at, _) in text.match_indices("crate::") {
+            let rest = &text[at + "crate::".len()..];
+            let heads: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => group.split('}').next().unwrap_or("").split(',').collect(),
+                None => vec![rest],
+            };
+            for head in heads {
+                let head: String = head
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if modules.contains_key(&head) && head != *module {
+                    named.insert(head);
+                }
+            }
+        }
+        imports.insert(module.clone(), named);
+    }
+    imports
+}
+
+#[test]
+fn sink_modules_import_no_circle() {
+    let imports = sink_module_imports();
+    assert!(
+        imports.len() >= 10 && imports["commit"].contains("table_commit"),
+        "the module scan found too little: {imports:?}"
+    );
+    // Depth-first search from each module; a module met again on the current path closes
+    // a circle.
+    fn visit<'a>(
+        module: &'a str,
+        imports: &'a BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
+        if let Some(at) = path.iter().position(|m| *m == module) {
+            panic!(
+                "sink-parquet modules import each other in a circle: {} -> {module}",
+                path[at..].join(" -> ")
+            );
+        }
+        if !done.insert(module) {
+            return;
+        }
+        path.push(module);
+        for next in &imports[module] {
+            visit(next, imports, path, done);
+        }
+        path.pop();
+    }
+    let mut done = BTreeSet::new();
+    for module in imports.keys() {
+        visit(module, &imports, &mut Vec::new(), &mut done);
+    }
+}

@@ -9,13 +9,13 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::async_writer::AsyncArrowWriter;
 
-use crate::commit::add_action;
+use crate::columns::widen;
 use crate::encoding::{ColumnEncodings, writer_properties};
 use crate::lake::{Lake, kept_history};
 use crate::read::StoreFile;
-use crate::writer::{file_token, widen};
+use crate::table_commit::add_action;
+use crate::writer::file_token;
 use crate::{ParquetSinkConfig, Result, SinkError, TableCommit};
 
 /// What one compaction did to a table.
@@ -200,13 +200,14 @@ impl Lake {
             .map_or_else(ColumnEncodings::dictionaries, |(_, _, metadata)| {
                 ColumnEncodings::of_file(metadata.metadata())
             });
-        let sink = self.upload(table, name);
-        let mut writer = AsyncArrowWriter::try_new(
-            sink,
-            schema.clone(),
-            Some(writer_properties(config, schema, &encodings)),
-        )
-        .map_err(parquet_err(table, name))?;
+        let mut writer = self
+            .parquet_writer(
+                table,
+                name,
+                schema,
+                writer_properties(config, schema, &encodings),
+            )
+            .map_err(parquet_err(table, name))?;
         let mut rows = 0u64;
         for (path, file, metadata) in sources {
             let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(file, metadata)

@@ -14,7 +14,7 @@ use parquet::schema::types::ColumnPath;
 use transform::{CONTENT_HASH, PARENT_ID, ROOT_ID, ROW_ID};
 
 use crate::ParquetSinkConfig;
-use crate::writer::key_column_of;
+use crate::columns::key_column_of;
 
 /// The columns of a table, in schema order, whose data is zstd-compressed; the columns after
 /// them get LZ4_RAW. The Parquet writer keeps a zstd context pair per column (about 100 KB
@@ -198,7 +198,7 @@ pub fn encode(
     let mut most_held = 0;
     for b in batches {
         writer
-            .write(&crate::writer::widen(b, schema)?)
+            .write(&crate::columns::widen(b, schema)?)
             .map_err(fail)?;
         most_held = most_held.max(writer.memory_size());
     }

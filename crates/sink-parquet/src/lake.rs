@@ -168,13 +168,43 @@ impl Lake {
     /// A new data file of `table`, written as it streams: a small file goes up in one put, a
     /// large one as a multipart upload of [`UPLOAD_PART_BYTES`] parts, two in flight (enough
     /// to keep a connection busy, little memory per open file).
-    pub(crate) fn upload(&self, table: &str, file: &str) -> object_store::buffered::BufWriter {
+    fn upload(&self, table: &str, file: &str) -> object_store::buffered::BufWriter {
         object_store::buffered::BufWriter::with_capacity(
             self.store().clone(),
             self.file_path(table, file),
             UPLOAD_PART_BYTES,
         )
         .with_max_concurrency(2)
+    }
+
+    /// A Parquet writer of a new data file of `table`, uploaded as it is written.
+    pub(crate) fn parquet_writer(
+        &self,
+        table: &str,
+        file: &str,
+        schema: &arrow_schema::SchemaRef,
+        properties: parquet::file::properties::WriterProperties,
+    ) -> parquet::errors::Result<
+        parquet::arrow::async_writer::AsyncArrowWriter<object_store::buffered::BufWriter>,
+    > {
+        parquet::arrow::async_writer::AsyncArrowWriter::try_new(
+            self.upload(table, file),
+            schema.clone(),
+            Some(properties),
+        )
+    }
+
+    /// Stores a whole object.
+    pub(crate) async fn put(&self, path: &StorePath, bytes: Vec<u8>) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        self.store()
+            .put(path, bytes.into())
+            .await
+            .map_err(|source| SinkError::Store {
+                path: path.to_string(),
+                source,
+            })?;
+        Ok(())
     }
 
     /// Deletes data files of `table` that no commit needs (any more). A file that cannot be
@@ -291,7 +321,7 @@ impl Lake {
     }
 
     /// A handle on a table folder on this lake's store, nothing read yet.
-    fn unloaded_table(&self, table: &str) -> Result<DeltaTable> {
+    pub(crate) fn unloaded_table(&self, table: &str) -> Result<DeltaTable> {
         let url = self.table_url(table);
         DeltaTableBuilder::from_url(url.clone())
             .and_then(|b| b.with_storage_backend(self.store.clone(), url).build())
@@ -668,7 +698,7 @@ impl Lake {
         let body = serde_json::to_vec_pretty(report).map_err(|e| SinkError::Internal {
             message: format!("load report as JSON: {e}"),
         })?;
-        crate::commit::put(self, &path, body).await
+        self.put(&path, body).await
     }
 
     /// The latest `limit` load reports, newest first (load ids sort by their start time);

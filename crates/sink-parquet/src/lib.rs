@@ -1,5 +1,7 @@
 //! The lake writer: Parquet files in Delta Lake tables on local disk or S3, appended,
-//! replaced or merged on the primary key, one atomic commit per table per load.
+//! replaced or merged on the primary key, one Delta commit per table at each checkpoint and
+//! at the end of a load (the tables of a root move one after another: the root, its child
+//! tables, its content hashes).
 //!
 //! Role in the pipeline: the last stage. A [`LoadWriter`] takes the [`transform::TableBatch`]es
 //! of each page, stages them as zstd Parquet files in the tables' folders (not yet visible:
@@ -26,20 +28,25 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod columns;
 mod commit;
 mod compact;
 pub mod encoding;
 mod files;
 mod hash_rows;
 mod lake;
+mod load_ids;
 mod probe;
 mod read;
+mod rewrite;
+mod table_commit;
 mod writer;
 
-pub use commit::{TableCommit, hash_table};
 pub use compact::{Compaction, compact_tables};
 pub use files::is_own_data_file;
 pub use lake::{KEEP_HISTORY_PROPERTY, LOADS_FOLDER, Lake, LoadEntry, Orphans, TableInfo};
+pub use load_ids::hash_table;
+pub use table_commit::TableCommit;
 pub use writer::LoadWriter;
 
 /// File sizing and encoding (`[sink]` in the pipeline file).
@@ -226,6 +233,37 @@ pub enum SinkError {
         /// What broke.
         message: String,
     },
+}
+
+impl SinkError {
+    /// Whether a commit failed because another writer committed first.
+    pub(crate) fn is_concurrent_commit(&self) -> bool {
+        use deltalake::DeltaTableError as E;
+        use deltalake::kernel::transaction::TransactionError as T;
+        match self {
+            SinkError::Delta { source, .. } => match source {
+                E::VersionAlreadyExists(_) => true,
+                E::Transaction { source } => matches!(
+                    source,
+                    T::VersionAlreadyExists(_) | T::MaxCommitAttempts(_) | T::CommitConflict(_)
+                ),
+                _ => false,
+            },
+            // A file of the version we read was replaced and deleted by the other writer.
+            SinkError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            } => true,
+            SinkError::ParquetFile {
+                source: parquet::errors::ParquetError::External(inner),
+                ..
+            } => matches!(
+                inner.downcast_ref::<object_store::Error>(),
+                Some(object_store::Error::NotFound { .. })
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// The result type of this crate.

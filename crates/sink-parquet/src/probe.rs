@@ -256,7 +256,7 @@ async fn id_hashes(
             .map_err(parquet_err)
         {
             Ok(b) => b,
-            Err(e) if crate::commit::is_concurrent_commit(&e) => return Ok(None),
+            Err(e) if e.is_concurrent_commit() => return Ok(None),
             Err(e) => return Err(e),
         };
         let mask = ProjectionMask::columns(builder.parquet_schema(), [id_column]);

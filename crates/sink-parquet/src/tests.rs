@@ -409,6 +409,53 @@ async fn a_merge_into_one_row_group_of_a_file_keeps_the_others() {
 }
 
 /// Writes one load's pages without committing it.
+/// A root whose name begins with another root's name and `__` is a table of its own: the
+/// other root's merge neither sweeps it in as a child nor removes its children.
+#[tokio::test]
+async fn a_root_named_like_a_child_of_another_root_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let events = root(WriteDisposition::Merge);
+    let archive = Arc::new(TableMeta {
+        name: "events__archive".into(),
+        root: "events__archive".into(),
+        ..(*events).clone()
+    });
+    for v in [1, 2] {
+        let registry = SchemaRegistry::new(lake.schemas().await.unwrap());
+        let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
+        let load_id = uuid::Uuid::new_v4().to_string();
+        let mut writer = LoadWriter::new(
+            lake.clone(),
+            ParquetSinkConfig::default(),
+            load_id.clone(),
+            vec![events.clone(), archive.clone()],
+        );
+        // The same ids in both roots, so that their rows' keys are the same too.
+        for (seq, meta) in [&events, &archive].into_iter().enumerate() {
+            let records = vec![json!({"id": "a", "v": v, "items": [{"v": 10 * v}]})];
+            let batches = normalizer
+                .normalize(meta, &load_id, seq as u64, &records)
+                .unwrap();
+            writer.write(seq as u64, batches).await.unwrap();
+        }
+        writer.commit().await.unwrap();
+    }
+    for table in ["events", "events__archive"] {
+        assert_eq!(
+            rows(&lake, table, "id").await,
+            BTreeMap::from([("a".into(), vec![2])]),
+            "{table}"
+        );
+        let children: Vec<i64> = rows(&lake, &format!("{table}__items"), "_dlt_root_id")
+            .await
+            .into_values()
+            .flatten()
+            .collect();
+        assert_eq!(children, vec![20], "{table}__items");
+    }
+}
+
 async fn stage(lake: &Lake, meta: &Arc<TableMeta>, pages: &[Vec<Value>]) -> LoadWriter {
     stage_with(lake, meta, pages, ParquetSinkConfig::default()).await
 }

@@ -11,13 +11,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
 use object_store::buffered::BufWriter;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 
-use transform::{ROOT_ID, ROW_ID, TableBatch, TableMeta, WriteDisposition};
+use transform::{ROW_ID, TableBatch, TableMeta, WriteDisposition};
 
+use crate::columns::widen;
 use crate::encoding::{ColumnEncodings, writer_properties};
 use crate::lake::Lake;
 use crate::{ParquetSinkConfig, Result, SinkError};
@@ -72,6 +72,9 @@ pub struct LoadWriter {
     pub(crate) tables: HashMap<String, TableWriter>,
     /// The root tables of this load, whether or not rows came.
     pub(crate) roots: Vec<Arc<TableMeta>>,
+    /// The names of every root table of the load, also those a checkpoint leaves to the
+    /// end: a table of the lake belongs to the root [`root_of`] finds among them.
+    pub(crate) root_names: Arc<[String]>,
     pub(crate) n_files: usize,
     /// Names this writer's files: the load id and a random token, so that files of two
     /// writers of one load (the state table's, written at every checkpoint) never collide.
@@ -98,10 +101,32 @@ impl LoadWriter {
             load_id,
             tables: HashMap::new(),
             file_prefix,
+            root_names: roots.iter().map(|r| r.name.clone()).collect(),
             roots,
             n_files: 0,
             #[cfg(test)]
             pause_after_root: None,
+        }
+    }
+
+    /// Moves the tables of the roots `moved` picks, with those roots, into a writer of their
+    /// own under the same load (what a checkpoint commits while this one goes on writing).
+    pub(crate) fn split_off(&mut self, moved: impl Fn(&TableMeta) -> bool) -> LoadWriter {
+        let (went, kept): (HashMap<_, _>, HashMap<_, _>) = std::mem::take(&mut self.tables)
+            .into_iter()
+            .partition(|(_, w)| self.roots.iter().any(|r| r.name == w.meta.root && moved(r)));
+        self.tables = kept;
+        LoadWriter {
+            tables: went,
+            roots: self.roots.iter().filter(|r| moved(r)).cloned().collect(),
+            root_names: self.root_names.clone(),
+            lake: self.lake.clone(),
+            config: self.config.clone(),
+            load_id: self.load_id.clone(),
+            n_files: self.n_files,
+            file_prefix: self.file_prefix.clone(),
+            #[cfg(test)]
+            pause_after_root: self.pause_after_root,
         }
     }
 
@@ -238,25 +263,6 @@ async fn delete_staged(lake: &Lake, tables: HashMap<String, TableWriter>) {
     }
 }
 
-/// Pads a batch with null columns up to `schema` (batch schemas are prefixes of it).
-pub(crate) fn widen(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    if batch.schema().fields().len() == schema.fields().len() {
-        return Ok(batch.clone());
-    }
-    let n = batch.num_rows();
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) => c.clone(),
-            None => new_null_array(f.data_type(), n),
-        })
-        .collect();
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| SinkError::Internal {
-        message: format!("widening a batch: {e}"),
-    })
-}
-
 /// A random token for file names: a file is never written twice under one name, even by
 /// two commits of one load.
 pub(crate) fn file_token() -> String {
@@ -274,16 +280,17 @@ fn open(
     encodings: &ColumnEncodings,
 ) -> Result<OpenFile> {
     let name = crate::files::data_file_name(&format!("{file_prefix}-{file_no:05}"));
-    let sink = lake.upload(table, &name);
-    let writer = AsyncArrowWriter::try_new(
-        sink,
-        schema.clone(),
-        Some(writer_properties(config, &schema, encodings)),
-    )
-    .map_err(|source| SinkError::Parquet {
-        table: table.to_owned(),
-        source,
-    })?;
+    let writer = lake
+        .parquet_writer(
+            table,
+            &name,
+            &schema,
+            writer_properties(config, &schema, encodings),
+        )
+        .map_err(|source| SinkError::Parquet {
+            table: table.to_owned(),
+            source,
+        })?;
     Ok(OpenFile {
         name,
         schema,
@@ -385,21 +392,20 @@ pub(crate) type IdMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<IdKeyH
 /// A set of [`id_key`]s.
 pub(crate) type IdSet = HashSet<u128, std::hash::BuildHasherDefault<IdKeyHasher>>;
 
-/// The column a merge looks a file's rows up by: `_dlt_root_id` in a child table, `_dlt_id`
-/// in a root table.
-pub(crate) fn key_column_of(schema: &SchemaRef) -> Option<&'static str> {
-    if schema.field_with_name(ROOT_ID).is_ok() {
-        Some(ROOT_ID)
-    } else if schema.field_with_name(ROW_ID).is_ok() {
-        Some(ROW_ID)
-    } else {
-        None
-    }
-}
-
-/// The column that links a table's rows to their root row.
-pub(crate) fn root_key_column(meta: &TableMeta) -> &'static str {
-    if meta.is_root() { ROW_ID } else { ROOT_ID }
+/// The root table `table` belongs to among `roots`: itself, or the longest root whose name
+/// and `__` begin its name (child tables are named `<root>__<path>`), so that the children of
+/// a root named `events__archive` are not taken for those of `events`.
+pub(crate) fn root_of<'a>(table: &str, roots: &'a [String]) -> Option<&'a str> {
+    roots
+        .iter()
+        .filter(|r| {
+            table == r.as_str()
+                || table
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.starts_with("__"))
+        })
+        .max_by_key(|r| r.len())
+        .map(String::as_str)
 }
 
 /// An empty schema.
