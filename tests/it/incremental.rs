@@ -436,3 +436,57 @@ async fn a_resume_point_on_another_host_is_not_followed() {
     assert_eq!(stats.pages, 6);
     assert_eq!(rows(lake.path()), expected(&second_api));
 }
+
+/// A replaced resource with a table name of its own whose run fails part-way keeps its
+/// table as it was: the replace is skipped for that table, not for a table named after the
+/// resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_resource_with_its_own_table_name_is_left_alone_after_a_partial_run() {
+    let mock = mock(50).await;
+    let lake = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    let renamed = seed.replacen(
+        "name = \"saved_searches\"\n",
+        "name = \"saved_searches\"\nwrite_disposition = \"replace\"\ntable_name = \"searches\"\n",
+        1,
+    );
+    assert_ne!(renamed, seed);
+    let file = lake.path().join("renamed.toml");
+    std::fs::write(
+        &file,
+        format!("{renamed}\n[client.retry]\nbackoff_base_secs = 0.001\nbackoff_max_secs = 0.002\n"),
+    )
+    .unwrap();
+    let p = load(&file, &mock.base_url(), &lake.path().join("lake"), TOKEN);
+    let first = pipeline::run(&p, &RunOptions::default()).await.unwrap();
+    assert_eq!(first.outcome, Outcome::Completed);
+    let before = read_with_python(&lake.path().join("lake"), &["searches"])["searches"].rows;
+    assert!(before > 0);
+
+    let project = mock_api::data::object_id(5, 2, &[0, 1]);
+    mock.add_fault(Fault {
+        path_contains: format!("/projects/{project}/saved_searches"),
+        offset: 0,
+        status: 500,
+        body: "{\"errors\":[\"boom\"]}".into(),
+        retry_after: Some("0".into()),
+        times: usize::MAX,
+    });
+    let second = pipeline::run(
+        &p,
+        &RunOptions {
+            keep_going: true,
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.outcome, Outcome::PartiallyFailed);
+    assert_eq!(second.failed.len(), 1, "{:?}", second.failed);
+    assert_eq!(second.failed[0].resource, "saved_searches");
+    let after = read_with_python(&lake.path().join("lake"), &["searches"])["searches"].rows;
+    assert_eq!(
+        after, before,
+        "the partial replace must not reach `searches`"
+    );
+}

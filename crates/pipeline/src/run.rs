@@ -170,12 +170,18 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         .iter()
         .map(|r| (r.name.clone(), r.write_disposition))
         .collect();
+    // Each resource's root table, named once: a resource may name its table itself.
+    let root_tables: HashMap<String, String> = source
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), normalize_identifier(&r.table_name)))
+        .collect();
     let metas: BTreeMap<String, Arc<TableMeta>> = source
         .resources
         .iter()
         .filter(|r| selected.as_ref().is_none_or(|s| s.contains(&r.name)))
         .map(|r| {
-            let table = normalize_identifier(&r.table_name);
+            let table = root_tables[&r.name].clone();
             let meta = TableMeta {
                 name: table.clone(),
                 parent: None,
@@ -305,6 +311,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         registry: registry.clone(),
         load_id: load_id.clone(),
         dispositions,
+        root_tables,
         progress: Progress::default(),
         committed: stored,
         commits: Vec::new(),
@@ -442,6 +449,8 @@ struct Sink {
     registry: SchemaRegistry,
     load_id: String,
     dispositions: HashMap<String, WriteDisposition>,
+    /// Each resource's root table.
+    root_tables: HashMap<String, String>,
     progress: Progress,
     /// The state as committed (loaded at the start, updated at each commit).
     committed: HashMap<StateKey, StoredState>,
@@ -516,7 +525,9 @@ impl Sink {
             .collect();
         for name in &partial {
             tracing::warn!(resource = %name, "replace skipped: only part of its data came");
-            writer.discard_root(&normalize_identifier(name)).await;
+            if let Some(table) = self.root_tables.get(*name) {
+                writer.discard_root(table).await;
+            }
         }
         writer.commit_into(&mut self.commits).await?;
         let partial: Vec<String> = partial.into_iter().map(str::to_owned).collect();
