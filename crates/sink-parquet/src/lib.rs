@@ -227,6 +227,17 @@ pub enum SinkError {
         /// The missing files, relative to the table's folder.
         files: Vec<String>,
     },
+    /// A data file of a table lacks the key column a merge looks its rows up by (a file
+    /// another tool added to the table, or one damaged): the load moves no table.
+    #[error("sink: file {file} of table `{table}` has no `{column}` column, which a merge needs")]
+    MissingKeyColumn {
+        /// The table.
+        table: String,
+        /// The file, within the table's folder.
+        file: String,
+        /// The column.
+        column: String,
+    },
     /// A broken invariant (a bug).
     #[error("sink: internal error: {message}")]
     Internal {

@@ -268,7 +268,9 @@ pub(crate) async fn drop_superseded(
 }
 
 fn missing_column(table: &str, file: &str, column: &str) -> SinkError {
-    SinkError::Internal {
-        message: format!("file {file} of `{table}` has no `{column}` column"),
+    SinkError::MissingKeyColumn {
+        table: table.to_owned(),
+        file: file.to_owned(),
+        column: column.to_owned(),
     }
 }
