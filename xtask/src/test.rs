@@ -85,28 +85,31 @@ pub(crate) fn pip_install(python: &std::path::Path, packages: &[&str]) -> anyhow
 pub(crate) fn test(args: TestArgs) -> anyhow::Result<()> {
     let python = python_with_deltalake()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The release profile, like the runner: the heavy dependencies are compiled once.
-    let mut command = Command::new(&cargo);
     // `cargo run` gave this process the xtask package's variables; build scripts that watch
     // them (ring's watches CARGO_MANIFEST_DIR) would rebuild, and everything above them,
     // each time the suite and a plain `cargo test` take turns.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || matches!(
-                name.as_ref(),
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-            )
-        {
-            command.env_remove(name.as_ref());
+    let cargo_command = || {
+        let mut command = Command::new(&cargo);
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || matches!(
+                    name.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                )
+            {
+                command.env_remove(name.as_ref());
+            }
         }
-    }
-    let status = command
-        .current_dir(crate::workspace_root())
+        command.current_dir(crate::workspace_root());
+        command
+    };
+    // The release profile, like the runner: the heavy dependencies are compiled once.
+    let status = cargo_command()
         .args(["test", "--release", "--workspace"])
         .args(&args.cargo_args)
         .env("ERRLAKE_TEST_PYTHON", &python)
@@ -114,6 +117,17 @@ pub(crate) fn test(args: TestArgs) -> anyhow::Result<()> {
         .context("running cargo test")?;
     if !status.success() {
         bail!("tests failed");
+    }
+    // Each library crate's `examples/` program, run as the test it holds (a plain
+    // `cargo test` only builds examples). Left out when the caller picked tests.
+    if args.cargo_args.is_empty() {
+        let status = cargo_command()
+            .args(["test", "--release", "--workspace", "--examples"])
+            .status()
+            .context("running the examples")?;
+        if !status.success() {
+            bail!("an example failed");
+        }
     }
     Ok(())
 }

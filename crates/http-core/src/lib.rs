@@ -6,15 +6,22 @@
 //! Input: a URL; output: a [`Response`] with the whole body, or a [`FetchError`] that says
 //! what to check.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), http_core::FetchError> {
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use http_core::{Auth, ApiKeyLocation, Client, ClientConfig, ClientSettings, Secret};
-//! let config: ClientConfig = serde_json::from_value(serde_json::json!({"base_url": "https://api.bugsnag.com"})).unwrap();
+//! # let server = wiremock::MockServer::start().await;
+//! # wiremock::Mock::given(wiremock::matchers::header("authorization", "token abc"))
+//! #     .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("[]"))
+//! #     .mount(&server).await;
+//! # let base_url = server.uri();
+//! // `base_url`: the API's, such as https://api.bugsnag.com (here a server on loopback).
+//! let config: ClientConfig = serde_json::from_value(serde_json::json!({"base_url": base_url})).unwrap();
 //! let auth = Auth::ApiKey { name: "Authorization".into(), value: Secret::new("token abc"), location: ApiKeyLocation::Header };
 //! let client = Client::new(ClientSettings::from_config(&config, Some(auth)).unwrap())?;
-//! let page = client.get(&"https://api.bugsnag.com/user/organizations".parse().unwrap()).await?;
-//! println!("{} bytes", page.body.len());
-//! # Ok(()) }
+//! let page = client.get(&format!("{base_url}/user/organizations").parse().unwrap()).await?;
+//! assert_eq!(page.body, b"[]");
+//! # Ok::<(), http_core::FetchError>(())
+//! # }).unwrap();
 //! ```
 
 #![warn(missing_docs)]

@@ -13,16 +13,32 @@
 //! replaced row are replaced with it (removed list elements disappear). Within a load, the
 //! row from the later page wins.
 //!
-//! ```no_run
-//! # async fn demo(batches: Vec<transform::TableBatch>, roots: Vec<std::sync::Arc<transform::TableMeta>>) -> Result<(), sink_parquet::SinkError> {
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
 //! use sink_parquet::{Lake, LoadWriter, ParquetSinkConfig};
-//! let lake = Lake::open("./lake")?;
-//! let mut load = LoadWriter::new(lake, ParquetSinkConfig::default(), "load-1".into(), roots);
+//! use transform::{NormalizeConfig, Normalizer, SchemaRegistry, TableMeta, WriteDisposition};
+//! let dir = tempfile::tempdir().unwrap();
+//! let lake = Lake::open(dir.path().to_str().unwrap())?;
+//! let events = Arc::new(TableMeta {
+//!     name: "events".into(),
+//!     parent: None,
+//!     root: "events".into(),
+//!     primary_key: Some("id".into()),
+//!     write_disposition: WriteDisposition::Merge,
+//! });
+//! let records = vec![serde_json::json!({"id": "e1", "breadcrumbs": [{"name": "click"}]})];
+//! let mut normalizer = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+//! let batches = normalizer.normalize(&events, "load-1", 0, &records).unwrap();
+//! let mut load = LoadWriter::new(lake, ParquetSinkConfig::default(), "load-1".into(), vec![events]);
 //! load.write(0, batches).await?;
-//! for c in load.commit().await? {
+//! let commits = load.commit().await?;
+//! for c in &commits {
 //!     println!("{} is at version {}", c.table, c.version);
 //! }
-//! # Ok(()) }
+//! assert!(commits.iter().any(|c| c.table == "events__breadcrumbs" && c.rows_added == 1));
+//! # Ok::<(), sink_parquet::SinkError>(())
+//! # }).unwrap();
 //! ```
 
 #![warn(missing_docs)]
