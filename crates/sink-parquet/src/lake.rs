@@ -12,7 +12,7 @@ use url::Url;
 
 use transform::TableSchema;
 
-use crate::files::{is_own_data_file, is_own_object};
+use crate::files::is_own_data_file;
 
 use crate::{Result, SinkError};
 
@@ -139,6 +139,11 @@ impl Lake {
     /// The destination URL.
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The destination's folder in its store.
+    pub(crate) fn prefix(&self) -> &StorePath {
+        &self.prefix
     }
 
     /// The store, rooted at the filesystem root or the bucket.
@@ -332,7 +337,7 @@ impl Lake {
     }
 
     /// Every object under `folder` (a store path), with its path relative to the folder.
-    async fn list_under(
+    pub(crate) async fn list_under(
         &self,
         folder: &StorePath,
     ) -> Result<Vec<(String, object_store::ObjectMeta)>> {
@@ -542,194 +547,6 @@ fn register_s3_logstore() {
     }
 }
 
-/// A summary of one table, for `inspect`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TableInfo {
-    /// The current version.
-    pub version: u64,
-    /// Rows, from the file statistics.
-    pub rows: u64,
-    /// Data files.
-    pub files: usize,
-    /// Bytes of its data files.
-    pub bytes: u64,
-    /// Column names and types.
-    pub columns: Vec<(String, String)>,
-    /// The load id of the latest commit, if errlake made it.
-    pub last_load_id: Option<String>,
-    /// The latest commits, newest first (at most five).
-    pub last_loads: Vec<LoadEntry>,
-    /// How long the files its commits removed are kept ([`KEEP_HISTORY_PROPERTY`]);
-    /// `None`: deleted right after each commit.
-    pub keeps_history: Option<std::time::Duration>,
-}
-
-/// One commit of a table, from its Delta history.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LoadEntry {
-    /// The version it made.
-    pub version: u64,
-    /// When (milliseconds since the epoch).
-    pub timestamp_ms: Option<i64>,
-    /// The Delta operation (`WRITE`, `CREATE TABLE`).
-    pub operation: Option<String>,
-    /// errlake's load id, if errlake made it.
-    pub load_id: Option<String>,
-    /// Rows the load added.
-    pub rows_added: Option<u64>,
-    /// Rows of earlier loads it replaced.
-    pub rows_removed: Option<u64>,
-}
-
-impl Lake {
-    /// A summary of table `name`; `None` if there is no such table.
-    pub async fn table_info(&self, name: &str) -> Result<Option<TableInfo>> {
-        let Some(t) = self.load_table(name).await? else {
-            return Ok(None);
-        };
-        let fail = |source| SinkError::Delta {
-            table: name.to_owned(),
-            source,
-        };
-        let snapshot = t.snapshot().map_err(fail)?;
-        let files: Vec<_> = snapshot.log_data().iter().collect();
-        let rows = files
-            .iter()
-            .map(|f| f.num_records().unwrap_or(0) as u64)
-            .sum();
-        let bytes = files.iter().map(|f| f.size().max(0) as u64).sum();
-        let columns = snapshot
-            .snapshot()
-            .arrow_schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().to_string()))
-            .collect();
-        let version = t.version().unwrap_or(0);
-        let keeps_history = kept_history(snapshot);
-        let mut last_loads = Vec::new();
-        {
-            use futures::StreamExt;
-            let mut history = t.history(Some(5));
-            let mut v = version;
-            while let Some(Ok(info)) = history.next().await {
-                let get = |k: &str| info.info.get(k);
-                last_loads.push(LoadEntry {
-                    version: v,
-                    timestamp_ms: info.timestamp,
-                    operation: info.operation.clone(),
-                    load_id: get("errlake.load_id")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned),
-                    rows_added: get("errlake.rows_added").and_then(|v| v.as_u64()),
-                    rows_removed: get("errlake.rows_removed").and_then(|v| v.as_u64()),
-                });
-                v = v.saturating_sub(1);
-            }
-        }
-        let last_load_id = last_loads.first().and_then(|l| l.load_id.clone());
-        Ok(Some(TableInfo {
-            version,
-            rows,
-            files: files.len(),
-            bytes,
-            columns,
-            last_load_id,
-            last_loads,
-            keeps_history,
-        }))
-    }
-}
-
-/// The folder of the load history: one JSON report per load, named by its load id.
-pub const LOADS_FOLDER: &str = "_errlake_loads";
-
-impl Lake {
-    /// Every row of table `name` at its latest version, as JSON objects (column name to
-    /// value, nulls left out); `None` if there is no such table. Meant for small tables such
-    /// as the pipeline state: all rows are held in memory.
-    pub async fn read_rows(
-        &self,
-        name: &str,
-    ) -> Result<Option<Vec<serde_json::Map<String, serde_json::Value>>>> {
-        use futures::TryStreamExt;
-        let Some(t) = self.load_table(name).await? else {
-            return Ok(None);
-        };
-        let files = data_files(&t, name)?;
-        let mut json = arrow_json::ArrayWriter::new(Vec::new());
-        for (path, size) in files {
-            let parquet_err = |source| SinkError::ParquetFile {
-                table: name.to_owned(),
-                path: path.clone(),
-                source,
-            };
-            let stream = self
-                .data_file(name, &path, size)
-                .builder()
-                .await
-                .map_err(parquet_err)?
-                .build()
-                .map_err(parquet_err)?;
-            let batches: Vec<_> = stream.try_collect().await.map_err(parquet_err)?;
-            for batch in &batches {
-                json.write(batch).map_err(|e| SinkError::Internal {
-                    message: format!("table `{name}` as JSON: {e}"),
-                })?;
-            }
-        }
-        json.finish().map_err(|e| SinkError::Internal {
-            message: format!("table `{name}` as JSON: {e}"),
-        })?;
-        let bytes = json.into_inner();
-        if bytes.is_empty() {
-            return Ok(Some(Vec::new()));
-        }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| SinkError::Internal {
-                message: format!("table `{name}` as JSON: {e}"),
-            })
-    }
-
-    /// Stores a load's report in the load history (`_errlake_loads/<load_id>.json`).
-    pub async fn put_load_report(&self, load_id: &str, report: &serde_json::Value) -> Result<()> {
-        let path = self.file_path(LOADS_FOLDER, &format!("{load_id}.json"));
-        let body = serde_json::to_vec_pretty(report).map_err(|e| SinkError::Internal {
-            message: format!("load report as JSON: {e}"),
-        })?;
-        self.put(&path, body).await
-    }
-
-    /// The latest `limit` load reports, newest first (load ids sort by their start time);
-    /// a report that cannot be read is left out with a warning.
-    pub async fn load_reports(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
-        use object_store::ObjectStoreExt;
-        let folder = self.prefix.clone().join(LOADS_FOLDER);
-        let mut paths: Vec<StorePath> = self
-            .list_under(&folder)
-            .await?
-            .into_iter()
-            .map(|(_, o)| o.location)
-            .filter(|p| p.as_ref().ends_with(".json"))
-            .collect();
-        paths.sort();
-        let mut reports = Vec::new();
-        for path in paths.iter().rev().take(limit) {
-            let read = async {
-                let bytes = self.store().get(path).await?.bytes().await?;
-                Ok::<_, object_store::Error>(bytes)
-            };
-            match read.await.map(|b| serde_json::from_slice(&b)) {
-                Ok(Ok(report)) => reports.push(report),
-                Ok(Err(e)) => tracing::warn!(path = %path, error = %e, "load report is not JSON"),
-                Err(e) => tracing::warn!(path = %path, error = %e, "load report unreadable"),
-            }
-        }
-        Ok(reports)
-    }
-}
-
 /// The data files of a loaded table's current version: path within the table folder, size.
 pub(crate) fn data_files(t: &DeltaTable, table: &str) -> Result<Vec<(String, u64)>> {
     Ok(t.snapshot()
@@ -741,159 +558,4 @@ pub(crate) fn data_files(t: &DeltaTable, table: &str) -> Result<Vec<(String, u64
         .iter()
         .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
         .collect())
-}
-
-/// What errlake owns in a destination, and what a table's version needs that is gone.
-impl Lake {
-    /// Whether errlake has run into this destination before: it holds a run report.
-    pub async fn has_load_history(&self) -> Result<bool> {
-        let folder = self.prefix.clone().join(LOADS_FOLDER);
-        let listing = self
-            .store
-            .list_with_delimiter(Some(&folder))
-            .await
-            .map_err(|source| SinkError::Store {
-                path: folder.to_string(),
-                source,
-            })?;
-        Ok(!listing.objects.is_empty())
-    }
-
-    /// Up to `limit` objects of the destination that errlake did not write (paths relative
-    /// to the destination): anything but its own data files in table folders, its run
-    /// reports, and the Delta logs of tables whose first commit errlake made. A first run
-    /// refuses a destination that holds any, so that errlake never writes into, and never
-    /// sweeps, another tool's data unless the user asks.
-    pub async fn foreign_objects(&self, limit: usize) -> Result<Vec<String>> {
-        use object_store::ObjectStoreExt;
-        let objects = self.list_under(&self.prefix).await?;
-        // Each table folder's first commit, which says whether errlake created the table.
-        let mut first_commits: BTreeMap<String, StorePath> = BTreeMap::new();
-        for (rel, o) in &objects {
-            if let Some((folder, log_file)) = rel.split_once("/_delta_log/")
-                && !log_file.contains('/')
-                && log_file.ends_with(".json")
-            {
-                let entry = first_commits
-                    .entry(folder.to_owned())
-                    .or_insert_with(|| o.location.clone());
-                if o.location < *entry {
-                    *entry = o.location.clone();
-                }
-            }
-        }
-        let mut own_logs = std::collections::HashSet::new();
-        for (folder, path) in first_commits {
-            let read = async { self.store.get(&path).await?.bytes().await };
-            let bytes = read.await.map_err(|source| SinkError::Store {
-                path: path.to_string(),
-                source,
-            })?;
-            if memchr_contains(&bytes, b"\"errlake.load_id\"") {
-                own_logs.insert(folder);
-            }
-        }
-        let own = |folder: &str| own_logs.contains(folder);
-        let mut foreign: Vec<String> = objects
-            .into_iter()
-            .map(|(rel, _)| rel)
-            .filter(|rel| !is_own_object(rel, &own))
-            .collect();
-        foreign.sort();
-        foreign.truncate(limit);
-        Ok(foreign)
-    }
-
-    /// The data files the current version of `table` references that are not in its
-    /// folder (deleted by hand, or lost): a load would fail on them part-way, so it checks
-    /// before its first commit. Files referenced by an absolute URL are not checked.
-    ///
-    /// Another writer's merge may commit and delete the files it replaced between reading
-    /// the version and listing the folder; such files are not missing, so when the table
-    /// moved in between, the check is made again on its new version.
-    pub async fn missing_files(&self, table: &str) -> Result<Vec<String>> {
-        const ATTEMPTS: usize = 5;
-        let mut missing = Vec::new();
-        for _ in 0..ATTEMPTS {
-            let Some(t) = self.load_table(table).await? else {
-                return Ok(Vec::new());
-            };
-            missing = self.missing_in(table, &t).await?;
-            let moved = match self.load_table(table).await? {
-                Some(now) => now.version() != t.version(),
-                None => false,
-            };
-            if missing.is_empty() || !moved {
-                return Ok(missing);
-            }
-        }
-        Ok(missing)
-    }
-
-    /// The files version `t` of `table` references that its folder does not hold.
-    async fn missing_in(&self, table: &str, t: &DeltaTable) -> Result<Vec<String>> {
-        let referenced = data_files(t, table)?;
-        if referenced.is_empty() {
-            return Ok(Vec::new());
-        }
-        let folder = self.prefix.clone().join(table);
-        let present: std::collections::HashSet<String> = self
-            .list_under(&folder)
-            .await?
-            .into_iter()
-            .map(|(relative, _)| relative)
-            .collect();
-        Ok(referenced
-            .into_iter()
-            .map(|(path, _)| path)
-            .filter(|p| !p.contains("://") && !present.contains(p))
-            .collect())
-    }
-}
-
-impl Lake {
-    /// Drops from `table`'s current version the data files it references that are gone (see
-    /// [`Lake::missing_files`]) in one commit, as Delta's `FSCK REPAIR TABLE` does: their rows
-    /// are lost, and the table reads again. Returns the files dropped (none: no commit).
-    pub async fn repair(&self, table: &str) -> Result<Vec<String>> {
-        use deltalake::kernel::Action;
-        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-        let missing = self.missing_files(table).await?;
-        if missing.is_empty() {
-            return Ok(missing);
-        }
-        let delta_err = |source| SinkError::Delta {
-            table: table.to_owned(),
-            source,
-        };
-        let Some(t) = self.load_table(table).await? else {
-            return Ok(Vec::new());
-        };
-        let state = t.snapshot().map_err(delta_err)?;
-        let gone: std::collections::HashSet<&str> = missing.iter().map(String::as_str).collect();
-        let actions: Vec<Action> = state
-            .log_data()
-            .iter()
-            .filter(|f| gone.contains(f.path().as_ref()))
-            .map(|f| Action::Remove(f.remove_action(true)))
-            .collect();
-        let properties = CommitProperties::default()
-            .with_max_retries(0)
-            .with_metadata([("errlake.repair".to_owned(), serde_json::json!(missing))]);
-        CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(
-                Some(state),
-                t.log_store(),
-                deltalake::protocol::DeltaOperation::FileSystemCheck {},
-            )
-            .await
-            .map_err(delta_err)?;
-        Ok(missing)
-    }
-}
-
-/// Whether `needle` occurs in `haystack`.
-fn memchr_contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }

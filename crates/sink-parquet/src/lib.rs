@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod catalog;
 mod columns;
 mod commit;
 mod compact;
@@ -56,11 +57,13 @@ mod probe;
 mod read;
 mod rewrite;
 mod table_commit;
+mod upkeep;
 mod writer;
 
+pub use catalog::{LOADS_FOLDER, LoadEntry, TableInfo};
 pub use compact::{Compaction, compact_tables};
 pub use files::is_own_data_file;
-pub use lake::{KEEP_HISTORY_PROPERTY, LOADS_FOLDER, Lake, LoadEntry, Orphans, TableInfo};
+pub use lake::{KEEP_HISTORY_PROPERTY, Lake, Orphans};
 pub use load_ids::hash_table;
 pub use table_commit::TableCommit;
 pub use writer::LoadWriter;
