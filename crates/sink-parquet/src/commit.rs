@@ -69,67 +69,11 @@ impl LoadWriter {
             {
                 ids.deleted = deleted_ids(&self.lake, &root.name, column, &w.staged, ids).await?;
             }
-            // Records whose stored copy is identical are left out, with their children: an
-            // unchanged record costs no rewrite, and a load of nothing new commits nothing.
-            // The stored hashes live in a table of their own, committed after the root's
-            // child tables, so a load killed between the root's commit and its children's
-            // leaves the old hashes, and the next load merges those records again.
-            let mut new_hashes: Option<(StringArray, StringArray)> = None;
-            if let (Some(ids), Some(w)) = (root_ids.as_mut(), self.tables.get(&root.name))
-                && root.write_disposition == WriteDisposition::Merge
-                && w.schema.column_with_name(CONTENT_HASH).is_some()
-            {
-                let (unchanged, rows) =
-                    unchanged_ids(&self.lake, &root.name, &w.staged, ids).await?;
-                new_hashes = Some(rows).filter(|(ids, _)| !ids.is_empty());
-                if !unchanged.is_empty() {
-                    tracing::debug!(table = %root.name, records = unchanged.len(), "unchanged records left out of the merge");
-                    for id in &unchanged {
-                        ids.last_page.remove(id);
-                    }
-                    for (name, tw) in self
-                        .tables
-                        .iter_mut()
-                        .filter(|(_, w)| w.meta.root == root.name)
-                    {
-                        let (kept, replaced) = without_rows(
-                            &self.lake,
-                            &self.config,
-                            &format!("{}-{}-same", self.load_id, file_token()),
-                            name,
-                            root_key_column(&tw.meta),
-                            &tw.staged,
-                            &|k| unchanged.contains(&k),
-                        )
-                        .await?;
-                        self.lake
-                            .delete_files(name, replaced.iter().map(|f| &f.name))
-                            .await;
-                        tw.staged = kept;
-                    }
-                }
-            }
-            // The root first, then its child tables: written this load or already in the lake.
-            let mut group: Vec<String> = vec![root.name.clone()];
-            let mut children: Vec<String> = self
-                .tables
-                .values()
-                .filter(|w| w.meta.root == root.name && !w.meta.is_root())
-                .map(|w| w.meta.name.clone())
-                .chain(
-                    existing
-                        .iter()
-                        .filter(|t| {
-                            **t != root.name
-                                && !self.tables.contains_key(*t)
-                                && root_of(t, &self.root_names) == Some(root.name.as_str())
-                        })
-                        .cloned(),
-                )
-                .collect();
-            children.sort();
-            children.dedup();
-            group.extend(children);
+            let new_hashes = match root_ids.as_mut() {
+                Some(ids) => self.leave_out_unchanged(root, ids).await?,
+                None => None,
+            };
+            let group = self.tables_of(root, &existing);
             // The root's final staged files carry the load's root ids, which also say
             // which child files may hold rows to replace.
             let mut root_files: Vec<StagedFile> = Vec::new();
@@ -184,6 +128,83 @@ impl LoadWriter {
             }
         }
         Ok(())
+    }
+}
+
+impl LoadWriter {
+    /// Records whose stored copy is identical are left out, with their children: an
+    /// unchanged record costs no rewrite, and a load of nothing new commits nothing. The
+    /// stored hashes live in a table of their own, committed after the root's child tables,
+    /// so a load killed between the root's commit and its children's leaves the old hashes,
+    /// and the next load merges those records again. Returns the `(row id, hash)` rows to
+    /// store once the root and its children are in (`None`: none, or no hashes).
+    async fn leave_out_unchanged(
+        &mut self,
+        root: &TableMeta,
+        ids: &mut RootIds,
+    ) -> Result<Option<(StringArray, StringArray)>> {
+        let Some(w) = self.tables.get(&root.name) else {
+            return Ok(None);
+        };
+        if root.write_disposition != WriteDisposition::Merge
+            || w.schema.column_with_name(CONTENT_HASH).is_none()
+        {
+            return Ok(None);
+        }
+        let (unchanged, rows) = unchanged_ids(&self.lake, &root.name, &w.staged, ids).await?;
+        if !unchanged.is_empty() {
+            tracing::debug!(table = %root.name, records = unchanged.len(), "unchanged records left out of the merge");
+            for id in &unchanged {
+                ids.last_page.remove(id);
+            }
+            for (name, tw) in self
+                .tables
+                .iter_mut()
+                .filter(|(_, w)| w.meta.root == root.name)
+            {
+                let (kept, replaced) = without_rows(
+                    &self.lake,
+                    &self.config,
+                    &format!("{}-{}-same", self.load_id, file_token()),
+                    name,
+                    root_key_column(&tw.meta),
+                    &tw.staged,
+                    &|k| unchanged.contains(&k),
+                )
+                .await?;
+                self.lake
+                    .delete_files(name, replaced.iter().map(|f| &f.name))
+                    .await;
+                tw.staged = kept;
+            }
+        }
+        Ok(Some(rows).filter(|(ids, _)| !ids.is_empty()))
+    }
+
+    /// A root's tables in commit order: the root first, then its child tables, written this
+    /// load or already in the lake (`existing`).
+    fn tables_of(&self, root: &TableMeta, existing: &[String]) -> Vec<String> {
+        let mut group: Vec<String> = vec![root.name.clone()];
+        let mut children: Vec<String> = self
+            .tables
+            .values()
+            .filter(|w| w.meta.root == root.name && !w.meta.is_root())
+            .map(|w| w.meta.name.clone())
+            .chain(
+                existing
+                    .iter()
+                    .filter(|t| {
+                        **t != root.name
+                            && !self.tables.contains_key(*t)
+                            && root_of(t, &self.root_names) == Some(root.name.as_str())
+                    })
+                    .cloned(),
+            )
+            .collect();
+        children.sort();
+        children.dedup();
+        group.extend(children);
+        group
     }
 }
 
