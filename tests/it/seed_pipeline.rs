@@ -295,3 +295,37 @@ fn deltalake_columns(lake: &std::path::Path, table: &str) -> Vec<String> {
         &[&lake.join(table).display().to_string()],
     )
 }
+
+/// The pipeline's `[sink]` section holds for its state table too: with a history setting,
+/// the state table keeps its replaced files for that long, as the data tables do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_section_holds_for_the_state_table() {
+    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    let file = dir.path().join("history.toml");
+    std::fs::write(
+        &file,
+        format!("{seed}\n[sink]\nkeep_history_secs = 86400\n"),
+    )
+    .unwrap();
+    let lake_dir = dir.path().join("lake");
+    let p = load(&file, &mock.base_url(), &lake_dir, TOKEN);
+    run(&p).await.unwrap();
+    let lake = sink_parquet::Lake::open(lake_dir.to_str().unwrap()).unwrap();
+    for table in ["events", pipeline::STATE_TABLE] {
+        let t = lake.load_table(table).await.unwrap().unwrap();
+        let retention = t
+            .snapshot()
+            .unwrap()
+            .metadata()
+            .configuration()
+            .get(sink_parquet::KEEP_HISTORY_PROPERTY)
+            .cloned();
+        assert_eq!(
+            retention.as_deref(),
+            Some("interval 86400 seconds"),
+            "{table}"
+        );
+    }
+}

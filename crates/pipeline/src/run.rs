@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_core::{Client, StatsSnapshot};
-use sink_parquet::{Lake, LoadWriter, TableCommit};
+use sink_parquet::{Lake, LoadWriter, ParquetSinkConfig, TableCommit};
 use source_errors::{
     FailedPartition, LiveStats, Page, PartitionState, ResourceStats, StateKey, WriteDisposition,
 };
@@ -312,6 +312,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         load_id: load_id.clone(),
         dispositions,
         root_tables,
+        sink_config: pipeline.sink.clone(),
         progress: Progress::default(),
         committed: stored,
         commits: Vec::new(),
@@ -451,6 +452,8 @@ struct Sink {
     dispositions: HashMap<String, WriteDisposition>,
     /// Each resource's root table.
     root_tables: HashMap<String, String>,
+    /// The pipeline's `[sink]` settings (the state table's writer takes them too).
+    sink_config: ParquetSinkConfig,
     progress: Progress,
     /// The state as committed (loaded at the start, updated at each commit).
     committed: HashMap<StateKey, StoredState>,
@@ -573,7 +576,13 @@ impl Sink {
         &mut self,
         changes: BTreeMap<StateKey, StoredState>,
     ) -> Result<(), PipelineError> {
-        let commits = commit_state(&self.lake, &self.registry, &self.load_id, &changes).await?;
+        let commits = commit_state(
+            (&self.lake, &self.sink_config),
+            &self.registry,
+            &self.load_id,
+            &changes,
+        )
+        .await?;
         self.commits.extend(commits);
         self.committed.extend(changes);
         Ok(())

@@ -65,7 +65,7 @@ pub async fn load_state(lake: &Lake) -> Result<HashMap<StateKey, StoredState>, P
 /// Writes the changed rows of the state as one merge commit of the state table; no commit
 /// when `changes` is empty.
 pub(crate) async fn commit_state(
-    lake: &Lake,
+    (lake, sink): (&Lake, &ParquetSinkConfig),
     registry: &SchemaRegistry,
     load_id: &str,
     changes: &BTreeMap<StateKey, StoredState>,
@@ -109,12 +109,9 @@ pub(crate) async fn commit_state(
             page_no: 1,
             source: Box::new(source),
         })?;
-    let mut writer = LoadWriter::new(
-        lake.clone(),
-        ParquetSinkConfig::default(),
-        load_id.to_owned(),
-        vec![meta],
-    );
+    // The user's `[sink]` settings hold for the state table too (its history, the grace of
+    // orphaned files, the encoding).
+    let mut writer = LoadWriter::new(lake.clone(), sink.clone(), load_id.to_owned(), vec![meta]);
     writer.write(0, batches).await?;
     Ok(writer.commit().await?)
 }
