@@ -196,28 +196,7 @@ pub(crate) async fn files_maybe_holding(
                 None => None,
             });
         }
-        // The ids the file may hold at all; most files hold none of a checkpoint's ids.
-        let in_file: Vec<u64>;
-        let ids: &[u64] = match BlockFilter::union_of(filters.iter().flatten()) {
-            Some(union) => {
-                in_file = hashes
-                    .iter()
-                    .copied()
-                    .filter(|&h| union.may_hold(h))
-                    .collect();
-                &in_file
-            }
-            None => &hashes,
-        };
-        let may_hold: Vec<usize> = filters
-            .iter()
-            .enumerate()
-            .filter(|(_, filter)| match filter {
-                Some(filter) => ids.iter().any(|&hash| filter.may_hold(hash)),
-                None => true,
-            })
-            .map(|(rg, _)| rg)
-            .collect();
+        let may_hold = row_groups_maybe_holding(&filters, &hashes);
         tracing::debug!(
             table,
             path,
@@ -231,6 +210,33 @@ pub(crate) async fn files_maybe_holding(
         }
     }
     Ok(out)
+}
+
+/// The row groups whose filters (`None`: the row group has none) may hold one of `hashes`:
+/// first the ids the union of the file's filters may hold (most files hold none of a
+/// checkpoint's ids), then only those against each row group's filter.
+fn row_groups_maybe_holding(filters: &[Option<BlockFilter>], hashes: &[u64]) -> Vec<usize> {
+    let in_file: Vec<u64>;
+    let ids: &[u64] = match BlockFilter::union_of(filters.iter().flatten()) {
+        Some(union) => {
+            in_file = hashes
+                .iter()
+                .copied()
+                .filter(|&h| union.may_hold(h))
+                .collect();
+            &in_file
+        }
+        None => hashes,
+    };
+    filters
+        .iter()
+        .enumerate()
+        .filter(|(_, filter)| match filter {
+            Some(filter) => ids.iter().any(|&hash| filter.may_hold(hash)),
+            None => true,
+        })
+        .map(|(rg, _)| rg)
+        .collect()
 }
 
 /// The hashes ([`id_hash`]) of the ids in column `id_column` of `id_files` (staged files of
@@ -342,6 +348,16 @@ mod tests {
             absent < 20_000 / 2,
             "{absent} of 20000 absent ids in the union"
         );
+
+        // A row group without a filter is always read; of the others, only those that may
+        // hold one of the ids.
+        let in_last = id_hash(held.last().unwrap().as_bytes());
+        let filters: Vec<Option<BlockFilter>> = filters.into_iter().map(Some).collect();
+        let mut with_gap = filters;
+        with_gap.insert(1, None);
+        assert_eq!(row_groups_maybe_holding(&with_gap, &[in_last]), vec![1, 3]);
+        assert_eq!(row_groups_maybe_holding(&with_gap, &[]), vec![1]);
+        let filters: Vec<BlockFilter> = with_gap.into_iter().flatten().collect();
 
         let odd = BlockFilter {
             blocks: vec![[0; 8]; 3],
