@@ -112,6 +112,41 @@ fn internal_dependencies_follow_the_allowed_edges() {
     }
 }
 
+/// `paginate`'s state machines are usable without an HTTP client or an async runtime: what
+/// brings those in is optional, behind the `fetch` feature (`.ci/run` builds and tests the
+/// crate without it).
+#[test]
+fn paginate_needs_no_runtime_without_its_fetch_feature() {
+    let manifest =
+        std::fs::read_to_string(workspace_root().join("crates/paginate/Cargo.toml")).unwrap();
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap_or("")
+        .split("\n[")
+        .next()
+        .unwrap_or("");
+    let mut seen = 0;
+    for line in deps.lines() {
+        let name = line.split(['.', '=', ' ']).next().unwrap_or("").trim();
+        if ["http-core", "tokio", "reqwest"].contains(&name) {
+            seen += 1;
+            assert!(
+                line.contains("optional = true"),
+                "paginate: `{name}` must be optional (feature `fetch`): {line}"
+            );
+        }
+    }
+    assert!(
+        seen > 0,
+        "paginate's manifest names no http-core: is the check stale?"
+    );
+    assert!(
+        manifest.contains("fetch = [\"dep:http-core\"]"),
+        "paginate: the `fetch` feature no longer brings http-core"
+    );
+}
+
 #[test]
 fn pipeline_files_hold_no_literal_credentials() {
     for entry in std::fs::read_dir(workspace_root().join("pipelines")).unwrap() {

@@ -128,6 +128,22 @@ pub(crate) fn test(args: TestArgs) -> anyhow::Result<()> {
         if !status.success() {
             bail!("an example failed");
         }
+        // The paginators without the network loop: no HTTP client, no Tokio.
+        let status = cargo_command()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "paginate",
+                "--no-default-features",
+                "--lib",
+                "--examples",
+            ])
+            .status()
+            .context("testing paginate without its fetch feature")?;
+        if !status.success() {
+            bail!("paginate failed without its fetch feature");
+        }
     }
     Ok(())
 }

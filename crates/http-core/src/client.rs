@@ -172,32 +172,39 @@ pub struct ClientSettings {
 
 impl ClientSettings {
     /// Checks a [`ClientConfig`] whose secrets the caller has resolved into `auth`.
-    /// Errors are messages naming the offending field.
+    /// An error names the offending field (as data: [`SettingError::field`]), never a secret.
     pub fn from_config(
         config: &ClientConfig,
         auth: Option<Auth>,
-    ) -> std::result::Result<Self, String> {
-        let base_url = Url::parse(&config.base_url)
-            .map_err(|e| format!("base_url: `{}` is not a URL: {e}", config.base_url))?;
+    ) -> std::result::Result<Self, SettingError> {
+        let base_url = Url::parse(&config.base_url).map_err(|e| {
+            SettingError::new(
+                "base_url",
+                format!("`{}` is not a URL: {e}", config.base_url),
+            )
+        })?;
         if !matches!(base_url.scheme(), "http" | "https") {
-            return Err(format!(
-                "base_url: `{}` is not an http or https URL",
-                config.base_url
+            return Err(SettingError::new(
+                "base_url",
+                format!("`{}` is not an http or https URL", config.base_url),
             ));
         }
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("headers.{k}: not a header name"))?;
-            let value =
-                HeaderValue::from_str(v).map_err(|_| format!("headers.{k}: not a header value"))?;
+            let bad = |what: &str| SettingError::new(format!("headers.{k}"), what);
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad("not a header name"))?;
+            let value = HeaderValue::from_str(v).map_err(|_| bad("not a header value"))?;
             headers.insert(name, value);
         }
         // A credential that cannot be a header fails here, at config time, never at the
         // first request; the message names the field, never the value.
         let header_safe = |field: &str, value: &str| {
             HeaderValue::from_str(value).map(|_| ()).map_err(|_| {
-                format!("auth.{field}: the secret holds a character a header cannot carry (a newline or another control character)")
+                SettingError::new(
+                    format!("auth.{field}"),
+                    "the secret holds a character a header cannot carry (a newline or another control character)",
+                )
             })
         };
         match &auth {
@@ -209,13 +216,16 @@ impl ClientSettings {
             Some(Auth::Bearer(token)) => header_safe("token", token.expose())?,
             Some(Auth::Basic { username, password }) => {
                 if username.contains(':') || username.chars().any(char::is_control) {
-                    return Err(
-                        "auth.username: a user name may hold no `:` and no control character"
-                            .into(),
-                    );
+                    return Err(SettingError::new(
+                        "auth.username",
+                        "a user name may hold no `:` and no control character",
+                    ));
                 }
                 if password.expose().chars().any(char::is_control) {
-                    return Err("auth.password: the secret holds a control character".into());
+                    return Err(SettingError::new(
+                        "auth.password",
+                        "the secret holds a control character",
+                    ));
                 }
             }
             Some(Auth::ApiKey { .. }) | None => {}
@@ -226,8 +236,9 @@ impl ClientSettings {
             ("read_timeout_secs", config.read_timeout_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
-                return Err(format!(
-                    "{field}: expected a positive number of seconds, got {secs}"
+                return Err(SettingError::new(
+                    field,
+                    format!("expected a positive number of seconds, got {secs}"),
                 ));
             }
         }
@@ -243,6 +254,26 @@ impl ClientSettings {
             max_response_bytes: config.max_response_bytes,
             trusted_hosts: config.trusted_hosts.clone(),
         })
+    }
+}
+
+/// A client setting that cannot work: which field of the `client` section, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SettingError {
+    /// The field's path within the `client` section (`base_url`, `headers.Accept`,
+    /// `auth.token`).
+    pub field: String,
+    /// What is wrong with it; never the value of a secret.
+    pub message: String,
+}
+
+impl SettingError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SettingError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -33,7 +33,8 @@ mod retry;
 mod secret;
 
 pub use client::{
-    ApiKeyLocation, Auth, AuthConfig, Client, ClientConfig, ClientSettings, Response, StatsSnapshot,
+    ApiKeyLocation, Auth, AuthConfig, Client, ClientConfig, ClientSettings, Response, SettingError,
+    StatsSnapshot,
 };
 pub use pacing::RateLimitConfig;
 pub use retry::{FullJitter, RetryConfig, is_retryable_status, parse_retry_after};

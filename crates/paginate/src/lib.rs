@@ -6,6 +6,10 @@
 //! [`http_core::Client`], parses each body once, selects the records and asks the paginator
 //! for the next URL. Next URLs are used exactly as the API gave them.
 //!
+//! The loop sits behind the default feature `fetch`; without it (`default-features = false`)
+//! the crate is the paginators, the stop condition and the JSON paths, with no HTTP client
+//! and no async runtime.
+//!
 //! Guards: a next URL seen before in the same paging is an error (it would loop), an empty
 //! page where more were announced ends the paging with a warning, and `max_pages` caps it.
 //!
@@ -30,16 +34,18 @@
 
 mod body;
 mod json_path;
+#[cfg(feature = "fetch")]
 mod page_loop;
 mod paginator;
 mod stop_condition;
 
 pub use body::{BodyProblem, MAX_DEPTH, parse_body};
 pub use json_path::JsonPath;
+#[cfg(feature = "fetch")]
 pub use page_loop::{FetchedPage, PageLoop};
 pub use paginator::{
-    FirstRequestParams, MAX_PAGE_SIZE, Next, Paginator, PaginatorConfig, PagingProblem, Strategy,
-    check_page_size, next_link,
+    FirstRequestParams, MAX_PAGE_SIZE, Next, Paginator, PaginatorConfig, PagingProblem,
+    SettingError, Strategy, check_page_size, next_link,
 };
 pub use stop_condition::StopCondition;
 
@@ -48,6 +54,7 @@ pub use stop_condition::StopCondition;
 #[non_exhaustive]
 pub enum PaginateError {
     /// The request for a page failed (after retries, where retryable).
+    #[cfg(feature = "fetch")]
     #[error("paginate: page {page_no} of `{paging}`")]
     Fetch {
         /// The resource and partition.

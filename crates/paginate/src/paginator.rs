@@ -207,23 +207,44 @@ impl Strategy {
     }
 }
 
+/// A paginator setting that cannot work: which field of the paginator's section, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SettingError {
+    /// The field (`limit`, `cursor_path`, `stop_condition`, `stop_after_empty_page`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl SettingError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        SettingError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
 /// The query parameters a paginator adds to the first request.
 pub type FirstRequestParams = Vec<(String, String)>;
 
 impl PaginatorConfig {
-    /// Checks the config; errors are messages naming the field.
-    pub fn compile(&self) -> Result<(Strategy, FirstRequestParams), String> {
+    /// Checks the config; an error names the paginator's field it is about.
+    pub fn compile(&self) -> Result<(Strategy, FirstRequestParams), SettingError> {
         let page_size = |l: &Option<u64>| {
-            l.map(|l| check_page_size(&l.to_string()).map_err(|e| format!("limit: {e}")))
+            l.map(|l| check_page_size(&l.to_string()).map_err(|e| SettingError::new("limit", e)))
                 .transpose()
         };
-        let stop = |s: &Option<String>| -> Result<Option<StopCondition>, String> {
+        let stop = |s: &Option<String>| -> Result<Option<StopCondition>, SettingError> {
             s.as_deref()
                 .map(StopCondition::compile)
                 .transpose()
-                .map_err(|e| format!("stop_condition: {e}"))
+                .map_err(|e| SettingError::new("stop_condition", e))
         };
-        let path = |field: &str, p: &str| JsonPath::parse(p).map_err(|e| format!("{field}: {e}"));
+        let path = |field: &'static str, p: &str| {
+            JsonPath::parse(p).map_err(|e| SettingError::new(field, e))
+        };
         Ok(match self {
             PaginatorConfig::Cursor {
                 cursor_param,
@@ -279,7 +300,10 @@ impl PaginatorConfig {
             } => {
                 page_size(&Some(*limit))?;
                 if !stop_after_empty_page && total_path.is_none() && maximum_offset.is_none() {
-                    return Err("stop_after_empty_page = false needs total_path or maximum_offset, or the paging never ends".into());
+                    return Err(SettingError::new(
+                        "stop_after_empty_page",
+                        "false needs total_path or maximum_offset, or the paging never ends",
+                    ));
                 }
                 (
                     Strategy::Offset {
@@ -308,7 +332,10 @@ impl PaginatorConfig {
                 stop_after_empty_page,
             } => {
                 if !stop_after_empty_page && total_path.is_none() && maximum_page.is_none() {
-                    return Err("stop_after_empty_page = false needs total_path or maximum_page, or the paging never ends".into());
+                    return Err(SettingError::new(
+                        "stop_after_empty_page",
+                        "false needs total_path or maximum_page, or the paging never ends",
+                    ));
                 }
                 (
                     Strategy::PageNumber {

@@ -3,8 +3,6 @@
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use url::Url;
-use wiremock::matchers::{path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::*;
 
@@ -194,73 +192,6 @@ fn body_cursor_offset_page_number_and_json_link() {
     );
 }
 
-fn client(base: &str) -> http_core::Client {
-    let config: http_core::ClientConfig =
-        serde_json::from_value(json!({"base_url": base, "retry": {"backoff_base_secs": 0.01}}))
-            .unwrap();
-    http_core::Client::new(http_core::ClientSettings::from_config(&config, None).unwrap()).unwrap()
-}
-
-#[tokio::test]
-async fn page_loop_follows_links_until_the_seed_stop_condition() {
-    let server = MockServer::start().await;
-    let base = server.uri();
-    Mock::given(path("/items"))
-        .and(query_param("offset", "2"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [{"id": 3}]})))
-        .mount(&server)
-        .await;
-    Mock::given(path("/items"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header(
-                    "Link",
-                    format!("<{base}/items?offset=2>; rel=\"next\"").as_str(),
-                )
-                .set_body_json(json!({"data": [{"id": 1}, {"id": 2}]})),
-        )
-        .mount(&server)
-        .await;
-    let s = strategy(
-        json!({"type": "cursor", "cursor_param": "Link", "stop_condition": "not headers.get('Link') or 'rel=\"next\"' not in headers.get('Link')"}),
-    );
-    let mut pages = PageLoop::new(
-        client(&base),
-        url(&format!("{base}/items")),
-        s,
-        Some(JsonPath::parse("data").unwrap()),
-        "items".into(),
-        None,
-    );
-    let p0 = pages.next_page().await.unwrap().unwrap();
-    let p1 = pages.next_page().await.unwrap().unwrap();
-    assert!(pages.next_page().await.unwrap().is_none());
-    assert_eq!((p0.records.len(), p1.records.len(), p1.page_idx), (2, 1, 1));
-}
-
-#[tokio::test]
-async fn a_broken_body_names_the_paging_and_page() {
-    let server = MockServer::start().await;
-    Mock::given(path("/items"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("{\"data\": ["))
-        .mount(&server)
-        .await;
-    let mut pages = PageLoop::new(
-        client(&server.uri()),
-        url(&format!("{}/items", server.uri())),
-        Strategy::SinglePage,
-        None,
-        "items[project_id=p1]".into(),
-        None,
-    );
-    let err = pages.next_page().await.unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("paginate: page 1 of `items[project_id=p1]`"),
-        "{err}"
-    );
-}
-
 #[test]
 fn offset_without_an_end_signal_is_refused_at_config_time() {
     let config: PaginatorConfig = serde_json::from_value(
@@ -268,7 +199,8 @@ fn offset_without_an_end_signal_is_refused_at_config_time() {
     )
     .unwrap();
     let err = config.compile().unwrap_err();
-    assert!(err.contains("never ends"), "{err}");
+    assert_eq!(err.field, "stop_after_empty_page");
+    assert!(err.message.contains("never ends"), "{err}");
 }
 
 #[test]
@@ -329,68 +261,147 @@ fn repeated_link_headers_are_all_read() {
     assert_eq!(got, Next::Url(url("https://a.example/x?page=3")));
 }
 
-#[tokio::test]
-async fn page_loop_stops_at_max_pages_and_at_an_empty_page_with_a_next_link() {
-    let server = MockServer::start().await;
-    let base = server.uri();
-    // Every page links to a next one: an endless API.
-    Mock::given(path("/endless"))
-        .respond_with({
-            let origin = base.clone();
-            move |req: &wiremock::Request| {
-                let n: u32 = req
-                    .url
-                    .query_pairs()
-                    .find(|(k, _)| k == "p")
-                    .map_or(0, |(_, v)| v.parse().unwrap());
+/// The network loop, against a server on loopback.
+#[cfg(feature = "fetch")]
+mod page_loops {
+    use serde_json::json;
+    use wiremock::matchers::{path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::{strategy, url};
+    use crate::*;
+
+    fn client(base: &str) -> http_core::Client {
+        let config: http_core::ClientConfig =
+            serde_json::from_value(json!({"base_url": base, "retry": {"backoff_base_secs": 0.01}}))
+                .unwrap();
+        http_core::Client::new(http_core::ClientSettings::from_config(&config, None).unwrap())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn page_loop_follows_links_until_the_seed_stop_condition() {
+        let server = MockServer::start().await;
+        let base = server.uri();
+        Mock::given(path("/items"))
+            .and(query_param("offset", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [{"id": 3}]})))
+            .mount(&server)
+            .await;
+        Mock::given(path("/items"))
+            .respond_with(
                 ResponseTemplate::new(200)
                     .insert_header(
                         "Link",
-                        format!("<{}/endless?p={}>; rel=\"next\"", origin, n + 1).as_str(),
+                        format!("<{base}/items?offset=2>; rel=\"next\"").as_str(),
                     )
-                    .set_body_json(json!([{"id": n}]))
-            }
-        })
-        .mount(&server)
-        .await;
-    let mut pages = PageLoop::new(
-        client(&base),
-        url(&format!("{base}/endless")),
-        Strategy::Link {
-            rel: "next".into(),
-            stop_condition: None,
-        },
-        None,
-        "endless".into(),
-        Some(3),
-    );
-    let mut n = 0;
-    while pages.next_page().await.unwrap().is_some() {
-        n += 1;
+                    .set_body_json(json!({"data": [{"id": 1}, {"id": 2}]})),
+            )
+            .mount(&server)
+            .await;
+        let s = strategy(
+            json!({"type": "cursor", "cursor_param": "Link", "stop_condition": "not headers.get('Link') or 'rel=\"next\"' not in headers.get('Link')"}),
+        );
+        let mut pages = PageLoop::new(
+            client(&base),
+            url(&format!("{base}/items")),
+            s,
+            Some(JsonPath::parse("data").unwrap()),
+            "items".into(),
+            None,
+        );
+        let p0 = pages.next_page().await.unwrap().unwrap();
+        let p1 = pages.next_page().await.unwrap().unwrap();
+        assert!(pages.next_page().await.unwrap().is_none());
+        assert_eq!((p0.records.len(), p1.records.len(), p1.page_idx), (2, 1, 1));
     }
-    assert_eq!(n, 3);
 
-    // An empty page that still announces a next one ends the paging.
-    Mock::given(path("/empty"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("Link", format!("<{base}/empty?p=2>; rel=\"next\"").as_str())
-                .set_body_json(json!([])),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    let mut pages = PageLoop::new(
-        client(&base),
-        url(&format!("{base}/empty")),
-        Strategy::Link {
-            rel: "next".into(),
-            stop_condition: None,
-        },
-        None,
-        "empty".into(),
-        None,
-    );
-    assert_eq!(pages.next_page().await.unwrap().unwrap().records.len(), 0);
-    assert!(pages.next_page().await.unwrap().is_none());
+    #[tokio::test]
+    async fn a_broken_body_names_the_paging_and_page() {
+        let server = MockServer::start().await;
+        Mock::given(path("/items"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("{\"data\": ["))
+            .mount(&server)
+            .await;
+        let mut pages = PageLoop::new(
+            client(&server.uri()),
+            url(&format!("{}/items", server.uri())),
+            Strategy::SinglePage,
+            None,
+            "items[project_id=p1]".into(),
+            None,
+        );
+        let err = pages.next_page().await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("paginate: page 1 of `items[project_id=p1]`"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn page_loop_stops_at_max_pages_and_at_an_empty_page_with_a_next_link() {
+        let server = MockServer::start().await;
+        let base = server.uri();
+        // Every page links to a next one: an endless API.
+        Mock::given(path("/endless"))
+            .respond_with({
+                let origin = base.clone();
+                move |req: &wiremock::Request| {
+                    let n: u32 = req
+                        .url
+                        .query_pairs()
+                        .find(|(k, _)| k == "p")
+                        .map_or(0, |(_, v)| v.parse().unwrap());
+                    ResponseTemplate::new(200)
+                        .insert_header(
+                            "Link",
+                            format!("<{}/endless?p={}>; rel=\"next\"", origin, n + 1).as_str(),
+                        )
+                        .set_body_json(json!([{"id": n}]))
+                }
+            })
+            .mount(&server)
+            .await;
+        let mut pages = PageLoop::new(
+            client(&base),
+            url(&format!("{base}/endless")),
+            Strategy::Link {
+                rel: "next".into(),
+                stop_condition: None,
+            },
+            None,
+            "endless".into(),
+            Some(3),
+        );
+        let mut n = 0;
+        while pages.next_page().await.unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+
+        // An empty page that still announces a next one ends the paging.
+        Mock::given(path("/empty"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("Link", format!("<{base}/empty?p=2>; rel=\"next\"").as_str())
+                    .set_body_json(json!([])),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let mut pages = PageLoop::new(
+            client(&base),
+            url(&format!("{base}/empty")),
+            Strategy::Link {
+                rel: "next".into(),
+                stop_condition: None,
+            },
+            None,
+            "empty".into(),
+            None,
+        );
+        assert_eq!(pages.next_page().await.unwrap().unwrap().records.len(), 0);
+        assert!(pages.next_page().await.unwrap().is_none());
+    }
 }

@@ -210,13 +210,8 @@ impl Source {
             .map(|a| resolve_auth(a, secrets))
             .transpose()
             .map_err(|(field, m)| err(format!("client.auth.{field}"), m))?;
-        let client = ClientSettings::from_config(&config.client, auth).map_err(|m| {
-            let (field, msg) = m
-                .split_once(": ")
-                .map(|(f, m)| (f.to_owned(), m.to_owned()))
-                .unwrap_or((String::new(), m));
-            err(format!("client.{field}"), msg)
-        })?;
+        let client = ClientSettings::from_config(&config.client, auth)
+            .map_err(|e| err(format!("client.{}", e.field), e.message))?;
 
         let mut configs = Vec::new();
         for (i, raw) in config.resources.into_iter().enumerate() {
@@ -326,7 +321,9 @@ impl Source {
             render_path(&rc.endpoint.path, &probe).map_err(|m| err(at("endpoint.path"), m))?;
 
             let (strategy, first_params) = match &rc.endpoint.paginator {
-                Some(p) => p.compile().map_err(|m| err(at("endpoint.paginator"), m))?,
+                Some(p) => p
+                    .compile()
+                    .map_err(|e| err(at(&format!("endpoint.paginator.{}", e.field)), e.message))?,
                 None => (Strategy::SinglePage, Vec::new()),
             };
             for (k, v) in first_params {

@@ -117,7 +117,7 @@ fn page_sizes_and_credentials_that_cannot_work_are_refused() {
     }
     check_error(
         |v| v["resources"][0]["endpoint"]["paginator"]["limit"] = json!(0),
-        "config: pipelines/x.toml: `resources[0].endpoint.paginator`: limit: a page size is a whole number from 1 to 10000, got `0`",
+        "config: pipelines/x.toml: `resources[0].endpoint.paginator.limit`: a page size is a whole number from 1 to 10000, got `0`",
     );
     let newline = Secrets::from_map([("auth_token".to_owned(), "tok\nen".to_owned())]);
     let err = Source::from_value(seed_like(), Path::new("pipelines/x.toml"), &newline)
@@ -171,7 +171,7 @@ fn a_broken_stop_condition_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.starts_with("config: x.toml: `resources[0].endpoint.paginator`: stop_condition:"),
+        err.starts_with("config: x.toml: `resources[0].endpoint.paginator.stop_condition`: "),
         "{err}"
     );
 }
