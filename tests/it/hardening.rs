@@ -316,7 +316,7 @@ async fn a_run_that_finds_a_data_file_gone_moves_no_table_and_says_the_way_out()
     let versions = |lake: Lake| async move {
         let mut out = std::collections::BTreeMap::new();
         for t in lake.table_names().await.unwrap() {
-            let v = lake.load_table(&t).await.unwrap().unwrap().version();
+            let v = lake.table_info(&t).await.unwrap().unwrap().version;
             out.insert(t, v);
         }
         out

@@ -314,17 +314,37 @@ async fn the_sink_section_holds_for_the_state_table() {
     run(&p).await.unwrap();
     let lake = sink_parquet::Lake::open(lake_dir.to_str().unwrap()).unwrap();
     for table in ["events", pipeline::STATE_TABLE] {
-        let t = lake.load_table(table).await.unwrap().unwrap();
-        let retention = t
-            .snapshot()
+        // The property as every Delta reader finds it: the last `metaData` of the log.
+        let mut commits: Vec<_> = std::fs::read_dir(lake_dir.join(table).join("_delta_log"))
             .unwrap()
-            .metadata()
-            .configuration()
-            .get(sink_parquet::KEEP_HISTORY_PROPERTY)
-            .cloned();
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        commits.sort();
+        let retention = commits
+            .iter()
+            .flat_map(|c| {
+                let text = std::fs::read_to_string(c).unwrap();
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|a| a.get("metaData").cloned())
+                    .collect::<Vec<_>>()
+            })
+            .last()
+            .and_then(|m| {
+                m["configuration"][sink_parquet::KEEP_HISTORY_PROPERTY]
+                    .as_str()
+                    .map(str::to_owned)
+            });
         assert_eq!(
             retention.as_deref(),
             Some("interval 86400 seconds"),
+            "{table}"
+        );
+        let info = lake.table_info(table).await.unwrap().unwrap();
+        assert_eq!(
+            info.keeps_history,
+            Some(std::time::Duration::from_secs(86400)),
             "{table}"
         );
     }

@@ -147,12 +147,12 @@ impl Lake {
     }
 
     /// The store, rooted at the filesystem root or the bucket.
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
 
     /// The URL of a table's folder.
-    pub fn table_url(&self, table: &str) -> Url {
+    pub(crate) fn table_url(&self, table: &str) -> Url {
         // Table names are normalized identifiers: letters, digits and `_`.
         let mut url = self.url.clone();
         let p = format!("{}{}/", self.url.path(), table);
@@ -161,7 +161,7 @@ impl Lake {
     }
 
     /// The store path of a file in a table's folder.
-    pub fn file_path(&self, table: &str, file: &str) -> StorePath {
+    pub(crate) fn file_path(&self, table: &str, file: &str) -> StorePath {
         self.prefix.clone().join(table).join(file)
     }
 
@@ -251,7 +251,7 @@ impl Lake {
 
     /// The Delta table `table`, loaded; `None` if there is none yet. A log that cannot be
     /// read is [`SinkError::CorruptLog`], naming the commit file, where one is not JSON.
-    pub async fn load_table(&self, table: &str) -> Result<Option<DeltaTable>> {
+    pub(crate) async fn load_table(&self, table: &str) -> Result<Option<DeltaTable>> {
         let fail = |source| SinkError::Delta {
             table: table.to_owned(),
             source,
@@ -314,7 +314,7 @@ impl Lake {
     }
 
     /// A table as of one version.
-    pub async fn load_table_version(&self, table: &str, version: u64) -> Result<DeltaTable> {
+    pub(crate) async fn load_table_version(&self, table: &str, version: u64) -> Result<DeltaTable> {
         let mut t = self.unloaded_table(table)?;
         t.load_version(version)
             .await
