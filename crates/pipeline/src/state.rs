@@ -100,7 +100,9 @@ pub(crate) async fn commit_state(
         })
         .collect();
     // The state's own columns are fixed; the user's hints and contracts are for API data.
-    let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry.clone());
+    // Its rows change with every write (`load_id`, `updated_at`): no content hashes.
+    let mut normalizer =
+        Normalizer::new(NormalizeConfig::default(), registry.clone()).without_content_hashes();
     let batches = normalizer
         .normalize(&meta, load_id, 0, &records)
         .map_err(|source| PipelineError::Transform {

@@ -369,6 +369,9 @@ pub struct Normalizer {
     /// Counts `normalize` calls, to mark nodes that saw a null in the current one.
     call: u64,
     stage_rows: bool,
+    /// Whether merged root rows get `_errlake_content_hash` (see
+    /// [`Normalizer::without_content_hashes`]).
+    content_hashes: bool,
     /// The bytes of the record being hashed ([`content_hash`]), kept between records.
     hash_buf: Vec<u8>,
 }
@@ -417,6 +420,7 @@ impl Normalizer {
     pub fn new(config: NormalizeConfig, registry: SchemaRegistry) -> Self {
         Normalizer {
             stage_rows: config.may_discard_rows(),
+            content_hashes: true,
             hash_buf: Vec::new(),
             config,
             registry,
@@ -426,6 +430,13 @@ impl Normalizer {
             discarded: Discarded::default(),
             call: 0,
         }
+    }
+
+    /// A normalizer that gives merged root rows no content hash: for tables whose rows
+    /// change with every write (a pipeline's own state), where the hash would never match.
+    pub fn without_content_hashes(mut self) -> Self {
+        self.content_hashes = false;
+        self
     }
 
     /// The schema registry this normalizer shares.
@@ -604,10 +615,9 @@ impl Normalizer {
             let row_id = system_column(ROW_ID);
             if meta.is_root() {
                 let load_id = system_column(LOAD_ID);
-                // errlake's own tables (the pipeline state) change with every write: no hash.
-                let merged = meta.primary_key.is_some()
-                    && meta.write_disposition == WriteDisposition::Merge
-                    && !meta.name.starts_with("_errlake");
+                let merged = self.content_hashes
+                    && meta.primary_key.is_some()
+                    && meta.write_disposition == WriteDisposition::Merge;
                 SystemColumns {
                     row_id,
                     load_id,

@@ -635,6 +635,22 @@ fn the_content_hash_of_a_record_stays_what_lakes_stored() {
 }
 
 #[test]
+fn a_normalizer_without_content_hashes_gives_merged_rows_none() {
+    let records = [json!({"id": "e1", "n": 1})];
+    let meta = meta("_errlake_state", WriteDisposition::Merge);
+    let with = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default())
+        .normalize(&meta, "l", 0, &records)
+        .unwrap();
+    assert!(with[0].batch.column_by_name(CONTENT_HASH).is_some());
+    let without = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default())
+        .without_content_hashes()
+        .normalize(&meta, "l", 0, &records)
+        .unwrap();
+    assert!(without[0].batch.column_by_name(CONTENT_HASH).is_none());
+    assert_eq!(without[0].batch.num_rows(), 1);
+}
+
+#[test]
 fn records_with_keys_in_other_orders_or_missing_fill_the_same_columns() {
     let body = br#"[
         {"id": "a", "level": "error", "device": {"os": "ios", "model": "x"}},
