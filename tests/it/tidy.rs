@@ -66,12 +66,19 @@ fn internal_dependencies_follow_the_allowed_edges() {
         "sink-parquet",
         "pipeline",
         "mock-api",
+        "json-tape",
+        "table-model",
     ];
     let allowed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::from([
         ("http-core", BTreeSet::new()),
-        ("paginate", BTreeSet::from(["http-core"])),
-        ("source-errors", BTreeSet::from(["http-core", "paginate"])),
-        ("transform", BTreeSet::new()),
+        ("json-tape", BTreeSet::new()),
+        ("table-model", BTreeSet::new()),
+        ("paginate", BTreeSet::from(["http-core", "json-tape"])),
+        (
+            "source-errors",
+            BTreeSet::from(["http-core", "paginate", "json-tape", "table-model"]),
+        ),
+        ("transform", BTreeSet::from(["json-tape", "table-model"])),
         ("sink-parquet", BTreeSet::from(["transform"])),
         ("mock-api", BTreeSet::new()),
         (

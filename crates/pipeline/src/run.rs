@@ -187,11 +187,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
                 parent: None,
                 root: table,
                 primary_key: r.primary_key.clone(),
-                write_disposition: match r.write_disposition {
-                    WriteDisposition::Append => transform::WriteDisposition::Append,
-                    WriteDisposition::Replace => transform::WriteDisposition::Replace,
-                    WriteDisposition::Merge => transform::WriteDisposition::Merge,
-                },
+                write_disposition: r.write_disposition,
             };
             (r.name.clone(), Arc::new(meta))
         })

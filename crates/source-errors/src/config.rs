@@ -89,18 +89,7 @@ fn default_method() -> String {
     "GET".into()
 }
 
-/// How a resource's rows land.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteDisposition {
-    /// Rows are added.
-    #[default]
-    Append,
-    /// The run's rows replace the table.
-    Replace,
-    /// Rows replace rows with the same primary key.
-    Merge,
-}
+pub use table_model::WriteDisposition;
 
 /// Where a partition key's values come from: a field of the parent resource's records.
 #[derive(Debug, Clone, PartialEq, Eq)]

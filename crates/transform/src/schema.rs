@@ -2,32 +2,11 @@
 //! transform worker on one column list per table, and the conversion to Arrow.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-/// How a table's rows land in the lake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteDisposition {
-    /// Rows are added to the table.
-    Append,
-    /// The run's rows replace the table's content in one commit.
-    Replace,
-    /// Rows replace the rows with the same primary key; new keys are added.
-    Merge,
-}
-
-impl fmt::Display for WriteDisposition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            WriteDisposition::Append => "append",
-            WriteDisposition::Replace => "replace",
-            WriteDisposition::Merge => "merge",
-        })
-    }
-}
+pub use table_model::WriteDisposition;
 
 /// The type of a normalized column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
