@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use http_core::{Client, StatsSnapshot};
 use sink_parquet::{Lake, LoadWriter, ParquetSinkConfig, TableCommit};
 use source_errors::{
-    FailedPartition, LiveStats, Page, PartitionState, ResourceStats, StateKey, WriteDisposition,
+    FailedPartition, LiveStats, Page, PartitionState, ResourceStats, Source, StateKey,
+    WriteDisposition,
 };
 use transform::{
     Discarded, Normalizer, SchemaRegistry, TableBatch, TableMeta, naming::normalize_identifier,
@@ -134,6 +135,113 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
     let started = Instant::now();
     let load_id = load_id();
     let source = pipeline.source.clone();
+    check_resource_names(&source, options)?;
+    let lake = open_destination(pipeline, options).await?;
+    let registry = SchemaRegistry::new(lake.schemas().await?);
+    let client = Client::new(source.client.clone()).map_err(PipelineError::Client)?;
+    if let Some(probe) = &options.http_probe {
+        let _ = probe.set(client.clone());
+    }
+    let stored = load_state(&lake).await?;
+    let selected: Option<HashSet<String>> = options
+        .resources
+        .as_ref()
+        .map(|r| r.iter().cloned().collect());
+    let tables = ResourceTables::of(&source, selected.as_ref());
+
+    let (pages_tx, pages_rx) =
+        async_channel::bounded::<Page>(pipeline.channels.channel_capacity_pages);
+    let (batches_tx, batches_rx) =
+        async_channel::bounded::<PageBatches>(pipeline.channels.channel_capacity_batches);
+    let interrupt_task = options
+        .interrupt
+        .clone()
+        .map(|interrupt| close_on_interrupt(interrupt, &pages_tx));
+
+    // Fetch: ends when every paging is done; drops `pages_tx`, which closes the channel.
+    let source_options = source_options(options, selected, &stored);
+    let source_task = tokio::spawn(source_errors::run(
+        source.clone(),
+        client.clone(),
+        pages_tx,
+        source_options,
+    ));
+
+    // Normalize: CPU work on blocking threads, one per core, sharing the page channel.
+    let n_workers = match pipeline.channels.transform_workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let workers: Vec<_> = (0..n_workers)
+        .map(|_| {
+            let worker = Worker {
+                pages: pages_rx.clone(),
+                batches: batches_tx.clone(),
+                metas: tables.metas.clone(),
+                normalizer: Normalizer::new(pipeline.normalize.clone(), registry.clone()),
+                load_id: load_id.clone(),
+            };
+            tokio::task::spawn_blocking(move || worker.run())
+        })
+        .collect();
+    drop(pages_rx);
+    drop(batches_tx);
+
+    // Stage: one writer per table, fed by one task, committing at checkpoints.
+    let sink = Sink::new(pipeline, &lake, &registry, &load_id, tables, stored);
+    let sink_task = tokio::spawn(sink.land_all(batches_rx));
+
+    let mut ended = Ended::join(source_task, workers, sink_task).await?;
+    if let Some(task) = interrupt_task {
+        task.abort();
+    }
+    let interrupted = options
+        .interrupt
+        .as_ref()
+        .is_some_and(Interrupt::is_triggered);
+    let report = RunReport {
+        load_id,
+        outcome: Outcome::Completed,
+        error: None,
+        failed: ended.source.failed.clone(),
+        checkpoints: ended.sink.checkpoints,
+        destination: lake.url().to_string(),
+        resources: std::mem::take(&mut ended.source.resources),
+        http: client.stats(),
+        commits: Vec::new(),
+        rows: std::mem::take(&mut ended.sink.rows),
+        compacted: BTreeMap::new(),
+        discarded: std::mem::take(&mut ended.discarded),
+        seconds: 0.0,
+    };
+    ended
+        .conclude(report, pipeline, &lake, interrupted, started)
+        .await
+}
+
+/// What the source needs of the run's options, with the state the earlier runs left.
+fn source_options(
+    options: &RunOptions,
+    selected: Option<HashSet<String>>,
+    stored: &HashMap<StateKey, StoredState>,
+) -> source_errors::RunOptions {
+    source_errors::RunOptions {
+        selected,
+        max_pages: options.max_pages,
+        state: Arc::new(
+            stored
+                .iter()
+                .map(|(k, v)| (k.clone(), v.state.clone()))
+                .collect(),
+        ),
+        full_refresh: options.full_refresh.iter().cloned().collect(),
+        keep_going: options.keep_going,
+        live: options.live.clone(),
+    }
+}
+
+/// Every resource the options name exists.
+fn check_resource_names(source: &Source, options: &RunOptions) -> Result<(), PipelineError> {
     for name in options
         .resources
         .iter()
@@ -144,6 +252,15 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
             return Err(PipelineError::UnknownResource { name: name.clone() });
         }
     }
+    Ok(())
+}
+
+/// The destination, refused when a first run finds files errlake did not write there
+/// (unless the options adopt them).
+async fn open_destination(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+) -> Result<Lake, PipelineError> {
     let lake = Lake::open_with_options(&pipeline.destination, &pipeline.storage_options)?;
     if !options.adopt_foreign_files && !lake.has_load_history().await? {
         let files = lake.foreign_objects(5).await?;
@@ -154,259 +271,228 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
             });
         }
     }
-    let registry = SchemaRegistry::new(lake.schemas().await?);
-    let client = Client::new(source.client.clone()).map_err(PipelineError::Client)?;
-    if let Some(probe) = &options.http_probe {
-        let _ = probe.set(client.clone());
-    }
-    let stored = load_state(&lake).await?;
+    Ok(lake)
+}
 
-    let selected: Option<HashSet<String>> = options
-        .resources
-        .as_ref()
-        .map(|r| r.iter().cloned().collect());
-    let dispositions: HashMap<String, WriteDisposition> = source
-        .resources
-        .iter()
-        .map(|r| (r.name.clone(), r.write_disposition))
-        .collect();
-    // Each resource's root table, named once: a resource may name its table itself.
-    let root_tables: HashMap<String, String> = source
-        .resources
-        .iter()
-        .map(|r| (r.name.clone(), normalize_identifier(&r.table_name)))
-        .collect();
-    let metas: BTreeMap<String, Arc<TableMeta>> = source
-        .resources
-        .iter()
-        .filter(|r| selected.as_ref().is_none_or(|s| s.contains(&r.name)))
-        .map(|r| {
-            let table = root_tables[&r.name].clone();
-            let meta = TableMeta {
-                name: table.clone(),
-                parent: None,
-                root: table,
-                primary_key: r.primary_key.clone(),
-                write_disposition: r.write_disposition,
+/// An interrupt closes the pages channel: the fetchers stop at their next page, the pages
+/// already queued still land. The task holds the sender weakly, so the channel still closes
+/// when the fetchers end.
+fn close_on_interrupt(
+    interrupt: Interrupt,
+    pages_tx: &async_channel::Sender<Page>,
+) -> tokio::task::JoinHandle<()> {
+    let pages_tx = pages_tx.downgrade();
+    tokio::spawn(async move {
+        interrupt.triggered().await;
+        tracing::warn!("interrupted: no new requests; the pages in flight land and commit");
+        if let Some(tx) = pages_tx.upgrade() {
+            tx.close();
+        }
+    })
+}
+
+/// Each resource's root table, named once (a resource may name its table itself), and
+/// how its rows land.
+struct ResourceTables {
+    /// The root table of every resource of the source.
+    root_tables: HashMap<String, String>,
+    dispositions: HashMap<String, WriteDisposition>,
+    /// Per selected resource, its root table's identity (what the workers normalize into).
+    metas: Arc<BTreeMap<String, Arc<TableMeta>>>,
+}
+
+impl ResourceTables {
+    fn of(source: &Source, selected: Option<&HashSet<String>>) -> Self {
+        let root_tables: HashMap<String, String> = source
+            .resources
+            .iter()
+            .map(|r| (r.name.clone(), normalize_identifier(&r.table_name)))
+            .collect();
+        let metas = source
+            .resources
+            .iter()
+            .filter(|r| selected.is_none_or(|s| s.contains(&r.name)))
+            .map(|r| {
+                let table = root_tables[&r.name].clone();
+                let meta = TableMeta {
+                    name: table.clone(),
+                    parent: None,
+                    root: table,
+                    primary_key: r.primary_key.clone(),
+                    write_disposition: r.write_disposition,
+                };
+                (r.name.clone(), Arc::new(meta))
+            })
+            .collect();
+        ResourceTables {
+            dispositions: source
+                .resources
+                .iter()
+                .map(|r| (r.name.clone(), r.write_disposition))
+                .collect(),
+            root_tables,
+            metas: Arc::new(metas),
+        }
+    }
+}
+
+/// A transform worker: takes pages from the shared channel, sends their batches on.
+struct Worker {
+    pages: async_channel::Receiver<Page>,
+    batches: async_channel::Sender<PageBatches>,
+    metas: Arc<BTreeMap<String, Arc<TableMeta>>>,
+    normalizer: Normalizer,
+    load_id: String,
+}
+
+impl Worker {
+    /// Runs until the pages channel ends or the sink is gone; what the contracts left out.
+    fn run(mut self) -> Result<Discarded, PipelineError> {
+        while let Ok(page) = self.pages.recv_blocking() {
+            let Some(meta) = self.metas.get(&*page.resource) else {
+                continue;
             };
-            (r.name.clone(), Arc::new(meta))
-        })
-        .collect();
-    let metas = Arc::new(metas);
-
-    let (pages_tx, pages_rx) =
-        async_channel::bounded::<Page>(pipeline.channels.channel_capacity_pages);
-    let (batches_tx, batches_rx) =
-        async_channel::bounded::<PageBatches>(pipeline.channels.channel_capacity_batches);
-
-    // An interrupt closes the pages channel: the fetchers stop at their next page, the
-    // pages already queued still land.
-    // The task holds the sender weakly: the channel still closes when the fetchers end.
-    let interrupt_task = options.interrupt.clone().map(|interrupt| {
-        let pages_tx = pages_tx.downgrade();
-        tokio::spawn(async move {
-            interrupt.triggered().await;
-            tracing::warn!("interrupted: no new requests; the pages in flight land and commit");
-            if let Some(tx) = pages_tx.upgrade() {
-                tx.close();
-            }
-        })
-    });
-
-    // Fetch: ends when every paging is done; drops `pages_tx`, which closes the channel.
-    let source_task = tokio::spawn(source_errors::run(
-        source.clone(),
-        client.clone(),
-        pages_tx,
-        source_errors::RunOptions {
-            selected,
-            max_pages: options.max_pages,
-            state: Arc::new(
-                stored
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.state.clone()))
-                    .collect(),
-            ),
-            full_refresh: options.full_refresh.iter().cloned().collect(),
-            keep_going: options.keep_going,
-            live: options.live.clone(),
-        },
-    ));
-
-    // Normalize: CPU work on blocking threads, one per core, sharing the page channel.
-    let n_workers = match pipeline.channels.transform_workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
-    let mut workers = Vec::with_capacity(n_workers);
-    for _ in 0..n_workers {
-        let pages_rx = pages_rx.clone();
-        let batches_tx = batches_tx.clone();
-        let metas = metas.clone();
-        let mut normalizer = Normalizer::new(pipeline.normalize.clone(), registry.clone());
-        let load_id = load_id.clone();
-        workers.push(tokio::task::spawn_blocking(
-            move || -> Result<Discarded, PipelineError> {
-                while let Ok(page) = pages_rx.recv_blocking() {
-                    let Some(meta) = metas.get(&*page.resource) else {
-                        continue;
-                    };
-                    let parent_key = page
-                        .parent_key
-                        .as_ref()
-                        .map(|(k, v)| (k.as_str(), v.as_str()));
-                    let batches = match normalizer.normalize_records(
-                        meta,
-                        &load_id,
-                        page.page_seq,
-                        &page.records,
-                        parent_key,
-                    ) {
-                        Ok(b) => b,
-                        Err(source) => {
-                            // Stop the fetchers: their next send fails and they return.
-                            pages_rx.close();
-                            return Err(PipelineError::Transform {
-                                resource: page.resource.to_string(),
-                                partition: page.partition.to_string(),
-                                page_no: page.page_no,
-                                source: Box::new(source),
-                            });
-                        }
-                    };
-                    let message = PageBatches {
-                        key: (page.resource.to_string(), page.partition.to_string()),
-                        page_idx: page.page_idx,
-                        page_seq: page.page_seq,
-                        state_after: page.state_after,
-                        batches,
-                    };
-                    if batches_tx.send_blocking(message).is_err() {
-                        // The sink is gone; it reports why.
-                        pages_rx.close();
-                        return Ok(normalizer.discarded().clone());
-                    }
+            let parent_key = page
+                .parent_key
+                .as_ref()
+                .map(|(k, v)| (k.as_str(), v.as_str()));
+            let batches = match self.normalizer.normalize_records(
+                meta,
+                &self.load_id,
+                page.page_seq,
+                &page.records,
+                parent_key,
+            ) {
+                Ok(b) => b,
+                Err(source) => {
+                    // Stop the fetchers: their next send fails and they return.
+                    self.pages.close();
+                    return Err(PipelineError::Transform {
+                        resource: page.resource.to_string(),
+                        partition: page.partition.to_string(),
+                        page_no: page.page_no,
+                        source: Box::new(source),
+                    });
                 }
-                Ok(normalizer.discarded().clone())
-            },
-        ));
-    }
-    drop(pages_rx);
-    drop(batches_tx);
-
-    // Stage: one writer per table, fed by one task, committing at checkpoints.
-    let roots: Vec<Arc<TableMeta>> = metas.values().cloned().collect();
-    let mut sink = Sink {
-        writer: Some(LoadWriter::new(
-            lake.clone(),
-            pipeline.sink.clone(),
-            load_id.clone(),
-            roots,
-        )),
-        lake: lake.clone(),
-        registry: registry.clone(),
-        load_id: load_id.clone(),
-        dispositions,
-        root_tables,
-        sink_config: pipeline.sink.clone(),
-        progress: Progress::default(),
-        committed: stored,
-        commits: Vec::new(),
-        rows: BTreeMap::new(),
-        checkpoints: 0,
-        config: pipeline.checkpoint.clone(),
-        pages_since: 0,
-        since: Instant::now(),
-    };
-    let sink_task = tokio::spawn(async move {
-        while let Ok(msg) = batches_rx.recv().await {
-            if let Err(e) = sink.land(msg).await {
-                batches_rx.close();
-                return (sink, Err(e));
+            };
+            let message = PageBatches {
+                key: (page.resource.to_string(), page.partition.to_string()),
+                page_idx: page.page_idx,
+                page_seq: page.page_seq,
+                state_after: page.state_after,
+                batches,
+            };
+            if self.batches.send_blocking(message).is_err() {
+                // The sink is gone; it reports why.
+                self.pages.close();
+                break;
             }
         }
-        (sink, Ok(()))
-    });
+        Ok(self.normalizer.discarded().clone())
+    }
+}
 
-    let source_result = join(source_task).await;
-    let mut first_error: Option<PipelineError> = None;
-    let source_report = match source_result {
-        Ok(Ok(report)) => report,
-        Ok(Err(e)) => {
-            first_error = Some(PipelineError::Source(e));
-            source_errors::SourceReport::default()
-        }
-        Err(e) => return Err(e),
-    };
-    let mut discarded = Discarded::default();
-    for w in workers {
-        match join(w).await? {
-            Ok(d) => discarded.add(&d),
+/// The stages once ended: the source's report, what the workers discarded, the sink with
+/// what it committed, and the first error of any of them.
+struct Ended {
+    source: source_errors::SourceReport,
+    discarded: Discarded,
+    sink: Sink,
+    first_error: Option<PipelineError>,
+}
+
+impl Ended {
+    async fn join(
+        source_task: tokio::task::JoinHandle<source_errors::Result<source_errors::SourceReport>>,
+        workers: Vec<tokio::task::JoinHandle<Result<Discarded, PipelineError>>>,
+        sink_task: tokio::task::JoinHandle<(Sink, Result<(), PipelineError>)>,
+    ) -> Result<Ended, PipelineError> {
+        let mut first_error: Option<PipelineError> = None;
+        let source = match join(source_task).await? {
+            Ok(report) => report,
             Err(e) => {
-                first_error.get_or_insert(e);
+                first_error = Some(PipelineError::Source(e));
+                source_errors::SourceReport::default()
+            }
+        };
+        let mut discarded = Discarded::default();
+        for w in workers {
+            match join(w).await? {
+                Ok(d) => discarded.add(&d),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-    }
-    let (mut sink, sink_result) = join(sink_task).await?;
-    if let Some(task) = interrupt_task {
-        task.abort();
-    }
-    if let Err(e) = sink_result {
-        first_error.get_or_insert(e);
-    }
-    let interrupted = options
-        .interrupt
-        .as_ref()
-        .is_some_and(Interrupt::is_triggered);
-    let rows = std::mem::take(&mut sink.rows);
-    let mut report = RunReport {
-        load_id,
-        outcome: Outcome::Completed,
-        error: None,
-        failed: source_report.failed.clone(),
-        checkpoints: sink.checkpoints,
-        destination: lake.url().to_string(),
-        resources: source_report.resources,
-        http: client.stats(),
-        commits: Vec::new(),
-        rows,
-        compacted: BTreeMap::new(),
-        discarded,
-        seconds: 0.0,
-    };
-    let result = match first_error {
-        Some(e) => {
-            if let Some(w) = sink.writer.take() {
-                w.abort().await;
-            }
-            Err(e)
+        let (sink, sink_result) = join(sink_task).await?;
+        if let Err(e) = sink_result {
+            first_error.get_or_insert(e);
         }
-        None => sink.finish(&source_report.failed, interrupted).await,
-    };
-    report.commits = std::mem::take(&mut sink.commits);
-    // Checkpoints end files early: once the run's data is in, the small files of the
-    // tables it wrote are packed into target-sized ones (not after an interrupt: the user
-    // asked to stop).
-    if result.is_ok() && !interrupted {
-        report.compacted =
-            sink_parquet::compact_tables(&lake, &pipeline.sink, &report.load_id, &report.commits)
-                .await
-                .into_iter()
-                .collect();
+        Ok(Ended {
+            source,
+            discarded,
+            sink,
+            first_error,
+        })
     }
-    report.http = client.stats();
-    report.seconds = started.elapsed().as_secs_f64();
-    report.outcome = match (&result, interrupted, report.failed.is_empty()) {
-        (Err(_), _, _) => Outcome::Failed,
-        (Ok(()), true, _) => Outcome::Interrupted,
-        (Ok(()), false, false) => Outcome::PartiallyFailed,
-        (Ok(()), false, true) => Outcome::Completed,
-    };
-    if let Err(e) = &result {
-        report.error = Some(error_chain(e));
+}
+
+impl Ended {
+    /// The run's last commit (or, after an error, the staged files deleted), the compaction
+    /// of the tables it wrote, and the report, stored in the load history whatever the
+    /// outcome.
+    async fn conclude(
+        mut self,
+        mut report: RunReport,
+        pipeline: &Pipeline,
+        lake: &Lake,
+        interrupted: bool,
+        started: Instant,
+    ) -> Result<RunReport, PipelineError> {
+        let result = match self.first_error {
+            Some(e) => {
+                if let Some(w) = self.sink.writer.take() {
+                    w.abort().await;
+                }
+                Err(e)
+            }
+            None => self.sink.finish(&report.failed, interrupted).await,
+        };
+        report.commits = std::mem::take(&mut self.sink.commits);
+        // Checkpoints end files early: once the run's data is in, the small files of the
+        // tables it wrote are packed into target-sized ones (not after an interrupt: the
+        // user asked to stop).
+        if result.is_ok() && !interrupted {
+            report.compacted = sink_parquet::compact_tables(
+                lake,
+                &pipeline.sink,
+                &report.load_id,
+                &report.commits,
+            )
+            .await
+            .into_iter()
+            .collect();
+        }
+        // The fetchers ended before the stages were joined: `report.http` is final.
+        report.seconds = started.elapsed().as_secs_f64();
+        report.outcome = match (&result, interrupted, report.failed.is_empty()) {
+            (Err(_), _, _) => Outcome::Failed,
+            (Ok(()), true, _) => Outcome::Interrupted,
+            (Ok(()), false, false) => Outcome::PartiallyFailed,
+            (Ok(()), false, true) => Outcome::Completed,
+        };
+        if let Err(e) = &result {
+            report.error = Some(error_chain(e));
+        }
+        store_report(lake, &report).await;
+        result.map(|()| report)
     }
-    // The load history keeps every run's report, failed ones too.
-    match serde_json::to_value(&report) {
+}
+
+/// The load history keeps every run's report, failed ones too; failing to store it is
+/// logged, never the run's error.
+async fn store_report(lake: &Lake, report: &RunReport) {
+    match serde_json::to_value(report) {
         Ok(value) => {
             if let Err(e) = lake.put_load_report(&report.load_id, &value).await {
                 tracing::warn!(error = %e, "could not store the run report in the load history");
@@ -414,7 +500,6 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         }
         Err(e) => tracing::warn!(error = %e, "run report is not JSON"),
     }
-    result.map(|()| report)
 }
 
 /// An error and its causes on one line, each cause's first line only (the Delta kernel's
@@ -463,6 +548,54 @@ struct Sink {
 }
 
 impl Sink {
+    fn new(
+        pipeline: &Pipeline,
+        lake: &Lake,
+        registry: &SchemaRegistry,
+        load_id: &str,
+        tables: ResourceTables,
+        stored: HashMap<StateKey, StoredState>,
+    ) -> Self {
+        let roots: Vec<Arc<TableMeta>> = tables.metas.values().cloned().collect();
+        Sink {
+            writer: Some(LoadWriter::new(
+                lake.clone(),
+                pipeline.sink.clone(),
+                load_id.to_owned(),
+                roots,
+            )),
+            lake: lake.clone(),
+            registry: registry.clone(),
+            load_id: load_id.to_owned(),
+            dispositions: tables.dispositions,
+            root_tables: tables.root_tables,
+            sink_config: pipeline.sink.clone(),
+            progress: Progress::default(),
+            committed: stored,
+            commits: Vec::new(),
+            rows: BTreeMap::new(),
+            checkpoints: 0,
+            config: pipeline.checkpoint.clone(),
+            pages_since: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// Lands every message until the batches channel ends, or the first failure (which
+    /// closes the channel, so the workers stop).
+    async fn land_all(
+        mut self,
+        batches: async_channel::Receiver<PageBatches>,
+    ) -> (Self, Result<(), PipelineError>) {
+        while let Ok(msg) = batches.recv().await {
+            if let Err(e) = self.land(msg).await {
+                batches.close();
+                return (self, Err(e));
+            }
+        }
+        (self, Ok(()))
+    }
+
     async fn land(&mut self, msg: PageBatches) -> Result<(), PipelineError> {
         let writer = self
             .writer
