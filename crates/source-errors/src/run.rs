@@ -12,10 +12,12 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use http_core::Client;
-use paginate::PageLoop;
+use paginate::{FetchedPage, PageLoop};
 
 use crate::config::{Resource, Source};
-use crate::incremental::{PartitionState, RowOrder, compare_cursors, cursor_of, max_cursor};
+use crate::incremental::{
+    Incremental, PartitionState, RowOrder, compare_cursors, cursor_of, max_cursor,
+};
 use crate::{Result, SourceError};
 
 /// The partition keys of a paging and their values (`project_id = "5a2f..."`); empty for a
@@ -324,107 +326,29 @@ async fn fetch_paging_inner(
     } else {
         format!("{}[{}]", resource.name, job.partition)
     };
-    // Where to start: an unfinished paging goes on where it stopped; otherwise the first
-    // page, from the stored cursor (or the initial value) when the resource has one.
+    let start = PagingStart::of(ctx, job, key, &label)?;
     let incremental = resource.incremental.as_ref();
-    let backfill = incremental.is_some_and(|i| i.end_value.is_some());
-    let prior = ctx
-        .options
-        .state
-        .get(key)
-        .filter(|_| !backfill && !ctx.options.full_refresh.contains(&resource.name));
-    let start_value = incremental.and_then(|i| {
-        prior
-            .and_then(|p| p.cursor.clone())
-            .or_else(|| i.initial_value.clone())
-    });
-    let resume = prior
-        .and_then(|p| p.resume_url.as_deref())
-        .and_then(|u| {
-            Url::parse(u)
-                .inspect_err(|e| tracing::warn!(paging = %label, error = %e, "stored resume URL is not a URL; starting at the first page"))
-                .ok()
-        })
-        // A resume point on a host this API does not use any more (the base URL changed)
-        // is not followed: the paging starts over.
-        .filter(|u| {
-            let ours = ctx.client.is_trusted(u);
-            if !ours {
-                tracing::warn!(paging = %label, "stored resume URL is not on base_url's host or a trusted host; starting at the first page");
-            }
-            ours
-        });
-    let resumed = resume.is_some();
-    let mut latest = if resumed {
-        prior.and_then(|p| p.resume_cursor.clone())
-    } else {
-        None
-    };
-    let url = match resume {
-        Some(url) => {
-            tracing::info!(paging = %label, "resuming an unfinished paging");
-            url
-        }
-        None => {
-            let end_value = incremental.and_then(|i| i.end_value.as_deref());
-            let mut url = ctx.source.first_url_within(
-                resource,
-                &job.partition.0,
-                start_value.as_deref(),
-                end_value,
-            )?;
-            if let Some(i) = incremental {
-                let mut query = url.query_pairs_mut();
-                if let (Some(p), Some(v)) = (&i.start_param, &start_value) {
-                    query.append_pair(p, v);
-                }
-                if let (Some(p), Some(v)) = (&i.end_param, &i.end_value) {
-                    query.append_pair(p, v);
-                }
-            }
-            url
-        }
-    };
-    let pages_before = if resumed {
-        prior
-            .and_then(|p| p.resume_page)
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(0)
-    } else {
-        0
-    };
+    let mut latest = start.latest.clone();
     let mut pages = PageLoop::new(
         ctx.client.clone(),
-        url,
+        start.url.clone(),
         resource.strategy.clone(),
         resource.data_selector.clone(),
         label,
         ctx.options.max_pages,
     )
-    .resuming_after(pages_before);
-    let children: Vec<Arc<Resource>> = ctx
-        .source
-        .children(&resource.name)
-        .filter(|c| needed.contains(&c.name))
-        .map(|c| ctx.resources[&c.name].clone())
-        .collect();
+    .resuming_after(start.pages_before);
+    let children = ctx.children(resource, needed);
     let send = ctx
         .options
         .selected
         .as_ref()
         .is_none_or(|s| s.contains(&resource.name));
     let resource_name: Arc<str> = Arc::from(resource.name.as_str());
-    let record_stats = |f: &mut dyn FnMut(&mut ResourceStats, &mut PartitionStats)| {
-        let mut stats = ctx.stats.lock().unwrap_or_else(|p| p.into_inner());
-        let r = stats.entry(resource.name.clone()).or_default();
-        let mut p = r.by_partition.remove(&key.1).unwrap_or_default();
-        f(r, &mut p);
-        r.by_partition.insert(key.1.clone(), p);
-    };
-    record_stats(&mut |r, p| {
+    ctx.record_stats(key, &mut |r, p| {
         r.partitions += 1;
-        p.resumed = resumed;
-        p.cursor_start = start_value.clone();
+        p.resumed = start.resumed;
+        p.cursor_start = start.start_value.clone();
     });
 
     loop {
@@ -433,90 +357,36 @@ async fn fetch_paging_inner(
             // to go.
             return Ok(());
         }
-        let fetched = {
-            let _resource_permit = match ctx.resource_permits.get(&resource.name) {
-                Some(s) => Some(s.acquire().await.map_err(|_| SourceError::Cancelled)?),
-                None => None,
-            };
-            let _permit = ctx
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| SourceError::Cancelled)?;
-            pages.next_page().await?
-        };
-        let Some(fetched) = fetched else {
+        let Some(fetched) = ctx.next_page(resource, &mut pages).await? else {
             return Ok(());
         };
         let page_seq = ctx.page_seq.fetch_add(1, Ordering::Relaxed);
-        // The cursor: the latest value so far, and whether this page already reaches past
-        // the window, so that rows in cursor order let the paging stop here.
-        let mut past_window = false;
-        if let Some(i) = incremental {
-            for record in fetched.records.iter() {
-                let Some(value) = cursor_of(record, &i.cursor_path) else {
-                    continue;
-                };
-                latest = max_cursor(latest, Some(&value));
-                past_window |= match i.row_order {
-                    Some(RowOrder::Desc) => start_value
-                        .as_deref()
-                        .is_some_and(|s| compare_cursors(&value, s).is_lt()),
-                    Some(RowOrder::Asc) => i
-                        .end_value
-                        .as_deref()
-                        .is_some_and(|e| compare_cursors(&value, e).is_ge()),
-                    None => false,
-                };
-            }
-        }
+        let past_window = incremental.is_some_and(|i| {
+            scan_cursors(
+                i,
+                &fetched.records,
+                start.start_value.as_deref(),
+                &mut latest,
+            )
+        });
         let next_url = if past_window {
             None
         } else {
             pages.next_url().map(|u| ctx.client.without_credentials(u))
         };
-        let state_after = (!backfill).then(|| match &next_url {
-            // An unfinished paging: the stored cursor stays until the paging ends.
-            Some(next) => PartitionState {
-                cursor: prior.and_then(|p| p.cursor.clone()),
-                resume_url: Some(next.to_string()),
-                resume_cursor: latest.clone(),
-                resume_page: Some(fetched.page_no as u64),
-            },
-            None => PartitionState {
-                cursor: incremental
-                    .and_then(|_| max_cursor(start_value.clone(), latest.as_deref())),
-                resume_url: None,
-                resume_cursor: None,
-                resume_page: None,
-            },
+        let state_after = (!start.backfill).then(|| {
+            start.state_after(
+                incremental.is_some(),
+                next_url.as_ref(),
+                &latest,
+                fetched.page_no,
+            )
         });
-        let n_records = fetched.records.len() as u64;
-        record_stats(&mut |r, p| {
-            r.pages += 1;
-            r.records += n_records;
-            r.bytes += fetched.n_bytes as u64;
-            r.retries += u64::from(fetched.n_retries);
-            p.pages += 1;
-            p.records += n_records;
-            p.bytes += fetched.n_bytes as u64;
-            p.retries += u64::from(fetched.n_retries);
-            p.seconds = started.elapsed().as_secs_f64();
-            p.cursor_end = latest.clone();
-        });
+        ctx.record_page(key, &fetched, started, &latest);
         for child in &children {
             schedule_children(ctx, child, &job.partition, &fetched.records);
         }
         if send {
-            // The parent's key, so that child rows join to their parent (dlt's
-            // include_from_parent naming).
-            let parent_key = resource.parent().and_then(|parent| {
-                let value = job.partition.0.get(&parent.key)?;
-                Some((
-                    format!("_{}_{}", parent.resource, parent.field),
-                    value.clone(),
-                ))
-            });
             let page = Page {
                 resource: resource_name.clone(),
                 partition: job.partition.clone(),
@@ -524,7 +394,7 @@ async fn fetch_paging_inner(
                 page_no: fetched.page_no,
                 page_seq,
                 records: fetched.records,
-                parent_key,
+                parent_key: parent_key(resource, &job.partition),
                 state_after,
             };
             if ctx.pages_tx.send(page).await.is_err() {
@@ -537,6 +407,237 @@ async fn fetch_paging_inner(
             return Ok(());
         }
     }
+}
+
+impl Context {
+    /// The next page of a paging, fetched within the run's and the resource's limits on
+    /// requests in flight; `None` after the last.
+    async fn next_page(
+        &self,
+        resource: &Resource,
+        pages: &mut PageLoop,
+    ) -> Result<Option<FetchedPage>> {
+        let _resource_permit = match self.resource_permits.get(&resource.name) {
+            Some(s) => Some(s.acquire().await.map_err(|_| SourceError::Cancelled)?),
+            None => None,
+        };
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SourceError::Cancelled)?;
+        Ok(pages.next_page().await?)
+    }
+
+    /// The child resources this run needs that page through a resource's rows.
+    fn children(&self, resource: &Resource, needed: &HashSet<String>) -> Vec<Arc<Resource>> {
+        self.source
+            .children(&resource.name)
+            .filter(|c| needed.contains(&c.name))
+            .map(|c| self.resources[&c.name].clone())
+            .collect()
+    }
+
+    /// Counts a fetched page for its resource and partition.
+    fn record_page(
+        &self,
+        key: &StateKey,
+        fetched: &FetchedPage,
+        started: std::time::Instant,
+        latest: &Option<String>,
+    ) {
+        let n_records = fetched.records.len() as u64;
+        self.record_stats(key, &mut |r, p| {
+            r.pages += 1;
+            r.records += n_records;
+            r.bytes += fetched.n_bytes as u64;
+            r.retries += u64::from(fetched.n_retries);
+            p.pages += 1;
+            p.records += n_records;
+            p.bytes += fetched.n_bytes as u64;
+            p.retries += u64::from(fetched.n_retries);
+            p.seconds = started.elapsed().as_secs_f64();
+            p.cursor_end = latest.clone();
+        });
+    }
+
+    /// Updates the counters of a paging's resource and partition.
+    fn record_stats(
+        &self,
+        key: &StateKey,
+        f: &mut dyn FnMut(&mut ResourceStats, &mut PartitionStats),
+    ) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let r = stats.entry(key.0.clone()).or_default();
+        let mut p = r.by_partition.remove(&key.1).unwrap_or_default();
+        f(r, &mut p);
+        r.by_partition.insert(key.1.clone(), p);
+    }
+}
+
+/// Where a paging starts, and what it goes on from: an unfinished paging where it stopped;
+/// otherwise the first page, from the stored cursor (or the initial value) when the resource
+/// has one.
+struct PagingStart {
+    url: Url,
+    /// The stored state the paging goes on from (none under a backfill window or a full
+    /// refresh).
+    prior: Option<PartitionState>,
+    /// The cursor value the first request asks from.
+    start_value: Option<String>,
+    /// A backfill window (`end_value`): the run leaves the stored state alone.
+    backfill: bool,
+    /// Whether the paging goes on from a stored resume URL.
+    resumed: bool,
+    /// The latest cursor value of the pages an earlier run landed of a resumed paging.
+    latest: Option<String>,
+    /// How many pages of a resumed paging earlier runs landed.
+    pages_before: usize,
+}
+
+impl PagingStart {
+    fn of(ctx: &Context, job: &Job, key: &StateKey, label: &str) -> Result<PagingStart> {
+        let resource = &job.resource;
+        let incremental = resource.incremental.as_ref();
+        let backfill = incremental.is_some_and(|i| i.end_value.is_some());
+        let prior = ctx
+            .options
+            .state
+            .get(key)
+            .filter(|_| !backfill && !ctx.options.full_refresh.contains(&resource.name))
+            .cloned();
+        let start_value = incremental.and_then(|i| {
+            prior
+                .as_ref()
+                .and_then(|p| p.cursor.clone())
+                .or_else(|| i.initial_value.clone())
+        });
+        let resume = prior
+            .as_ref()
+            .and_then(|p| p.resume_url.as_deref())
+            .and_then(|u| {
+                Url::parse(u)
+                    .inspect_err(|e| tracing::warn!(paging = %label, error = %e, "stored resume URL is not a URL; starting at the first page"))
+                    .ok()
+            })
+            // A resume point on a host this API does not use any more (the base URL
+            // changed) is not followed: the paging starts over.
+            .filter(|u| {
+                let ours = ctx.client.is_trusted(u);
+                if !ours {
+                    tracing::warn!(paging = %label, "stored resume URL is not on base_url's host or a trusted host; starting at the first page");
+                }
+                ours
+            });
+        let resumed = resume.is_some();
+        let (latest, pages_before) = match (resumed, &prior) {
+            (true, Some(p)) => (
+                p.resume_cursor.clone(),
+                p.resume_page
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(0),
+            ),
+            _ => (None, 0),
+        };
+        let url = match resume {
+            Some(url) => {
+                tracing::info!(paging = %label, "resuming an unfinished paging");
+                url
+            }
+            None => {
+                let end_value = incremental.and_then(|i| i.end_value.as_deref());
+                let mut url = ctx.source.first_url_within(
+                    resource,
+                    &job.partition.0,
+                    start_value.as_deref(),
+                    end_value,
+                )?;
+                if let Some(i) = incremental {
+                    let mut query = url.query_pairs_mut();
+                    if let (Some(p), Some(v)) = (&i.start_param, &start_value) {
+                        query.append_pair(p, v);
+                    }
+                    if let (Some(p), Some(v)) = (&i.end_param, &i.end_value) {
+                        query.append_pair(p, v);
+                    }
+                }
+                url
+            }
+        };
+        Ok(PagingStart {
+            url,
+            prior,
+            start_value,
+            backfill,
+            resumed,
+            latest,
+            pages_before,
+        })
+    }
+
+    /// The partition's state once a page has landed: where an unfinished paging goes on
+    /// (the stored cursor stays until the paging ends), or the next run's cursor.
+    fn state_after(
+        &self,
+        incremental: bool,
+        next_url: Option<&Url>,
+        latest: &Option<String>,
+        page_no: usize,
+    ) -> PartitionState {
+        match next_url {
+            Some(next) => PartitionState {
+                cursor: self.prior.as_ref().and_then(|p| p.cursor.clone()),
+                resume_url: Some(next.to_string()),
+                resume_cursor: latest.clone(),
+                resume_page: Some(page_no as u64),
+            },
+            None => PartitionState {
+                cursor: incremental
+                    .then(|| max_cursor(self.start_value.clone(), latest.as_deref()))
+                    .flatten(),
+                resume_url: None,
+                resume_cursor: None,
+                resume_page: None,
+            },
+        }
+    }
+}
+
+/// Moves `latest` to the page's latest cursor value, and tells whether the page already
+/// reaches past the window, so that rows in cursor order let the paging stop there.
+fn scan_cursors(
+    incremental: &Incremental,
+    records: &Records,
+    start_value: Option<&str>,
+    latest: &mut Option<String>,
+) -> bool {
+    let mut past_window = false;
+    for record in records.iter() {
+        let Some(value) = cursor_of(record, &incremental.cursor_path) else {
+            continue;
+        };
+        *latest = max_cursor(latest.take(), Some(&value));
+        past_window |= match incremental.row_order {
+            Some(RowOrder::Desc) => start_value.is_some_and(|s| compare_cursors(&value, s).is_lt()),
+            Some(RowOrder::Asc) => incremental
+                .end_value
+                .as_deref()
+                .is_some_and(|e| compare_cursors(&value, e).is_ge()),
+            None => false,
+        };
+    }
+    past_window
+}
+
+/// A child resource's parent key, so that child rows join to their parent (dlt's
+/// `include_from_parent` naming: `_<parent>_<field>`).
+fn parent_key(resource: &Resource, partition: &Partition) -> Option<(String, String)> {
+    let parent = resource.parent()?;
+    let value = partition.0.get(&parent.key)?;
+    Some((
+        format!("_{}_{}", parent.resource, parent.field),
+        value.clone(),
+    ))
 }
 
 fn schedule_children(
