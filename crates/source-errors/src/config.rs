@@ -181,16 +181,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
 impl Source {
     /// Checks the source keys of a pipeline file. `file` names the file in errors.
     pub fn from_value(value: Value, file: &Path, secrets: &Secrets) -> Result<Source> {
-        let err = |key_path: String, message: String| {
-            SourceError::Config(ConfigError {
-                file: file.to_path_buf(),
-                key_path,
-                message,
-            })
-        };
+        let top = KeyPath::new(file, String::new());
         let config: SourceConfig = deserialize(value, file, "")?;
         if config.concurrency == 0 {
-            return Err(err("concurrency".into(), "must be at least 1".into()));
+            return Err(top.err("concurrency", "must be at least 1"));
         }
         let auth = config
             .client
@@ -198,178 +192,20 @@ impl Source {
             .as_ref()
             .map(|a| resolve_auth(a, secrets))
             .transpose()
-            .map_err(|(field, m)| err(format!("client.auth.{field}"), m))?;
+            .map_err(|(field, m)| top.err(&format!("client.auth.{field}"), m))?;
         let client = ClientSettings::from_config(&config.client, auth)
-            .map_err(|e| err(format!("client.{}", e.field), e.message))?;
-
-        let mut configs = Vec::new();
-        for (i, raw) in config.resources.into_iter().enumerate() {
-            let merged = match &config.resource_defaults {
-                Some(defaults) => deep_merge(defaults.clone(), raw),
-                None => raw,
-            };
-            let rc: ResourceConfig = deserialize(merged, file, &format!("resources[{i}]"))?;
-            configs.push((i, rc));
-        }
-        let names: Vec<String> = configs.iter().map(|(_, r)| r.name.clone()).collect();
-        for (i, name) in names.iter().enumerate() {
-            if names[..i].contains(name) {
-                return Err(err(
-                    format!("resources[{i}].name"),
-                    format!("resource `{name}` is declared twice"),
-                ));
-            }
-        }
-
-        let mut resources = Vec::new();
-        for (i, rc) in &configs {
-            let at = |k: &str| format!("resources[{i}].{k}");
-            if !rc.endpoint.method.eq_ignore_ascii_case("GET") {
-                return Err(err(
-                    at("endpoint.method"),
-                    format!("only GET is supported, got `{}`", rc.endpoint.method),
-                ));
-            }
-            if rc.concurrency == Some(0) {
-                return Err(err(at("concurrency"), "must be at least 1".into()));
-            }
-            if rc.write_disposition == WriteDisposition::Merge && rc.primary_key.is_none() {
-                return Err(err(at("primary_key"), "merge needs a primary key".into()));
-            }
-            let mut params = Vec::new();
-            let mut declared: HashMap<String, ParentRef> = HashMap::new();
-            for (k, v) in &rc.endpoint.params {
-                match v {
-                    Value::Object(o)
-                        if o.get("type").and_then(Value::as_str) == Some("resolve") =>
-                    {
-                        let get = |f: &str| o.get(f).and_then(Value::as_str).map(str::to_owned);
-                        let (Some(resource), Some(field)) = (get("resource"), get("field")) else {
-                            return Err(err(
-                                at(&format!("endpoint.params.{k}")),
-                                "a resolve param needs `resource` and `field`".into(),
-                            ));
-                        };
-                        let parent = ParentRef::new(k, &resource, &field)
-                            .map_err(|m| err(at(&format!("endpoint.params.{k}.field")), m))?;
-                        declared.insert(k.clone(), parent);
-                    }
-                    Value::String(_) | Value::Number(_)
-                        if PAGE_SIZE_PARAMS.contains(&k.as_str()) =>
-                    {
-                        let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-                        paginate::check_page_size(&text)
-                            .and_then(|_| check_sentry_page_size(&client.base_url, &text))
-                            .map_err(|m| err(at(&format!("endpoint.params.{k}")), m))?;
-                        params.push((k.clone(), text));
-                    }
-                    Value::String(s) => params.push((k.clone(), s.clone())),
-                    Value::Number(_) | Value::Bool(_) => params.push((k.clone(), v.to_string())),
-                    other => {
-                        return Err(err(
-                            at(&format!("endpoint.params.{k}")),
-                            format!("expected a string, number or boolean, got {other}"),
-                        ));
-                    }
-                }
-            }
-            let keys =
-                partition_keys(&rc.endpoint.path).map_err(|m| err(at("endpoint.path"), m))?;
-            let mut refs = Vec::new();
-            for key in &keys {
-                let parent = match declared.remove(key) {
-                    Some(p) => p,
-                    None => infer_parent(key, &names).ok_or_else(|| {
-                        err(at("endpoint.path"), format!("no resource provides partition key `{key}`: declare it as params.{key} = {{ type = \"resolve\", resource = \"...\", field = \"id\" }}"))
-                    })?,
-                };
-                if !names.contains(&parent.resource) {
-                    return Err(err(
-                        at(&format!("endpoint.params.{key}")),
-                        format!("unknown parent resource `{}`", parent.resource),
-                    ));
-                }
-                if parent.resource == rc.name {
-                    return Err(err(
-                        at("endpoint.path"),
-                        format!("`{key}` refers to the resource itself"),
-                    ));
-                }
-                refs.push(parent);
-            }
-            if let Some(k) = declared.keys().next() {
-                return Err(err(
-                    at(&format!("endpoint.params.{k}")),
-                    format!(
-                        "resolved param `{k}` is not used as stream_partition['{k}'] in the path"
-                    ),
-                ));
-            }
-            // The template must render with the keys it names.
-            let probe: BTreeMap<&str, &str> = keys.iter().map(|k| (k.as_str(), "probe")).collect();
-            render_path(&rc.endpoint.path, &probe).map_err(|m| err(at("endpoint.path"), m))?;
-
-            let (strategy, first_params) = match &rc.endpoint.paginator {
-                Some(p) => p
-                    .compile()
-                    .map_err(|e| err(at(&format!("endpoint.paginator.{}", e.field)), e.message))?,
-                None => (Strategy::SinglePage, Vec::new()),
-            };
-            for (k, v) in first_params {
-                if !params.iter().any(|(pk, _)| *pk == k) {
-                    check_sentry_page_size(&client.base_url, &v)
-                        .map_err(|m| err(at("endpoint.paginator.limit"), m))?;
-                    params.push((k, v));
-                }
-            }
-            let incremental = rc
-                .endpoint
-                .incremental
-                .as_ref()
-                .map(|i| {
-                    i.compile().map_err(|(key, message)| {
-                        err(at(&format!("endpoint.incremental.{key}")), message)
-                    })
-                })
-                .transpose()?;
-            for (k, v) in &params {
-                crate::incremental::check_placeholders(v, incremental.is_some())
-                    .map_err(|m| err(at(&format!("endpoint.params.{k}")), m))?;
-            }
-            if let Some(i) = &incremental {
-                for (key, param) in [("start_param", &i.start_param), ("end_param", &i.end_param)] {
-                    if let Some(p) = param
-                        && params.iter().any(|(k, _)| k == p)
-                    {
-                        return Err(err(
-                            at(&format!("endpoint.incremental.{key}")),
-                            format!("`{p}` is also in endpoint.params; the cursor fills it"),
-                        ));
-                    }
-                }
-            }
-            let data_selector = rc
-                .endpoint
-                .data_selector
-                .as_deref()
-                .map(JsonPath::parse)
-                .transpose()
-                .map_err(|m| err(at("endpoint.data_selector"), m))?;
-            resources.push(Resource {
-                name: rc.name.clone(),
-                table_name: rc.table_name.clone().unwrap_or_else(|| rc.name.clone()),
-                path_template: rc.endpoint.path.clone(),
-                params,
-                data_selector,
-                strategy,
-                primary_key: rc.primary_key.clone(),
-                write_disposition: rc.write_disposition,
-                partition_keys: refs,
-                concurrency: rc.concurrency,
-                incremental,
-            });
-        }
-        let resources = order_by_parent(resources).map_err(|m| err("resources".into(), m))?;
+            .map_err(|e| top.err(&format!("client.{}", e.field), e.message))?;
+        let configs = resource_configs(config.resources, config.resource_defaults.as_ref(), file)?;
+        let names: Vec<String> = configs.iter().map(|r| r.name.clone()).collect();
+        let resources = configs
+            .iter()
+            .enumerate()
+            .map(|(i, rc)| {
+                let at = KeyPath::new(file, format!("resources[{i}]"));
+                compile_resource(rc, &at, &names, &client)
+            })
+            .collect::<Result<Vec<Resource>>>()?;
+        let resources = order_by_parent(resources).map_err(|m| top.err("resources", m))?;
         Ok(Source {
             client,
             resources,
@@ -478,6 +314,247 @@ fn is_sentry(base_url: &Url) -> bool {
 
 /// Sentry's largest page: a larger `per_page` or `limit` is a 400 Bad Request.
 const SENTRY_MAX_PAGE_SIZE: u64 = 100;
+
+/// Where in a pipeline file a check is (`resources[1]`), so that its errors name the key
+/// path.
+struct KeyPath<'a> {
+    file: &'a Path,
+    prefix: String,
+}
+
+impl<'a> KeyPath<'a> {
+    fn new(file: &'a Path, prefix: String) -> Self {
+        KeyPath { file, prefix }
+    }
+
+    /// An error at `key` below this place.
+    fn err(&self, key: &str, message: impl Into<String>) -> SourceError {
+        let key_path = match (self.prefix.is_empty(), key.is_empty()) {
+            (true, _) => key.to_owned(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}.{key}", self.prefix),
+        };
+        SourceError::Config(ConfigError {
+            file: self.file.to_path_buf(),
+            key_path,
+            message: message.into(),
+        })
+    }
+}
+
+/// Each resource with `resource_defaults` merged in (dlt's deep merge), checked; a name
+/// declared twice is an error.
+fn resource_configs(
+    raw: Vec<Value>,
+    defaults: Option<&Value>,
+    file: &Path,
+) -> Result<Vec<ResourceConfig>> {
+    let mut configs: Vec<ResourceConfig> = Vec::new();
+    for (i, raw) in raw.into_iter().enumerate() {
+        let merged = match defaults {
+            Some(defaults) => deep_merge(defaults.clone(), raw),
+            None => raw,
+        };
+        let rc: ResourceConfig = deserialize(merged, file, &format!("resources[{i}]"))?;
+        if configs.iter().any(|c| c.name == rc.name) {
+            return Err(KeyPath::new(file, format!("resources[{i}]"))
+                .err("name", format!("resource `{}` is declared twice", rc.name)));
+        }
+        configs.push(rc);
+    }
+    Ok(configs)
+}
+
+/// A resource's checked form: its parameters, partition keys and their parents, paginator,
+/// incremental cursor and data selector. `names` are every resource of the source.
+fn compile_resource(
+    rc: &ResourceConfig,
+    at: &KeyPath<'_>,
+    names: &[String],
+    client: &ClientSettings,
+) -> Result<Resource> {
+    if !rc.endpoint.method.eq_ignore_ascii_case("GET") {
+        return Err(at.err(
+            "endpoint.method",
+            format!("only GET is supported, got `{}`", rc.endpoint.method),
+        ));
+    }
+    if rc.concurrency == Some(0) {
+        return Err(at.err("concurrency", "must be at least 1"));
+    }
+    if rc.write_disposition == WriteDisposition::Merge && rc.primary_key.is_none() {
+        return Err(at.err("primary_key", "merge needs a primary key"));
+    }
+    let EndpointParams {
+        sent: mut params,
+        resolved,
+    } = endpoint_params(rc, at, client)?;
+    let keys = partition_keys(&rc.endpoint.path).map_err(|m| at.err("endpoint.path", m))?;
+    let refs = partition_parents(rc, at, &keys, resolved, names)?;
+    // The template must render with the keys it names.
+    let probe: BTreeMap<&str, &str> = keys.iter().map(|k| (k.as_str(), "probe")).collect();
+    render_path(&rc.endpoint.path, &probe).map_err(|m| at.err("endpoint.path", m))?;
+
+    let (strategy, first_params) = match &rc.endpoint.paginator {
+        Some(p) => p
+            .compile()
+            .map_err(|e| at.err(&format!("endpoint.paginator.{}", e.field), e.message))?,
+        None => (Strategy::SinglePage, Vec::new()),
+    };
+    for (k, v) in first_params {
+        if !params.iter().any(|(pk, _)| *pk == k) {
+            check_sentry_page_size(&client.base_url, &v)
+                .map_err(|m| at.err("endpoint.paginator.limit", m))?;
+            params.push((k, v));
+        }
+    }
+    let incremental = rc
+        .endpoint
+        .incremental
+        .as_ref()
+        .map(|i| {
+            i.compile()
+                .map_err(|(key, message)| at.err(&format!("endpoint.incremental.{key}"), message))
+        })
+        .transpose()?;
+    check_incremental_params(&params, incremental.as_ref(), at)?;
+    let data_selector = rc
+        .endpoint
+        .data_selector
+        .as_deref()
+        .map(JsonPath::parse)
+        .transpose()
+        .map_err(|m| at.err("endpoint.data_selector", m))?;
+    Ok(Resource {
+        name: rc.name.clone(),
+        table_name: rc.table_name.clone().unwrap_or_else(|| rc.name.clone()),
+        path_template: rc.endpoint.path.clone(),
+        params,
+        data_selector,
+        strategy,
+        primary_key: rc.primary_key.clone(),
+        write_disposition: rc.write_disposition,
+        partition_keys: refs,
+        concurrency: rc.concurrency,
+        incremental,
+    })
+}
+
+/// A resource's parameters, read: those sent with every request, and the partition keys
+/// declared as `{type = "resolve", ...}` parameters.
+struct EndpointParams {
+    sent: Vec<(String, String)>,
+    resolved: HashMap<String, ParentRef>,
+}
+
+fn endpoint_params(
+    rc: &ResourceConfig,
+    at: &KeyPath<'_>,
+    client: &ClientSettings,
+) -> Result<EndpointParams> {
+    let mut params = Vec::new();
+    let mut declared: HashMap<String, ParentRef> = HashMap::new();
+    for (k, v) in &rc.endpoint.params {
+        let key = format!("endpoint.params.{k}");
+        match v {
+            Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("resolve") => {
+                let get = |f: &str| o.get(f).and_then(Value::as_str).map(str::to_owned);
+                let (Some(resource), Some(field)) = (get("resource"), get("field")) else {
+                    return Err(at.err(&key, "a resolve param needs `resource` and `field`"));
+                };
+                let parent = ParentRef::new(k, &resource, &field)
+                    .map_err(|m| at.err(&format!("{key}.field"), m))?;
+                declared.insert(k.clone(), parent);
+            }
+            Value::String(_) | Value::Number(_) if PAGE_SIZE_PARAMS.contains(&k.as_str()) => {
+                let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                paginate::check_page_size(&text)
+                    .and_then(|_| check_sentry_page_size(&client.base_url, &text))
+                    .map_err(|m| at.err(&key, m))?;
+                params.push((k.clone(), text));
+            }
+            Value::String(s) => params.push((k.clone(), s.clone())),
+            Value::Number(_) | Value::Bool(_) => params.push((k.clone(), v.to_string())),
+            other => {
+                return Err(at.err(
+                    &key,
+                    format!("expected a string, number or boolean, got {other}"),
+                ));
+            }
+        }
+    }
+    Ok(EndpointParams {
+        sent: params,
+        resolved: declared,
+    })
+}
+
+/// The parent of each partition key of a resource's path: declared, or inferred
+/// (`organization_id` is `organizations.id`); a declared key the path does not use is an
+/// error.
+fn partition_parents(
+    rc: &ResourceConfig,
+    at: &KeyPath<'_>,
+    keys: &[String],
+    mut declared: HashMap<String, ParentRef>,
+    names: &[String],
+) -> Result<Vec<ParentRef>> {
+    let mut refs = Vec::new();
+    for key in keys {
+        let parent = match declared.remove(key) {
+            Some(p) => p,
+            None => infer_parent(key, names).ok_or_else(|| {
+                at.err("endpoint.path", format!("no resource provides partition key `{key}`: declare it as params.{key} = {{ type = \"resolve\", resource = \"...\", field = \"id\" }}"))
+            })?,
+        };
+        if !names.contains(&parent.resource) {
+            return Err(at.err(
+                &format!("endpoint.params.{key}"),
+                format!("unknown parent resource `{}`", parent.resource),
+            ));
+        }
+        if parent.resource == rc.name {
+            return Err(at.err(
+                "endpoint.path",
+                format!("`{key}` refers to the resource itself"),
+            ));
+        }
+        refs.push(parent);
+    }
+    if let Some(k) = declared.keys().next() {
+        return Err(at.err(
+            &format!("endpoint.params.{k}"),
+            format!("resolved param `{k}` is not used as stream_partition['{k}'] in the path"),
+        ));
+    }
+    Ok(refs)
+}
+
+/// Parameters and the incremental cursor agree: a placeholder needs a cursor, and the
+/// cursor's own parameters are not also written by hand.
+fn check_incremental_params(
+    params: &[(String, String)],
+    incremental: Option<&Incremental>,
+    at: &KeyPath<'_>,
+) -> Result<()> {
+    for (k, v) in params {
+        crate::incremental::check_placeholders(v, incremental.is_some())
+            .map_err(|m| at.err(&format!("endpoint.params.{k}"), m))?;
+    }
+    if let Some(i) = incremental {
+        for (key, param) in [("start_param", &i.start_param), ("end_param", &i.end_param)] {
+            if let Some(p) = param
+                && params.iter().any(|(k, _)| k == p)
+            {
+                return Err(at.err(
+                    &format!("endpoint.incremental.{key}"),
+                    format!("`{p}` is also in endpoint.params; the cursor fills it"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// On Sentry, a page size above [`SENTRY_MAX_PAGE_SIZE`] is refused; elsewhere any passes.
 fn check_sentry_page_size(base_url: &Url, value: &str) -> std::result::Result<(), String> {
