@@ -530,30 +530,8 @@ impl Normalizer {
                     .map(|r| r.as_ref().map_or(0, |r| r.n_rows))
                     .collect()
             });
-            let rows = call.rows(root_table);
-            let row = rows.n_rows;
-            rows.n_rows += 1;
-            let at = RowRef {
-                table: root_table,
-                row,
-                row_id: row_id.as_str(),
-                root_id: row_id.as_str(),
-            };
+            let at = self.start_root_row(&mut call, root_table, row_id.as_str(), load_id);
             let system = self.tables[root_table as usize].system;
-            self.emit(
-                &mut call,
-                at,
-                system.row_id,
-                ColumnType::Text,
-                Scalar::Text(row_id.as_str()),
-            );
-            self.emit(
-                &mut call,
-                at,
-                system.load_id,
-                ColumnType::Text,
-                Scalar::Text(load_id),
-            );
             if system.content_hash != u32::MAX {
                 let hash = content_hash(record, extra, &mut self.hash_buf);
                 self.emit(
@@ -569,25 +547,70 @@ impl Normalizer {
                 let node = self.child_node(at.table, 0, key);
                 flow = self.put_text(&mut call, at, node, text)?;
             }
-            if let (Some(pending), Some(saved)) = (call.pending.take(), saved_counts) {
-                if flow == Flow::DiscardRow {
-                    for (rows, n) in call.rows.iter_mut().zip(saved) {
-                        if let Some(rows) = rows {
-                            rows.n_rows = n;
-                        }
-                    }
-                    *self.discarded.rows.entry(root.name.clone()).or_default() += 1;
-                } else {
-                    for p in &pending {
-                        let rows = call.rows(p.table);
-                        put_into(rows, p.position, p.column_type, p.row, p.value.borrow());
-                    }
-                }
-                call.pending = Some(Vec::new());
+            if let Some(saved) = saved_counts {
+                self.settle_staged_record(&mut call, flow, saved, &root.name);
             }
         }
 
         self.finish(call)
+    }
+
+    /// A new row of root table `root_table`, with its row id and load id set.
+    fn start_root_row<'r>(
+        &mut self,
+        call: &mut Call,
+        root_table: u32,
+        row_id: &'r str,
+        load_id: &str,
+    ) -> RowRef<'r> {
+        let rows = call.rows(root_table);
+        let row = rows.n_rows;
+        rows.n_rows += 1;
+        let at = RowRef {
+            table: root_table,
+            row,
+            row_id,
+            root_id: row_id,
+        };
+        let system = self.tables[root_table as usize].system;
+        self.emit(
+            call,
+            at,
+            system.row_id,
+            ColumnType::Text,
+            Scalar::Text(row_id),
+        );
+        self.emit(
+            call,
+            at,
+            system.load_id,
+            ColumnType::Text,
+            Scalar::Text(load_id),
+        );
+        at
+    }
+
+    /// Under a contract that may discard rows, a record's values wait in `call.pending`:
+    /// kept, they go into their columns; discarded, every table's row count goes back to
+    /// `saved` (what it was before the record) and the discard is counted.
+    fn settle_staged_record(&mut self, call: &mut Call, flow: Flow, saved: Vec<usize>, root: &str) {
+        let Some(pending) = call.pending.take() else {
+            return;
+        };
+        if flow == Flow::DiscardRow {
+            for (rows, n) in call.rows.iter_mut().zip(saved) {
+                if let Some(rows) = rows {
+                    rows.n_rows = n;
+                }
+            }
+            *self.discarded.rows.entry(root.to_owned()).or_default() += 1;
+        } else {
+            for p in &pending {
+                let rows = call.rows(p.table);
+                put_into(rows, p.position, p.column_type, p.row, p.value.borrow());
+            }
+        }
+        call.pending = Some(Vec::new());
     }
 
     /// The local id of a table, set up on first sight (with its `_dlt_*` columns).
@@ -743,97 +766,119 @@ impl Normalizer {
                 let s = value.as_str().unwrap_or_default();
                 self.put_text(call, at, node, &s)
             }
-            Kind::Object => {
-                let too_deep = depth + 1 > self.config.max_nesting_depth;
-                if too_deep || self.would_overflow(at.table, node, value) {
-                    if !too_deep {
-                        let t = &self.tables[at.table as usize];
-                        let key = format!("{}.{}", t.meta.name, t.nodes[node as usize].name);
-                        *self.discarded.kept_as_json.entry(key).or_default() += 1;
-                    }
-                    let text = value.to_json();
-                    self.put(call, at, node, Scalar::Json(&text))
-                } else {
-                    self.flatten_object(call, at, node, value, depth + 1)
-                }
+            Kind::Object => self.flatten_nested_object(call, at, node, value, depth),
+            Kind::Array => self.flatten_list(call, at, node, value, depth),
+        }
+    }
+
+    /// An object below the row's top level: flattened into `__`-joined columns, or kept
+    /// whole as JSON text when it nests too deep or its new keys would pass the table's
+    /// column limit.
+    fn flatten_nested_object(
+        &mut self,
+        call: &mut Call,
+        at: RowRef<'_>,
+        node: u32,
+        value: Value<'_>,
+        depth: usize,
+    ) -> Result<Flow> {
+        let too_deep = depth + 1 > self.config.max_nesting_depth;
+        if too_deep || self.would_overflow(at.table, node, value) {
+            if !too_deep {
+                let t = &self.tables[at.table as usize];
+                let key = format!("{}.{}", t.meta.name, t.nodes[node as usize].name);
+                *self.discarded.kept_as_json.entry(key).or_default() += 1;
             }
-            Kind::Array => {
-                if depth + 1 > self.config.max_nesting_depth {
-                    let text = value.to_json();
-                    return self.put(call, at, node, Scalar::Json(&text));
+            let text = value.to_json();
+            self.put(call, at, node, Scalar::Json(&text))
+        } else {
+            self.flatten_object(call, at, node, value, depth + 1)
+        }
+    }
+
+    /// A list: a row per item in the child table, linked to its parent row and root; a
+    /// list nesting too deep is kept whole as JSON text.
+    fn flatten_list(
+        &mut self,
+        call: &mut Call,
+        at: RowRef<'_>,
+        node: u32,
+        value: Value<'_>,
+        depth: usize,
+    ) -> Result<Flow> {
+        if depth + 1 > self.config.max_nesting_depth {
+            let text = value.to_json();
+            return self.put(call, at, node, Scalar::Json(&text));
+        }
+        let child = match self.child_table(at.table, node)? {
+            Ok(child) => child,
+            Err(Slot::DiscardRow) => return Ok(Flow::DiscardRow),
+            Err(_) => {
+                self.count_discarded_value(at.table, node);
+                return Ok(Flow::Go);
+            }
+        };
+        let child_name = self.tables[child as usize].meta.name.clone();
+        for (list_idx, item) in value.elements().enumerate() {
+            let child_row_id = row_id_hash(&[
+                at.row_id.as_bytes(),
+                child_name.as_bytes(),
+                &(list_idx as u64).to_le_bytes(),
+            ]);
+            let child_at = self.start_child_row(call, at, child, child_row_id.as_str(), list_idx);
+            let flow = match item.kind() {
+                Kind::Object => self.flatten_object(call, child_at, 0, item, depth + 1)?,
+                // A list in a list makes the table `<child>__list` (dlt's name).
+                Kind::Array => {
+                    let list_node = self.child_node(child, 0, LIST);
+                    self.flatten_value(call, child_at, list_node, item, depth + 1)?
                 }
-                let child = match self.child_table(at.table, node)? {
-                    Ok(child) => child,
-                    Err(Slot::DiscardRow) => return Ok(Flow::DiscardRow),
-                    Err(_) => {
-                        self.count_discarded_value(at.table, node);
-                        return Ok(Flow::Go);
-                    }
-                };
-                let child_name = self.tables[child as usize].meta.name.clone();
-                let system = self.tables[child as usize].system;
-                for (list_idx, item) in value.elements().enumerate() {
-                    let child_row_id = row_id_hash(&[
-                        at.row_id.as_bytes(),
-                        child_name.as_bytes(),
-                        &(list_idx as u64).to_le_bytes(),
-                    ]);
-                    let rows = call.rows(child);
-                    let row = rows.n_rows;
-                    rows.n_rows += 1;
-                    let child_at = RowRef {
-                        table: child,
-                        row,
-                        row_id: child_row_id.as_str(),
-                        root_id: at.root_id,
-                    };
-                    self.emit(
-                        call,
-                        child_at,
-                        system.row_id,
-                        ColumnType::Text,
-                        Scalar::Text(child_row_id.as_str()),
-                    );
-                    self.emit(
-                        call,
-                        child_at,
-                        system.parent_id,
-                        ColumnType::Text,
-                        Scalar::Text(at.row_id),
-                    );
-                    self.emit(
-                        call,
-                        child_at,
-                        system.list_idx,
-                        ColumnType::BigInt,
-                        Scalar::BigInt(list_idx as i64),
-                    );
-                    self.emit(
-                        call,
-                        child_at,
-                        system.root_id,
-                        ColumnType::Text,
-                        Scalar::Text(at.root_id),
-                    );
-                    let flow = match item.kind() {
-                        Kind::Object => self.flatten_object(call, child_at, 0, item, depth + 1)?,
-                        // A list in a list makes the table `<child>__list` (dlt's name).
-                        Kind::Array => {
-                            let list_node = self.child_node(child, 0, LIST);
-                            self.flatten_value(call, child_at, list_node, item, depth + 1)?
-                        }
-                        _ => {
-                            let value_node = self.child_node(child, 0, VALUE);
-                            self.flatten_value(call, child_at, value_node, item, depth + 1)?
-                        }
-                    };
-                    if flow == Flow::DiscardRow {
-                        return Ok(Flow::DiscardRow);
-                    }
+                _ => {
+                    let value_node = self.child_node(child, 0, VALUE);
+                    self.flatten_value(call, child_at, value_node, item, depth + 1)?
                 }
-                Ok(Flow::Go)
+            };
+            if flow == Flow::DiscardRow {
+                return Ok(Flow::DiscardRow);
             }
         }
+        Ok(Flow::Go)
+    }
+
+    /// A new row of child table `child` for item `list_idx` of a list in row `at`, with its
+    /// system columns (row id, parent id, list index, root id) set.
+    fn start_child_row<'r>(
+        &mut self,
+        call: &mut Call,
+        at: RowRef<'r>,
+        child: u32,
+        child_row_id: &'r str,
+        list_idx: usize,
+    ) -> RowRef<'r> {
+        let system = self.tables[child as usize].system;
+        let rows = call.rows(child);
+        let row = rows.n_rows;
+        rows.n_rows += 1;
+        let child_at = RowRef {
+            table: child,
+            row,
+            row_id: child_row_id,
+            root_id: at.root_id,
+        };
+        let columns = [
+            (system.row_id, ColumnType::Text, Scalar::Text(child_row_id)),
+            (system.parent_id, ColumnType::Text, Scalar::Text(at.row_id)),
+            (
+                system.list_idx,
+                ColumnType::BigInt,
+                Scalar::BigInt(list_idx as i64),
+            ),
+            (system.root_id, ColumnType::Text, Scalar::Text(at.root_id)),
+        ];
+        for (column, column_type, scalar) in columns {
+            self.emit(call, child_at, column, column_type, scalar);
+        }
+        child_at
     }
 
     /// The node of `key` under `parent`, resolved on first sight: its name is the parent's
