@@ -37,6 +37,32 @@ pub struct Compaction {
 /// Small files are what runs of a few pages leave, and those are what packing is for.
 const SMALL_SHARE: u64 = 8;
 
+/// What a compaction wrote before its commit: the packed files (name, bytes, rows), the
+/// small files they replace, and those files' bytes.
+#[derive(Default)]
+struct Packed {
+    written: Vec<(String, u64, u64)>,
+    removed: Vec<deltalake::kernel::LogicalFileView>,
+    bytes: u64,
+}
+
+/// Groups of small files (by index into `sizes`) of up to `target` bytes each, in order;
+/// a group of one file is left out (there is nothing to pack it with).
+fn bins_of(sizes: &[u64], target: u64) -> Vec<Vec<usize>> {
+    let mut bins: Vec<Vec<usize>> = Vec::new();
+    let mut filled = u64::MAX;
+    for (i, &size) in sizes.iter().enumerate() {
+        if filled.saturating_add(size) > target {
+            bins.push(Vec::new());
+            filled = 0;
+        }
+        bins.last_mut().expect("a bin was opened").push(i);
+        filled += size;
+    }
+    bins.retain(|b| b.len() > 1);
+    bins
+}
+
 impl Lake {
     /// Rewrites the small data files of `table` (under an eighth of the target file size), once
     /// there are `config.compact_min_files` of them, into files of about the target size,
@@ -70,87 +96,111 @@ impl Lake {
         if config.compact_min_files == 0 || small.len() < config.compact_min_files.max(2) {
             return Ok(None);
         }
-        // Bins of small files up to the target size.
-        let mut bins: Vec<Vec<usize>> = Vec::new();
-        let mut filled = u64::MAX;
-        for (i, f) in small.iter().enumerate() {
-            let size = f.size().max(0) as u64;
-            if filled.saturating_add(size) > target {
-                bins.push(Vec::new());
-                filled = 0;
-            }
-            bins.last_mut().expect("a bin was opened").push(i);
-            filled += size;
-        }
-        bins.retain(|b| b.len() > 1);
+        let sizes: Vec<u64> = small.iter().map(|f| f.size().max(0) as u64).collect();
+        let bins = bins_of(&sizes, target);
         if bins.is_empty() {
             return Ok(None);
         }
-
         let prefix = format!("{load_id}-{}-compact", file_token());
-        let mut written: Vec<(String, u64, u64)> = Vec::new();
-        let mut removed = Vec::new();
-        let mut bytes = 0u64;
-        let outcome: Result<()> = async {
+        let mut packed = Packed::default();
+        let outcome = async {
             for bin in &bins {
-                let paths: Vec<(String, u64)> = bin
+                let files: Vec<(String, u64)> = bin
                     .iter()
-                    .map(|&i| (small[i].path().into_owned(), small[i].size().max(0) as u64))
+                    .map(|&i| (small[i].path().into_owned(), sizes[i]))
                     .collect();
-                let mut sources = Vec::with_capacity(paths.len());
-                for (path, size) in &paths {
-                    let mut file = self.data_file(table, path, *size);
-                    let metadata =
-                        ArrowReaderMetadata::load_async(&mut file, ArrowReaderOptions::new())
-                            .await
-                            .map_err(parquet_err(table, path))?;
-                    sources.push((path.as_str(), file, metadata));
-                }
-                let Some(schema) = widest_schema(&sources) else {
+                let name = crate::files::data_file_name(&format!(
+                    "{prefix}-{:05}",
+                    packed.written.len() + 1
+                ));
+                let Some((size, rows)) = self.pack(table, config, &files, &name).await? else {
                     continue;
                 };
-                let name =
-                    crate::files::data_file_name(&format!("{prefix}-{:05}", written.len() + 1));
-                let rows = self
-                    .rewrite_into(table, config, sources, &schema, &name)
-                    .await?;
-                let size = self
-                    .store()
-                    .head(&self.file_path(table, &name))
-                    .await
-                    .map_err(|source| SinkError::Store {
-                        path: name.clone(),
-                        source,
-                    })?
-                    .size;
-                written.push((name, size, rows));
+                packed.written.push((name, size, rows));
                 for &i in bin {
-                    bytes += small[i].size().max(0) as u64;
-                    removed.push(small[i].clone());
+                    packed.bytes += sizes[i];
+                    packed.removed.push(small[i].clone());
                 }
             }
-            Ok(())
+            Ok::<_, SinkError>(())
         }
         .await;
-        let discard = |written: Vec<(String, u64, u64)>| async move {
-            self.delete_files(table, written.iter().map(|(name, _, _)| name))
-                .await;
-        };
         if let Err(e) = outcome {
-            discard(written).await;
+            self.discard(table, &packed.written).await;
             return Err(e);
         }
-        if written.is_empty() {
+        if packed.written.is_empty() {
             return Ok(None);
         }
+        self.commit_compaction(table, config, load_id, &t, packed)
+            .await
+    }
 
+    /// Packs `files` into one new file `name`: its size and rows, or `None` when no schema
+    /// holds every column of the files.
+    async fn pack(
+        &self,
+        table: &str,
+        config: &ParquetSinkConfig,
+        files: &[(String, u64)],
+        name: &str,
+    ) -> Result<Option<(u64, u64)>> {
+        let mut sources = Vec::with_capacity(files.len());
+        for (path, size) in files {
+            let mut file = self.data_file(table, path, *size);
+            let metadata = ArrowReaderMetadata::load_async(&mut file, ArrowReaderOptions::new())
+                .await
+                .map_err(parquet_err(table, path))?;
+            sources.push((path.as_str(), file, metadata));
+        }
+        let Some(schema) = widest_schema(&sources) else {
+            return Ok(None);
+        };
+        let rows = self
+            .rewrite_into(table, config, sources, &schema, name)
+            .await?;
+        let size = self
+            .store()
+            .head(&self.file_path(table, name))
+            .await
+            .map_err(|source| SinkError::Store {
+                path: name.to_owned(),
+                source,
+            })?
+            .size;
+        Ok(Some((size, rows)))
+    }
+
+    /// Deletes the files a compaction wrote but did not commit.
+    async fn discard(&self, table: &str, written: &[(String, u64, u64)]) {
+        self.delete_files(table, written.iter().map(|(name, _, _)| name))
+            .await;
+    }
+
+    /// The `OPTIMIZE` commit: the small files removed, the packed ones added, no data
+    /// changed. Another writer's commit in between makes it give up (the packed files are
+    /// deleted, the table is left as it was).
+    async fn commit_compaction(
+        &self,
+        table: &str,
+        config: &ParquetSinkConfig,
+        load_id: &str,
+        t: &deltalake::DeltaTable,
+        packed: Packed,
+    ) -> Result<Option<Compaction>> {
+        let state = t.snapshot().map_err(|source| SinkError::Delta {
+            table: table.to_owned(),
+            source,
+        })?;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut actions: Vec<Action> = removed
+        let mut actions: Vec<Action> = packed
+            .removed
             .iter()
             .map(|f| Action::Remove(f.remove_action(false)))
             .collect();
         actions.extend(
-            written
+            packed
+                .written
                 .iter()
                 .map(|(name, size, rows)| add_action(name, *size, *rows, false, now_ms)),
         );
@@ -170,19 +220,19 @@ impl Lake {
             Err(error) => {
                 // Another writer moved the table: its files may be gone; leave it be.
                 tracing::info!(table, %error, "compaction skipped: the table changed");
-                discard(written).await;
+                self.discard(table, &packed.written).await;
                 return Ok(None);
             }
         };
         if kept_history(state).is_none() {
-            self.delete_files(table, removed.iter().map(|f| f.path()))
+            self.delete_files(table, packed.removed.iter().map(|f| f.path()))
                 .await;
         }
         Ok(Some(Compaction {
             version: version as u64,
-            files_before: removed.len(),
-            files_after: written.len(),
-            bytes,
+            files_before: packed.removed.len(),
+            files_after: packed.written.len(),
+            bytes: packed.bytes,
         }))
     }
 
@@ -283,4 +333,17 @@ pub async fn compact_tables(
         }
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn small_files_pack_in_order_up_to_the_target_and_a_lone_one_is_left() {
+        assert_eq!(
+            super::bins_of(&[40, 40, 40, 90, 10], 100),
+            vec![vec![0, 1], vec![3, 4]]
+        );
+        assert!(super::bins_of(&[60, 60, 60], 100).is_empty());
+        assert_eq!(super::bins_of(&[1; 3], 100), vec![vec![0, 1, 2]]);
+    }
 }

@@ -45,6 +45,17 @@ pub(crate) struct Rewrite {
     pub(crate) file: Option<StagedFile>,
 }
 
+impl Rewrite {
+    /// No new file: every row stays, or none does.
+    fn in_place(total: u64, kept: u64) -> Self {
+        Rewrite {
+            total,
+            kept,
+            file: None,
+        }
+    }
+}
+
 /// The name of a file rewritten by a load: `prefix` and a number within the load.
 pub(crate) fn rewritten_name(prefix: &str, n: usize) -> String {
     crate::files::data_file_name(&format!("{prefix}-rw-{n:05}"))
@@ -99,11 +110,7 @@ pub(crate) async fn rewrite_keeping(
     )
     .await?;
     if going == 0 || going == total {
-        return Ok(Rewrite {
-            total,
-            kept: total - going,
-            file: None,
-        });
+        return Ok(Rewrite::in_place(total, total - going));
     }
 
     let encodings = ColumnEncodings::of_file(metadata.metadata());
@@ -125,23 +132,12 @@ pub(crate) async fn rewrite_keeping(
         let keys = batch
             .column_by_name(key_column)
             .ok_or_else(|| missing_column(table, path, key_column))?;
-        let mut mask = Vec::with_capacity(batch.num_rows());
-        for (k, page) in keys.as_string::<i32>().iter().zip(pages.by_ref()) {
-            let stays = keep(k.map(id_key), page);
-            if let (true, Some(page)) = (stays, page) {
-                match new_runs.last_mut() {
-                    Some((p, n)) if *p == page => *n += 1,
-                    _ => new_runs.push((page, 1)),
-                }
+        let mask = kept_mask(keys, &mut pages, keep, &mut new_runs);
+        let remaining = arrow_select::filter::filter_record_batch(&batch, &mask).map_err(|e| {
+            SinkError::Internal {
+                message: format!("filtering {path}: {e}"),
             }
-            mask.push(Some(stays));
-        }
-        let remaining =
-            arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(mask)).map_err(
-                |e| SinkError::Internal {
-                    message: format!("filtering {path}: {e}"),
-                },
-            )?;
+        })?;
         kept += remaining.num_rows() as u64;
         if remaining.num_rows() > 0 {
             writer.write(&remaining).await.map_err(parquet_err)?;
@@ -149,11 +145,7 @@ pub(crate) async fn rewrite_keeping(
     }
     if kept == total || kept == 0 {
         let _ = writer.into_inner().abort().await;
-        return Ok(Rewrite {
-            total,
-            kept,
-            file: None,
-        });
+        return Ok(Rewrite::in_place(total, kept));
     }
     writer.finish().await.map_err(parquet_err)?;
     let size = writer.bytes_written() as u64;
@@ -167,6 +159,28 @@ pub(crate) async fn rewrite_keeping(
             runs: new_runs,
         }),
     })
+}
+
+/// Which rows of a batch `keep` keeps, given their keys and, row by row, their pages; the
+/// pages of the kept rows are appended to `new_runs` as (page, rows) runs.
+fn kept_mask(
+    keys: &arrow_array::ArrayRef,
+    pages: &mut dyn Iterator<Item = Option<u64>>,
+    keep: Keep<'_>,
+    new_runs: &mut Vec<(u64, u64)>,
+) -> BooleanArray {
+    let mut mask = Vec::with_capacity(keys.len());
+    for (k, page) in keys.as_string::<i32>().iter().zip(pages) {
+        let stays = keep(k.map(id_key), page);
+        if let (true, Some(page)) = (stays, page) {
+            match new_runs.last_mut() {
+                Some((p, n)) if *p == page => *n += 1,
+                _ => new_runs.push((page, 1)),
+            }
+        }
+        mask.push(Some(stays));
+    }
+    BooleanArray::from(mask)
 }
 
 /// How many rows of a file `keep` takes out, from its key column alone (in the row groups

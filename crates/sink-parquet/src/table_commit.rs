@@ -436,34 +436,15 @@ async fn commit_actions(
         .keep_history_secs
         .map(|secs| (secs > 0).then(|| format!("interval {secs} seconds")));
     let Some(t) = table else {
-        let delta = delta_schema(table_name, &merged_schema)?;
-        let created = lake
-            .unloaded_table(table_name)?
-            .create()
-            .with_columns(delta.fields().cloned())
-            .with_table_name(table_name)
-            .with_configuration(
-                history_setting
-                    .clone()
-                    .flatten()
-                    .map(|v| (KEEP_HISTORY_PROPERTY, Some(v))),
-            )
-            .with_actions(actions)
-            .with_commit_properties(properties)
-            .await;
-        return match created {
-            Ok(created) => Ok((
-                created.version().unwrap_or(0),
-                matches!(history_setting, Some(Some(_))),
-            )),
-            // Two first loads: when a table is there now, the other one created it
-            // (delta-rs says so only in the text of a private error), and the merge is
-            // tried again against its version 0.
-            Err(_) if lake.load_table(table_name).await?.is_some() => Err(delta_err(
-                deltalake::DeltaTableError::VersionAlreadyExists(0),
-            )),
-            Err(e) => Err(delta_err(e)),
-        };
+        return create_table(
+            lake,
+            table_name,
+            &merged_schema,
+            history_setting,
+            actions,
+            properties,
+        )
+        .await;
     };
     let snapshot = t.snapshot().map_err(delta_err)?;
     let widened = existing_schema
@@ -496,6 +477,49 @@ async fn commit_actions(
         .await
         .map_err(delta_err)?;
     Ok((finalized.version(), keeps_history))
+}
+
+/// A table's first commit, with its schema and history setting; whether it keeps history.
+/// When two first loads race, the one that finds the table there afterwards reports that
+/// the version exists (delta-rs says so only in the text of a private error), so the merge
+/// is tried again against the other's version 0.
+async fn create_table(
+    lake: &Lake,
+    table_name: &str,
+    schema: &SchemaRef,
+    history_setting: Option<Option<String>>,
+    actions: Vec<Action>,
+    properties: CommitProperties,
+) -> Result<(u64, bool)> {
+    let delta_err = |source| SinkError::Delta {
+        table: table_name.to_owned(),
+        source,
+    };
+    let delta = delta_schema(table_name, schema)?;
+    let created = lake
+        .unloaded_table(table_name)?
+        .create()
+        .with_columns(delta.fields().cloned())
+        .with_table_name(table_name)
+        .with_configuration(
+            history_setting
+                .clone()
+                .flatten()
+                .map(|v| (KEEP_HISTORY_PROPERTY, Some(v))),
+        )
+        .with_actions(actions)
+        .with_commit_properties(properties)
+        .await;
+    match created {
+        Ok(created) => Ok((
+            created.version().unwrap_or(0),
+            matches!(history_setting, Some(Some(_))),
+        )),
+        Err(_) if lake.load_table(table_name).await?.is_some() => Err(delta_err(
+            deltalake::DeltaTableError::VersionAlreadyExists(0),
+        )),
+        Err(e) => Err(delta_err(e)),
+    }
 }
 
 /// The table's metadata with the load's changes, if any: the widened schema, and the
