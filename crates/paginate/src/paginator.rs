@@ -232,18 +232,12 @@ pub type FirstRequestParams = Vec<(String, String)>;
 impl PaginatorConfig {
     /// Checks the config; an error names the paginator's field it is about.
     pub fn compile(&self) -> Result<(Strategy, FirstRequestParams), SettingError> {
-        let page_size = |l: &Option<u64>| {
-            l.map(|l| check_page_size(&l.to_string()).map_err(|e| SettingError::new("limit", e)))
-                .transpose()
-        };
-        let stop = |s: &Option<String>| -> Result<Option<StopCondition>, SettingError> {
-            s.as_deref()
-                .map(StopCondition::compile)
-                .transpose()
-                .map_err(|e| SettingError::new("stop_condition", e))
-        };
-        let path = |field: &'static str, p: &str| {
-            JsonPath::parse(p).map_err(|e| SettingError::new(field, e))
+        let page_size_params = |limit: &Option<u64>, param: &String| {
+            Ok::<_, SettingError>(
+                page_size(limit)?
+                    .map(|l| vec![(param.clone(), l.to_string())])
+                    .unwrap_or_default(),
+            )
         };
         Ok(match self {
             PaginatorConfig::Cursor {
@@ -253,9 +247,6 @@ impl PaginatorConfig {
                 page_size_param,
                 stop_condition,
             } => {
-                let params = page_size(limit)?
-                    .map(|l| vec![(page_size_param.clone(), l.to_string())])
-                    .unwrap_or_default();
                 let strategy = if cursor_param.eq_ignore_ascii_case("link") {
                     Strategy::Link {
                         rel: "next".into(),
@@ -268,7 +259,7 @@ impl PaginatorConfig {
                         stop_condition: stop(stop_condition)?,
                     }
                 };
-                (strategy, params)
+                (strategy, page_size_params(limit, page_size_param)?)
             }
             PaginatorConfig::HeaderLink {
                 links_next_key,
@@ -279,9 +270,7 @@ impl PaginatorConfig {
                     rel: links_next_key.clone(),
                     stop_condition: None,
                 },
-                page_size(limit)?
-                    .map(|l| vec![(page_size_param.clone(), l.to_string())])
-                    .unwrap_or_default(),
+                page_size_params(limit, page_size_param)?,
             ),
             PaginatorConfig::JsonLink { next_url_path } => (
                 Strategy::JsonLink {
@@ -289,71 +278,101 @@ impl PaginatorConfig {
                 },
                 Vec::new(),
             ),
-            PaginatorConfig::Offset {
-                limit,
-                offset,
-                offset_param,
-                limit_param,
-                total_path,
-                maximum_offset,
-                stop_after_empty_page,
-            } => {
-                page_size(&Some(*limit))?;
-                if !stop_after_empty_page && total_path.is_none() && maximum_offset.is_none() {
-                    return Err(SettingError::new(
-                        "stop_after_empty_page",
-                        "false needs total_path or maximum_offset, or the paging never ends",
-                    ));
-                }
-                (
-                    Strategy::Offset {
-                        limit: *limit,
-                        offset: *offset,
-                        offset_param: offset_param.clone(),
-                        limit_param: limit_param.clone(),
-                        total_path: total_path
-                            .as_deref()
-                            .map(|p| path("total_path", p))
-                            .transpose()?,
-                        maximum_offset: *maximum_offset,
-                        stop_after_empty_page: *stop_after_empty_page,
-                    },
-                    vec![
-                        (offset_param.clone(), offset.to_string()),
-                        (limit_param.clone(), limit.to_string()),
-                    ],
-                )
-            }
-            PaginatorConfig::PageNumber {
-                base_page,
-                page_param,
-                total_path,
-                maximum_page,
-                stop_after_empty_page,
-            } => {
-                if !stop_after_empty_page && total_path.is_none() && maximum_page.is_none() {
-                    return Err(SettingError::new(
-                        "stop_after_empty_page",
-                        "false needs total_path or maximum_page, or the paging never ends",
-                    ));
-                }
-                (
-                    Strategy::PageNumber {
-                        base_page: *base_page,
-                        page_param: page_param.clone(),
-                        total_path: total_path
-                            .as_deref()
-                            .map(|p| path("total_path", p))
-                            .transpose()?,
-                        maximum_page: *maximum_page,
-                        stop_after_empty_page: *stop_after_empty_page,
-                    },
-                    vec![(page_param.clone(), base_page.to_string())],
-                )
-            }
+            PaginatorConfig::Offset { .. } => self.compile_offset()?,
+            PaginatorConfig::PageNumber { .. } => self.compile_page_number()?,
             PaginatorConfig::SinglePage => (Strategy::SinglePage, Vec::new()),
         })
     }
+
+    fn compile_offset(&self) -> Result<(Strategy, FirstRequestParams), SettingError> {
+        let PaginatorConfig::Offset {
+            limit,
+            offset,
+            offset_param,
+            limit_param,
+            total_path,
+            maximum_offset,
+            stop_after_empty_page,
+        } = self
+        else {
+            unreachable!("called for an offset paginator only")
+        };
+        page_size(&Some(*limit))?;
+        if !stop_after_empty_page && total_path.is_none() && maximum_offset.is_none() {
+            return Err(SettingError::new(
+                "stop_after_empty_page",
+                "false needs total_path or maximum_offset, or the paging never ends",
+            ));
+        }
+        let strategy = Strategy::Offset {
+            limit: *limit,
+            offset: *offset,
+            offset_param: offset_param.clone(),
+            limit_param: limit_param.clone(),
+            total_path: total_path
+                .as_deref()
+                .map(|p| path("total_path", p))
+                .transpose()?,
+            maximum_offset: *maximum_offset,
+            stop_after_empty_page: *stop_after_empty_page,
+        };
+        let params = vec![
+            (offset_param.clone(), offset.to_string()),
+            (limit_param.clone(), limit.to_string()),
+        ];
+        Ok((strategy, params))
+    }
+
+    fn compile_page_number(&self) -> Result<(Strategy, FirstRequestParams), SettingError> {
+        let PaginatorConfig::PageNumber {
+            base_page,
+            page_param,
+            total_path,
+            maximum_page,
+            stop_after_empty_page,
+        } = self
+        else {
+            unreachable!("called for a page number paginator only")
+        };
+        if !stop_after_empty_page && total_path.is_none() && maximum_page.is_none() {
+            return Err(SettingError::new(
+                "stop_after_empty_page",
+                "false needs total_path or maximum_page, or the paging never ends",
+            ));
+        }
+        let strategy = Strategy::PageNumber {
+            base_page: *base_page,
+            page_param: page_param.clone(),
+            total_path: total_path
+                .as_deref()
+                .map(|p| path("total_path", p))
+                .transpose()?,
+            maximum_page: *maximum_page,
+            stop_after_empty_page: *stop_after_empty_page,
+        };
+        Ok((strategy, vec![(page_param.clone(), base_page.to_string())]))
+    }
+}
+
+/// A paginator's `limit`, checked.
+fn page_size(limit: &Option<u64>) -> Result<Option<u64>, SettingError> {
+    limit
+        .map(|l| check_page_size(&l.to_string()).map_err(|e| SettingError::new("limit", e)))
+        .transpose()
+}
+
+/// A paginator's `stop_condition`, compiled.
+fn stop(source: &Option<String>) -> Result<Option<StopCondition>, SettingError> {
+    source
+        .as_deref()
+        .map(StopCondition::compile)
+        .transpose()
+        .map_err(|e| SettingError::new("stop_condition", e))
+}
+
+/// A path field of a paginator, parsed.
+fn path(field: &'static str, raw: &str) -> Result<JsonPath, SettingError> {
+    JsonPath::parse(raw).map_err(|e| SettingError::new(field, e))
 }
 
 /// What comes after a page.
@@ -476,91 +495,110 @@ impl Paginator {
         if self.stop_condition_holds(headers, body, records)? {
             return Ok(Next::Stop);
         }
-        let next =
-            match &self.strategy {
-                Strategy::SinglePage => Next::Stop,
-                Strategy::Link { rel, .. } => match next_link(headers, url, rel)? {
-                    Some(u) => Next::Url(u),
-                    None => Next::Stop,
-                },
-                Strategy::BodyCursor {
-                    cursor_path,
-                    cursor_param,
-                    ..
-                } => match cursor_path.find(body) {
-                    None => Next::Stop,
-                    Some(cursor) if cursor.is_null() => Next::Stop,
-                    Some(cursor) => match cursor.as_str() {
-                        Some(s) if s.is_empty() => Next::Stop,
-                        Some(s) => Next::Url(with_param(url, cursor_param, &s)),
-                        None => Next::Url(with_param(url, cursor_param, &cursor.to_json())),
-                    },
-                },
-                Strategy::JsonLink { next_url_path } => match next_url_path.find(body) {
-                    None => Next::Stop,
-                    Some(next) if next.is_null() => Next::Stop,
-                    Some(next) => match next.as_str() {
-                        Some(s) if s.is_empty() => Next::Stop,
-                        Some(s) => Next::Url(url.join(&s).map_err(|e| {
-                            PagingProblem::Malformed(format!("next URL `{s}`: {e}"))
-                        })?),
-                        None => {
-                            return Err(PagingProblem::Malformed(format!(
-                                "next URL is {}, not a string",
-                                next.to_json()
-                            )));
-                        }
-                    },
-                },
-                Strategy::Offset {
-                    limit,
-                    offset_param,
-                    total_path,
-                    maximum_offset,
-                    stop_after_empty_page,
-                    ..
-                } => {
-                    let total = total_path
-                        .as_ref()
-                        .and_then(|p| p.find(body))
-                        .and_then(as_u64);
-                    self.position += limit;
-                    let past_total = total.is_some_and(|t| self.position >= t);
-                    let past_max = maximum_offset.is_some_and(|m| self.position >= m);
-                    if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
-                        Next::Stop
-                    } else {
-                        Next::Url(with_param(url, offset_param, &self.position.to_string()))
-                    }
+        let next = match &self.strategy {
+            Strategy::SinglePage => Next::Stop,
+            Strategy::Link { rel, .. } => match next_link(headers, url, rel)? {
+                Some(u) => Next::Url(u),
+                None => Next::Stop,
+            },
+            Strategy::BodyCursor {
+                cursor_path,
+                cursor_param,
+                ..
+            } => body_cursor_next(url, cursor_path, cursor_param, body),
+            Strategy::JsonLink { next_url_path } => json_link_next(url, next_url_path, body)?,
+            Strategy::Offset {
+                limit,
+                offset_param,
+                total_path,
+                maximum_offset,
+                stop_after_empty_page,
+                ..
+            } => {
+                let total = total_path
+                    .as_ref()
+                    .and_then(|p| p.find(body))
+                    .and_then(as_u64);
+                self.position += limit;
+                let past_total = total.is_some_and(|t| self.position >= t);
+                let past_max = maximum_offset.is_some_and(|m| self.position >= m);
+                if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
+                    Next::Stop
+                } else {
+                    Next::Url(with_param(url, offset_param, &self.position.to_string()))
                 }
-                Strategy::PageNumber {
-                    page_param,
-                    total_path,
-                    maximum_page,
-                    base_page,
-                    stop_after_empty_page,
-                } => {
-                    let total_pages = total_path
-                        .as_ref()
-                        .and_then(|p| p.find(body))
-                        .and_then(as_u64);
-                    self.position += 1;
-                    let pages_done = self.position - base_page;
-                    let past_total = total_pages.is_some_and(|t| pages_done >= t);
-                    let past_max = maximum_page.is_some_and(|m| self.position > m);
-                    if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
-                        Next::Stop
-                    } else {
-                        Next::Url(with_param(url, page_param, &self.position.to_string()))
-                    }
+            }
+            Strategy::PageNumber {
+                page_param,
+                total_path,
+                maximum_page,
+                base_page,
+                stop_after_empty_page,
+            } => {
+                let total_pages = total_path
+                    .as_ref()
+                    .and_then(|p| p.find(body))
+                    .and_then(as_u64);
+                self.position += 1;
+                let pages_done = self.position - base_page;
+                let past_total = total_pages.is_some_and(|t| pages_done >= t);
+                let past_max = maximum_page.is_some_and(|m| self.position > m);
+                if (n_records == 0 && *stop_after_empty_page) || past_total || past_max {
+                    Next::Stop
+                } else {
+                    Next::Url(with_param(url, page_param, &self.position.to_string()))
                 }
-            };
+            }
+        };
         if let Next::Url(u) = &next
             && self.seen.contains(&url_hash(u))
         {
             return Err(PagingProblem::Repeated(u.as_str().to_owned()));
         }
         Ok(next)
+    }
+}
+
+/// The next URL of a body cursor: the request's URL with the cursor found in the body as
+/// `cursor_param`; no cursor (missing, null or empty) is the end.
+fn body_cursor_next(
+    url: &Url,
+    cursor_path: &JsonPath,
+    cursor_param: &str,
+    body: json_tape::Value<'_>,
+) -> Next {
+    match cursor_path.find(body) {
+        None => Next::Stop,
+        Some(cursor) if cursor.is_null() => Next::Stop,
+        Some(cursor) => match cursor.as_str() {
+            Some(s) if s.is_empty() => Next::Stop,
+            Some(s) => Next::Url(with_param(url, cursor_param, &s)),
+            None => Next::Url(with_param(url, cursor_param, &cursor.to_json())),
+        },
+    }
+}
+
+/// The next URL found in the body (relative ones resolved against the request's URL); none
+/// (missing, null or empty) is the end, anything but a string a malformed response.
+fn json_link_next(
+    url: &Url,
+    next_url_path: &JsonPath,
+    body: json_tape::Value<'_>,
+) -> Result<Next, PagingProblem> {
+    match next_url_path.find(body) {
+        None => Ok(Next::Stop),
+        Some(next) if next.is_null() => Ok(Next::Stop),
+        Some(next) => match next.as_str() {
+            Some(s) if s.is_empty() => Ok(Next::Stop),
+            Some(s) => url
+                .join(&s)
+                .map(Next::Url)
+                .map_err(|e| PagingProblem::Malformed(format!("next URL `{s}`: {e}"))),
+            None => Err(PagingProblem::Malformed(format!(
+                "next URL is {}, not a string",
+                next.to_json()
+            ))),
+        },
     }
 }
 
