@@ -180,22 +180,7 @@ impl Pipeline {
             section(file, "storage_options", take("storage_options"))?;
         storage_options.extend(overrides.storage_options.clone());
         let normalize: NormalizeConfig = section(file, "normalize", take("normalize"))?;
-        let mut sink: ParquetSinkConfig = section(file, "sink", take("sink"))?;
-        for (table, hints) in &normalize.tables {
-            for (column, hint) in &hints.columns {
-                if hint.hard_delete {
-                    sink.hard_delete_columns
-                        .insert(table.clone(), column.clone());
-                }
-            }
-        }
-        if !(1..=22).contains(&sink.zstd_level) {
-            return Err(config_error(
-                file,
-                "sink.zstd_level",
-                format!("must be from 1 to 22, got {}", sink.zstd_level),
-            ));
-        }
+        let sink = sink_section(file, take("sink"), &normalize)?;
         let channels: ChannelConfig = section(file, "channels", take("channels"))?;
         let checkpoint: CheckpointConfig = section(file, "checkpoint", take("checkpoint"))?;
         if checkpoint.pages == 0 || checkpoint.seconds == 0 {
@@ -237,6 +222,31 @@ impl Pipeline {
             checkpoint,
         })
     }
+}
+
+/// The `[sink]` section, checked, with the `hard_delete` column hints of `[normalize]`.
+fn sink_section(
+    file: &Path,
+    value: Option<Value>,
+    normalize: &NormalizeConfig,
+) -> Result<ParquetSinkConfig, ConfigError> {
+    let mut sink: ParquetSinkConfig = section(file, "sink", value)?;
+    for (table, hints) in &normalize.tables {
+        for (column, hint) in &hints.columns {
+            if hint.hard_delete {
+                sink.hard_delete_columns
+                    .insert(table.clone(), column.clone());
+            }
+        }
+    }
+    if !(1..=22).contains(&sink.zstd_level) {
+        return Err(config_error(
+            file,
+            "sink.zstd_level",
+            format!("must be from 1 to 22, got {}", sink.zstd_level),
+        ));
+    }
+    Ok(sink)
 }
 
 fn section<T: serde::de::DeserializeOwned + Default>(
