@@ -29,6 +29,8 @@ pub struct StoredState {
     pub load_id: Option<String>,
     /// When (RFC 3339).
     pub updated_at: Option<String>,
+    /// The shard (`1/4`) whose run wrote the row; `None` for an unsplit run.
+    pub shard: Option<String>,
 }
 
 /// The state the destination holds; empty when it has none yet.
@@ -56,6 +58,7 @@ pub async fn load_state(lake: &Lake) -> Result<HashMap<StateKey, StoredState>, P
                 error: text(&row, "error"),
                 load_id: text(&row, "load_id"),
                 updated_at: text(&row, "updated_at"),
+                shard: text(&row, "shard"),
             },
         );
     }
@@ -91,11 +94,12 @@ pub(crate) async fn commit_state(
                 "cursor": s.state.cursor,
                 "resume_url": s.state.resume_url,
                 "resume_cursor": s.state.resume_cursor,
-                // As text: a column that saw only nulls first is text, and stays so.
+                // As text, as lakes written before null-only columns were declared have it.
                 "resume_page": s.state.resume_page.map(|n| n.to_string()),
                 "error": s.error,
                 "load_id": load_id,
                 "updated_at": now,
+                "shard": s.shard,
             })
         })
         .collect();
@@ -113,7 +117,8 @@ pub(crate) async fn commit_state(
         })?;
     // The user's `[sink]` settings hold for the state table too (its history, the grace of
     // orphaned files, the encoding).
-    let mut writer = LoadWriter::new(lake.clone(), sink.clone(), load_id.to_owned(), vec![meta]);
+    let mut writer = LoadWriter::new(lake.clone(), sink.clone(), load_id.to_owned(), vec![meta])
+        .declaring_null_only_columns_of(registry.clone());
     writer.write(0, batches).await?;
     Ok(writer.commit().await?)
 }

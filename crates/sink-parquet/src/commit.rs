@@ -92,7 +92,12 @@ impl LoadWriter {
                     }),
                 };
                 let is_root = table == root.name;
+                let null_only = self
+                    .registry
+                    .as_ref()
+                    .map_or_else(Vec::new, |r| r.null_only_fields(&table));
                 let load = TableLoad {
+                    null_only: &null_only,
                     lake: &self.lake,
                     config: &self.config,
                     load_id: &self.load_id,

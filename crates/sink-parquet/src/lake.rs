@@ -495,9 +495,15 @@ pub struct Orphans {
     pub paths: Vec<String>,
 }
 
-/// A table's schema with the field metadata of its Delta schema (the columns' sources):
-/// the Arrow schema that delta-rs derives drops everything but field ids.
+/// A table's schema as normalization sees it, from its Arrow schema with field metadata.
 fn with_field_metadata(state: &deltalake::kernel::EagerSnapshot) -> TableSchema {
+    TableSchema::from_arrow(&arrow_schema_of(state))
+}
+
+/// A table's Arrow schema with the field metadata of its Delta schema (the columns' sources,
+/// JSON and null-only markers): the Arrow schema that delta-rs derives drops everything but
+/// field ids.
+pub(crate) fn arrow_schema_of(state: &deltalake::kernel::EagerSnapshot) -> arrow_schema::Schema {
     let arrow = state.arrow_schema();
     let delta = state.schema();
     let fields: Vec<arrow_schema::Field> = arrow
@@ -521,7 +527,7 @@ fn with_field_metadata(state: &deltalake::kernel::EagerSnapshot) -> TableSchema 
             f.as_ref().clone().with_metadata(metadata)
         })
         .collect();
-    TableSchema::from_arrow(&arrow_schema::Schema::new(fields))
+    arrow_schema::Schema::new(fields)
 }
 
 /// The Delta schema of an Arrow schema.

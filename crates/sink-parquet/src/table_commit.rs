@@ -14,7 +14,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use transform::{TableMeta, WriteDisposition};
 
 use crate::columns::root_key_column;
-use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, delta_schema, kept_history};
+use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, arrow_schema_of, delta_schema, kept_history};
 use crate::load_ids::{RootIds, ids_won_by_others};
 use crate::probe::{FileRows, files_maybe_holding};
 use crate::rewrite::{RewriteOf, drop_superseded, rewrite_keeping, rewritten_name, without_rows};
@@ -42,6 +42,11 @@ pub struct TableCommit {
     pub bytes_before: u64,
     /// Bytes of earlier files a merge read and rewrote (without the replaced rows).
     pub bytes_rewritten: u64,
+    /// How many times another writer had moved the table when this load tried to commit:
+    /// each time the merge was done again against the new version.
+    pub retries: u32,
+    /// Bytes of rewritten files that those retries threw away.
+    pub bytes_rewritten_by_retries: u64,
 }
 
 /// The `add` action of a data file (its row count as the file's statistics).
@@ -77,6 +82,8 @@ pub(crate) struct TableLoad<'a> {
     pub(crate) id_source: Option<(&'a str, &'a [StagedFile])>,
     /// A child table: its root table and the version this load committed it at.
     pub(crate) root_commit: Option<(&'a str, u64)>,
+    /// The columns the load saw with nulls only: the table's schema declares them.
+    pub(crate) null_only: &'a [Field],
 }
 
 /// Commits a table's part of the load (`writer`: what it staged, if anything), merging
@@ -138,14 +145,23 @@ pub(crate) async fn commit_table(
     // the merge is done again against the new version (Delta's optimistic concurrency), so
     // neither writer's rows are lost and no id lands twice.
     let mut attempt = 0;
+    let mut bytes_thrown_away = 0;
     loop {
         let mut rewritten = Vec::new();
         let outcome = commit_attempt(load, &staged, &schema, attempt, &mut rewritten).await;
         match outcome {
-            Ok(commit) => return Ok((commit, staged)),
+            Ok(commit) => {
+                let commit = commit.map(|c| TableCommit {
+                    retries: attempt as u32,
+                    bytes_rewritten_by_retries: bytes_thrown_away,
+                    ..c
+                });
+                return Ok((commit, staged));
+            }
             Err(e) if attempt < MAX_COMMIT_ATTEMPTS && e.is_concurrent_commit() => {
                 lake.delete_files(table_name, rewritten.iter().map(|f| &f.name))
                     .await;
+                bytes_thrown_away += rewritten.iter().map(|f| f.size).sum::<u64>();
                 attempt += 1;
                 tracing::info!(
                     table = table_name,
@@ -230,6 +246,8 @@ async fn commit_attempt(
         files_removed: removals.paths.len(),
         bytes_before: removals.bytes_before,
         bytes_rewritten: removals.bytes_read,
+        retries: 0,
+        bytes_rewritten_by_retries: 0,
     }))
 }
 
@@ -416,10 +434,13 @@ async fn commit_actions(
         source,
     };
     let existing_schema: Option<SchemaRef> = match &table {
-        Some(t) => Some(t.snapshot().map_err(delta_err)?.snapshot().arrow_schema()),
+        Some(t) => Some(Arc::new(arrow_schema_of(
+            t.snapshot().map_err(delta_err)?.snapshot(),
+        ))),
         None => None,
     };
-    let merged_schema = merge_schemas(table_name, existing_schema.as_ref(), schema)?;
+    let (merged_schema, schema_changed) =
+        merge_schemas(table_name, existing_schema.as_ref(), schema, load.null_only)?;
     // No retry inside delta-rs: a table that moved is merged again from the top, since
     // its conflict check does not see that a concurrent append may hold our ids.
     let properties = CommitProperties::default()
@@ -447,13 +468,10 @@ async fn commit_actions(
         .await;
     };
     let snapshot = t.snapshot().map_err(delta_err)?;
-    let widened = existing_schema
-        .as_ref()
-        .is_some_and(|s| s.fields().len() != merged_schema.fields().len());
     let metadata = updated_metadata(
         table_name,
         snapshot,
-        widened.then_some(&merged_schema),
+        schema_changed.then_some(&merged_schema),
         &history_setting,
     )?;
     actions.extend(metadata.map(Action::Metadata));
@@ -584,19 +602,27 @@ async fn clean_up(load: TableLoad<'_>, removed: &[String], keeps_history: bool) 
     }
 }
 
-/// The table's columns followed by the load's new ones; a changed type is an error.
+/// The table's columns followed by the load's new ones, and the columns the load saw with
+/// nulls only (`null_only`) that the table lacks; whether that changed the table's schema.
+/// A column the table declares null-only takes the type of the load's values (no data file
+/// holds it, so no file disagrees); any other changed type is an error.
 fn merge_schemas(
     table: &str,
     existing: Option<&SchemaRef>,
     incoming: &SchemaRef,
-) -> Result<SchemaRef> {
-    let Some(existing) = existing else {
-        return Ok(incoming.clone());
-    };
-    let mut fields: Vec<Arc<Field>> = existing.fields().iter().cloned().collect();
+    null_only: &[Field],
+) -> Result<(SchemaRef, bool)> {
+    let mut fields: Vec<Arc<Field>> = existing
+        .map(|e| e.fields().iter().cloned().collect())
+        .unwrap_or_default();
+    let mut changed = false;
     for f in incoming.fields() {
-        match existing.field_with_name(f.name()) {
-            Ok(old) if old.data_type() != f.data_type() => {
+        match fields.iter_mut().find(|old| old.name() == f.name()) {
+            Some(old) if is_null_only(old) => {
+                *old = f.clone();
+                changed = true;
+            }
+            Some(old) if old.data_type() != f.data_type() => {
                 return Err(SinkError::Schema {
                     table: table.to_owned(),
                     message: format!(
@@ -607,9 +633,26 @@ fn merge_schemas(
                     ),
                 });
             }
-            Ok(_) => {}
-            Err(_) => fields.push(f.clone()),
+            Some(_) => {}
+            None => {
+                fields.push(f.clone());
+                changed = true;
+            }
         }
     }
-    Ok(Arc::new(Schema::new(fields)))
+    for f in null_only {
+        if !fields.iter().any(|old| old.name() == f.name()) {
+            fields.push(Arc::new(f.clone()));
+            changed = true;
+        }
+    }
+    Ok((Arc::new(Schema::new(fields)), changed))
+}
+
+/// Whether a table's field is a null-only column's declaration.
+fn is_null_only(field: &Field) -> bool {
+    field
+        .metadata()
+        .get(transform::NULL_ONLY_METADATA_KEY)
+        .is_some_and(|v| v == "true")
 }

@@ -15,7 +15,7 @@ use arrow_schema::{Schema, SchemaRef};
 use object_store::buffered::BufWriter;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 
-use transform::{ROW_ID, TableBatch, TableMeta, WriteDisposition};
+use transform::{ROW_ID, SchemaRegistry, TableBatch, TableMeta, WriteDisposition};
 
 use crate::columns::widen;
 use crate::encoding::{ColumnEncodings, writer_properties};
@@ -79,6 +79,9 @@ pub struct LoadWriter {
     /// Names this writer's files: the load id and a random token, so that files of two
     /// writers of one load (the state table's, written at every checkpoint) never collide.
     pub(crate) file_prefix: String,
+    /// Where the load's null-only columns are known (see
+    /// [`transform::NULL_ONLY_METADATA_KEY`]): each table's commit declares them.
+    pub(crate) registry: Option<SchemaRegistry>,
     /// Tests: a pause between a root table's commit and its children's, to let another
     /// writer in.
     #[cfg(test)]
@@ -104,9 +107,17 @@ impl LoadWriter {
             root_names: roots.iter().map(|r| r.name.clone()).collect(),
             roots,
             n_files: 0,
+            registry: None,
             #[cfg(test)]
             pause_after_root: None,
         }
+    }
+
+    /// Declares, at each table's commit, the columns `registry` has seen with nulls only:
+    /// the table's schema lists them (typed when a value comes) though no file holds them.
+    pub fn declaring_null_only_columns_of(mut self, registry: SchemaRegistry) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Moves the tables of the roots `moved` picks, with those roots, into a writer of their
@@ -125,6 +136,7 @@ impl LoadWriter {
             load_id: self.load_id.clone(),
             n_files: self.n_files,
             file_prefix: self.file_prefix.clone(),
+            registry: self.registry.clone(),
             #[cfg(test)]
             pause_after_root: self.pause_after_root,
         }

@@ -29,10 +29,13 @@
 //! - Root rows under merge have `_errlake_content_hash` ([`CONTENT_HASH`]), a hash of the
 //!   record's JSON with its children, so the sink leaves out records that come again
 //!   unchanged.
-//! - A column that holds only nulls is created as nullable text, or with its hinted type
-//!   (dlt leaves it out until a value arrives, so a reader cannot select it). Its type is
-//!   decided at the end of a page, so a field that is null in some rows and typed in others
-//!   gets the type of its values.
+//! - A column that holds only nulls gets its hinted type, or is declared null-only
+//!   ([`NULL_ONLY_METADATA_KEY`]): the lake's schema lists it as nullable text, so readers
+//!   can select it, but no batch or data file holds it, and its first non-null value decides
+//!   its type, in whichever run or shard lands it first (dlt leaves such a column out until
+//!   a value arrives, so a reader cannot select it; declaring it as text for good would fix
+//!   a type before any value was seen). A field that is null in some rows of a page and
+//!   typed in others gets the type of its values.
 //! - Letters outside ASCII are kept (lowercased): `é-ünïcode` is `é_ünïcode`, not `_n_code`;
 //!   an empty key is `_empty`.
 //! - Two keys of one table that normalize to the same name (`userId`, `user_id`) both keep
@@ -90,8 +93,8 @@ pub use normalize::{
     TableBatch, VALUE, primary_key_string,
 };
 pub use schema::{
-    Column, ColumnType, SOURCE_METADATA_KEY, SchemaRegistry, TYPE_METADATA_KEY, TableMeta,
-    TableSchema, WriteDisposition,
+    Column, ColumnType, NULL_ONLY_METADATA_KEY, SOURCE_METADATA_KEY, SchemaRegistry,
+    TYPE_METADATA_KEY, TableMeta, TableSchema, WriteDisposition,
 };
 
 /// What can go wrong while normalizing.

@@ -1158,7 +1158,8 @@ impl Normalizer {
                 continue;
             }
             let table = &mut self.tables[id];
-            // Columns that only saw nulls get their hinted type, or text.
+            // Columns that only saw nulls get their hinted type, or are declared null-only:
+            // their first value, in any run or shard, will type them.
             if !rows.null_nodes.is_empty() {
                 let mut registry = self.registry.lock();
                 let schema = registry.entry(table.meta.name.clone()).or_default();
@@ -1168,16 +1169,17 @@ impl Normalizer {
                     let excluded = n.hint.as_ref().is_some_and(|h| h.exclude);
                     let frozen = table.existed && table.contract.columns != ContractMode::Evolve;
                     if is_plain && !excluded && !frozen && schema.position(&n.name).is_none() {
-                        let column_type = n
-                            .hint
-                            .as_ref()
-                            .and_then(|h| h.column_type)
-                            .map_or(ColumnType::Text, ColumnType::from);
-                        schema.add_column(Column {
+                        let hinted = n.hint.as_ref().and_then(|h| h.column_type);
+                        let column = Column {
                             name: n.name.clone(),
-                            column_type,
+                            column_type: hinted.map_or(ColumnType::Text, ColumnType::from),
                             source: Some(n.pointer.clone()),
-                        });
+                        };
+                        if hinted.is_some() {
+                            schema.add_column(column);
+                        } else {
+                            schema.add_null_only(column);
+                        }
                     }
                 }
             }

@@ -31,6 +31,11 @@ pub enum ColumnType {
 pub const SOURCE_METADATA_KEY: &str = "errlake.source";
 /// Field metadata key marking a JSON text column (`json`).
 pub const TYPE_METADATA_KEY: &str = "errlake.type";
+/// Field metadata key (`true`) of a column every writer has seen only nulls in so far: the
+/// lake declares it (readers can select it, as all nulls) with a placeholder type, text, but
+/// no data file holds it, so the first non-null value that any writer lands decides its
+/// type, whichever shard or run commits first.
+pub const NULL_ONLY_METADATA_KEY: &str = "errlake.null_only";
 
 impl ColumnType {
     /// The suffix of a variant column holding values of this type (`severity__v_bigint`).
@@ -135,6 +140,10 @@ pub struct TableSchema {
     /// Names (of columns, nested-object prefixes and lists) and the source pointer that owns
     /// each: a second key normalizing to a taken name gets `<name>_<n>` instead.
     claims: HashMap<String, String>,
+    /// Columns seen with nulls only, in the order they were seen: declared in the lake, in
+    /// no batch (see [`NULL_ONLY_METADATA_KEY`]); a column's first value moves it to
+    /// `columns`.
+    null_only: Vec<Column>,
 }
 
 impl TableSchema {
@@ -152,9 +161,13 @@ impl TableSchema {
     }
 
     /// The schema of an Arrow schema's columns whose types normalization knows, with the
-    /// sources and JSON markers of their field metadata.
+    /// sources and JSON markers of their field metadata; the null-only columns it declares
+    /// stay untyped.
     pub fn from_arrow(schema: &Schema) -> Self {
-        TableSchema::from_columns(schema.fields().iter().filter_map(|f| {
+        let is_null_only = |f: &Field| {
+            f.metadata().get(NULL_ONLY_METADATA_KEY).map(String::as_str) == Some("true")
+        };
+        let column = |f: &Arc<Field>| {
             let json = f.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("json");
             ColumnType::from_arrow(f.data_type()).map(|t| Column {
                 name: f.name().clone(),
@@ -165,7 +178,57 @@ impl TableSchema {
                 },
                 source: f.metadata().get(SOURCE_METADATA_KEY).cloned(),
             })
-        }))
+        };
+        let mut table = TableSchema::from_columns(
+            schema
+                .fields()
+                .iter()
+                .filter(|f| !is_null_only(f))
+                .filter_map(column),
+        );
+        for c in schema
+            .fields()
+            .iter()
+            .filter(|f| is_null_only(f))
+            .filter_map(column)
+        {
+            table.add_null_only(c);
+        }
+        table
+    }
+
+    /// Notes a column that held only nulls, unless the table has it (typed or null-only).
+    pub fn add_null_only(&mut self, column: Column) {
+        if self.index.contains_key(&column.name)
+            || self.null_only.iter().any(|c| c.name == column.name)
+        {
+            return;
+        }
+        if let Some(source) = &column.source {
+            self.claim_along(&column.name, source);
+        }
+        self.null_only.push(column);
+    }
+
+    /// The columns seen with nulls only so far (declared in the lake, in no batch).
+    pub fn null_only(&self) -> &[Column] {
+        &self.null_only
+    }
+
+    /// The lake's declaration of the null-only columns: nullable text fields marked with
+    /// [`NULL_ONLY_METADATA_KEY`] (and their sources).
+    pub fn null_only_fields(&self) -> Vec<Field> {
+        self.null_only
+            .iter()
+            .map(|c| {
+                let mut metadata =
+                    HashMap::from([(NULL_ONLY_METADATA_KEY.to_owned(), "true".to_owned())]);
+                if let Some(source) = &c.source {
+                    metadata.insert(SOURCE_METADATA_KEY.to_owned(), source.clone());
+                }
+                Field::new(c.name.clone(), DataType::Utf8, true).with_metadata(metadata)
+            })
+            .collect()
     }
 
     /// Claims `name` for `source` and each `__`-separated prefix of the name for the
@@ -241,6 +304,8 @@ impl TableSchema {
         }
         let position = self.columns.len();
         let column_type = column.column_type;
+        // Its first value: a null-only column gets its type.
+        self.null_only.retain(|c| c.name != column.name);
         self.index.insert(column.name.clone(), position);
         self.columns.push(column);
         (position, column_type)
@@ -330,6 +395,14 @@ impl SchemaRegistry {
             ),
             None => (Arc::new(Schema::empty()), Vec::new()),
         }
+    }
+
+    /// The lake's declaration of a table's null-only columns (see
+    /// [`TableSchema::null_only_fields`]); empty for a table not seen yet.
+    pub fn null_only_fields(&self, name: &str) -> Vec<Field> {
+        self.lock()
+            .get(name)
+            .map_or_else(Vec::new, TableSchema::null_only_fields)
     }
 
     /// A copy of every table's schema.

@@ -472,8 +472,7 @@ events
   meta: Utf8
   size: Float64
   deploy: Timestamp(µs, "UTC")
-  other: Utf8
-  | "a" | "{\"x\":[1,{\"y\":\"é\"}]}" | 3.0 | ∅ | ∅"#
+  | "a" | "{\"x\":[1,{\"y\":\"é\"}]}" | 3.0 | ∅"#
             .trim()
     );
     let schema = batches[0].batch.schema();
@@ -485,6 +484,74 @@ events
             .map(String::as_str),
         Some("json")
     );
+    // A hinted column that saw only nulls has its type; an unhinted one is null-only.
+    let registry = n.registry().table("events").unwrap();
+    let null_only: Vec<&str> = registry
+        .null_only()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(null_only, ["other"]);
+}
+
+/// A column's type is its first value's, whoever lands it: one that saw only nulls is
+/// declared null-only (in no batch), and a later page's integers make it a bigint column,
+/// not text with a `__v_bigint` variant, in this run and in the next one, which starts from
+/// the lake's declaration.
+#[test]
+fn a_column_that_saw_only_nulls_is_typed_by_its_first_value() {
+    let events = meta("events", WriteDisposition::Merge);
+    let mut n = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+    let first = n
+        .normalize(&events, "l", 0, &[json!({"id": "a", "line": null})])
+        .unwrap();
+    assert!(first[0].batch.column_by_name("line").is_none());
+    let declared = n.registry().null_only_fields("events");
+    assert_eq!(declared.len(), 1);
+    assert_eq!(declared[0].name(), "line");
+    assert_eq!(
+        declared[0]
+            .metadata()
+            .get(NULL_ONLY_METADATA_KEY)
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        declared[0]
+            .metadata()
+            .get(SOURCE_METADATA_KEY)
+            .map(String::as_str),
+        Some("/line")
+    );
+
+    // The next run starts from the lake, which lists the declaration among its fields.
+    let mut lake_fields: Vec<arrow_schema::Field> = first[0]
+        .batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    lake_fields.extend(declared);
+    let from_lake = TableSchema::from_arrow(&arrow_schema::Schema::new(lake_fields));
+    assert_eq!(from_lake.column_type("line"), None);
+    assert_eq!(from_lake.null_only().len(), 1);
+    for registry in [
+        n.registry().clone(),
+        SchemaRegistry::new([("events".to_owned(), from_lake)].into()),
+    ] {
+        let mut n = Normalizer::new(NormalizeConfig::default(), registry);
+        let second = n
+            .normalize(&events, "l", 1, &[json!({"id": "b", "line": 42})])
+            .unwrap();
+        let schema = second[0].batch.schema();
+        assert_eq!(
+            schema.field_with_name("line").unwrap().data_type(),
+            &arrow_schema::DataType::Int64
+        );
+        assert!(schema.field_with_name("line__v_bigint").is_err());
+        assert!(n.registry().table("events").unwrap().null_only().is_empty());
+    }
 }
 
 fn toml_config(text: &str) -> NormalizeConfig {

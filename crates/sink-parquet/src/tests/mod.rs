@@ -313,6 +313,77 @@ async fn column_sources_live_in_the_delta_schema_and_keep_collided_names_across_
     );
 }
 
+/// Two writers that opened the lake at the same time (two shards): one saw only nulls in
+/// `line`, the other integers. Whichever commits first, the table ends with `line` as a
+/// bigint and no variant column; in between, the null-only load declares `line` (text,
+/// marked) so readers can select it, and no data file holds it.
+#[tokio::test]
+async fn a_column_is_typed_by_its_first_value_whichever_writer_commits_first() {
+    for nulls_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let m = root(WriteDisposition::Merge);
+        let nulls = stage(&lake, &m, &[vec![json!({"id": "a", "v": 1, "line": null})]]).await;
+        let typed = stage(&lake, &m, &[vec![json!({"id": "b", "v": 2, "line": 7})]]).await;
+        let field = |lake: Lake| async move {
+            let t = lake.load_table("events").await.unwrap().unwrap();
+            let schema = crate::lake::arrow_schema_of(t.snapshot().unwrap().snapshot());
+            let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            (schema.field_with_name("line").unwrap().clone(), names)
+        };
+        if nulls_first {
+            nulls.commit().await.unwrap();
+            let (line, _) = field(lake.clone()).await;
+            assert_eq!(line.data_type(), &arrow_schema::DataType::Utf8);
+            assert_eq!(
+                line.metadata()
+                    .get(transform::NULL_ONLY_METADATA_KEY)
+                    .map(String::as_str),
+                Some("true")
+            );
+            typed.commit().await.unwrap();
+        } else {
+            typed.commit().await.unwrap();
+            nulls.commit().await.unwrap();
+        }
+        let (line, names) = field(lake.clone()).await;
+        assert_eq!(
+            line.data_type(),
+            &arrow_schema::DataType::Int64,
+            "{names:?}"
+        );
+        assert!(
+            line.metadata()
+                .get(transform::NULL_ONLY_METADATA_KEY)
+                .is_none()
+        );
+        assert!(!names.iter().any(|n| n.starts_with("line__")), "{names:?}");
+        assert_eq!(
+            rows(&lake, "events", "id").await,
+            BTreeMap::from([("a".into(), vec![1]), ("b".into(), vec![2])])
+        );
+        // No data file holds `line` as text.
+        let t = lake.load_table("events").await.unwrap().unwrap();
+        for f in t.snapshot().unwrap().log_data().iter() {
+            let bytes = lake
+                .store()
+                .get(&lake.file_path("events", &f.path()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let schema = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .schema()
+                .clone();
+            if let Ok(line) = schema.field_with_name("line") {
+                assert_eq!(line.data_type(), &arrow_schema::DataType::Int64);
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn merge_reads_and_rewrites_only_the_files_that_hold_incoming_ids() {
     let dir = tempfile::tempdir().unwrap();
@@ -468,9 +539,10 @@ async fn stage_with(
     config: ParquetSinkConfig,
 ) -> LoadWriter {
     let registry = SchemaRegistry::new(lake.schemas().await.unwrap());
-    let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
+    let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry.clone());
     let load_id = uuid::Uuid::new_v4().to_string();
-    let mut writer = LoadWriter::new(lake.clone(), config, load_id.clone(), vec![meta.clone()]);
+    let mut writer = LoadWriter::new(lake.clone(), config, load_id.clone(), vec![meta.clone()])
+        .declaring_null_only_columns_of(registry);
     for (seq, records) in pages.iter().enumerate() {
         let batches = normalizer
             .normalize(meta, &load_id, seq as u64, records)

@@ -285,6 +285,8 @@ async fn compaction_packs_small_files_without_changing_a_row() {
         files_removed: 0,
         bytes_before: 0,
         bytes_rewritten: 0,
+        retries: 0,
+        bytes_rewritten_by_retries: 0,
     };
     let done = crate::compact_tables(
         &lake,
