@@ -2,6 +2,8 @@
 //! `run-pipeline <file> <base_url> <destination>`, the token from `AUTH_TOKEN`,
 //! storage options (JSON) from `RUN_PIPELINE_STORAGE_OPTIONS`. Exit 0 on success, 1 on failure;
 //! the last line on stdout is `peak_rss_bytes=N`, the process's peak resident memory (Linux).
+//! `ERRLAKE_SHARD=I/N` makes it shard I of N; a run that ends well prints
+//! `commit_retries=N` before it (the commits that found another writer first).
 //! Log lines go to stderr as the runner writes them, filtered by `ERRLAKE_LOG` (none unset).
 
 use std::path::Path;
@@ -36,6 +38,20 @@ fn main() -> ExitCode {
         },
         _ => Default::default(),
     };
+    let shard = match std::env::var("ERRLAKE_SHARD") {
+        Ok(text) => match text.parse() {
+            Ok(shard) => shard,
+            Err(e) => {
+                eprintln!("error: ERRLAKE_SHARD: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(_) => Default::default(),
+    };
+    let options = RunOptions {
+        shard,
+        ..RunOptions::default()
+    };
     let secrets = Secrets::from_map([("auth_token".to_owned(), token)]);
     let overrides = Overrides {
         base_url: Some(base_url.clone()),
@@ -47,7 +63,7 @@ fn main() -> ExitCode {
         .and_then(|p| {
             tokio::runtime::Runtime::new()
                 .map_err(|e| e.to_string())?
-                .block_on(pipeline::run(&p, &RunOptions::default()))
+                .block_on(pipeline::run(&p, &options))
                 .map_err(|e| pipeline::error_chain(&e))
         });
     let peak = std::fs::read_to_string("/proc/self/status")
@@ -61,7 +77,10 @@ fn main() -> ExitCode {
         println!("peak_rss_bytes={peak}");
     }
     match result {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(report) => {
+            println!("commit_retries={}", report.commit_retries);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -46,3 +46,9 @@ mod hardening;
 
 /// Recorded pages mutated at random through parse and normalization (issue 12).
 mod bad_pages;
+
+/// Shards of one pipeline in processes of their own, at once, into one lake on S3.
+mod shards;
+
+/// The Kubernetes manifests of `deploy/` have the keys a sharded run needs.
+mod deploy;

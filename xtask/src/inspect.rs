@@ -100,6 +100,7 @@ async fn state(lake: &Lake) -> anyhow::Result<()> {
         println!("pipeline state: none yet");
         return Ok(());
     }
+    shard_summary(&state);
     println!("pipeline state (what the next run starts from), per resource and partition:");
     let mut by_resource: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
     for ((resource, partition), s) in &state {
@@ -139,13 +140,51 @@ async fn state(lake: &Lake) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|e| format!("  FAILED: {e}"))
                 .unwrap_or_default();
+            let shard = s
+                .shard
+                .as_deref()
+                .map(|shard| format!(" by shard {shard}"))
+                .unwrap_or_default();
             println!(
-                "    {name:<60} {cursor}{next}{error}  (updated {})",
+                "    {name:<60} {cursor}{next}{error}  (updated {}{shard})",
                 s.updated_at.as_deref().unwrap_or("-")
             );
         }
     }
     Ok(())
+}
+
+/// Per shard that wrote state rows (split runs, `--shard I/N`): its partitions, how many are
+/// unfinished or failed, and its last update; nothing when no split run wrote any.
+fn shard_summary(state: &std::collections::HashMap<(String, String), pipeline::StoredState>) {
+    #[derive(Default)]
+    struct Shard<'a> {
+        partitions: usize,
+        unfinished: usize,
+        failed: usize,
+        updated: &'a str,
+    }
+    let mut shards: std::collections::BTreeMap<&str, Shard<'_>> = Default::default();
+    for s in state.values() {
+        let Some(name) = s.shard.as_deref() else {
+            continue;
+        };
+        let shard = shards.entry(name).or_default();
+        shard.partitions += 1;
+        shard.unfinished += usize::from(s.state.resume_url.is_some());
+        shard.failed += usize::from(s.error.is_some());
+        shard.updated = shard.updated.max(s.updated_at.as_deref().unwrap_or(""));
+    }
+    if shards.is_empty() {
+        return;
+    }
+    println!("pipeline state per shard (each resumes on its own):");
+    for (name, s) in shards {
+        println!(
+            "  shard {name}: {} partitions, {} unfinished, {} failed, last updated {}",
+            s.partitions, s.unfinished, s.failed, s.updated
+        );
+    }
 }
 
 /// The last runs from the load history, with their outcome.

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::Context;
 
 use pipeline::{Interrupt, Outcome, Overrides, Pipeline, RunOptions, RunReport};
-use source_errors::Secrets;
+use source_errors::{Secrets, Shard};
 
 use crate::progress::{Display, Mode};
 
@@ -119,8 +119,46 @@ pub(crate) struct RunArgs {
     /// An untracked TOML file of secrets (`auth_token = "..."`), read after the environment.
     #[arg(long)]
     secrets_file: Option<PathBuf>,
+    /// Run shard I of N (I from 0): only the partitions of the leaf resources that hash to
+    /// it; the parents are fetched by every shard and written by shard 0. Also from
+    /// `ERRLAKE_SHARD=I/N`, or `JOB_COMPLETION_INDEX` with `ERRLAKE_SHARDS=N` (a Kubernetes
+    /// Indexed Job).
+    #[arg(long)]
+    shard: Option<Shard>,
+    /// This run's client-side budget of requests per minute, in place of the file's
+    /// `client.rate_limit.requests_per_minute` (which a split run divides by N): give each
+    /// shard the whole budget when it has a token of its own (`AUTH_TOKEN_SHARD_<I>`).
+    #[arg(long, env = "ERRLAKE_REQUESTS_PER_MINUTE")]
+    requests_per_minute: Option<u32>,
     #[command(flatten)]
     flags: RunFlags,
+}
+
+/// The shard a run is: `--shard`, else `ERRLAKE_SHARD=I/N`, else `JOB_COMPLETION_INDEX`
+/// (set by a Kubernetes Indexed Job) with `ERRLAKE_SHARDS=N`; the whole pipeline when none
+/// is set. `env` reads a variable.
+pub(crate) fn shard_of(
+    flag: Option<Shard>,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Shard> {
+    if let Some(shard) = flag {
+        return Ok(shard);
+    }
+    if let Some(text) = env("ERRLAKE_SHARD") {
+        return text
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("ERRLAKE_SHARD: {e}"));
+    }
+    match (env("JOB_COMPLETION_INDEX"), env("ERRLAKE_SHARDS")) {
+        (Some(index), Some(count)) => format!("{index}/{count}")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("JOB_COMPLETION_INDEX and ERRLAKE_SHARDS: {e}")),
+        (None, Some(count)) => anyhow::bail!(
+            "ERRLAKE_SHARDS={count} is set but JOB_COMPLETION_INDEX is not: which shard is this? (set ERRLAKE_SHARD=I/N or pass --shard I/N)"
+        ),
+        // An Indexed Job that does not set ERRLAKE_SHARDS runs the whole pipeline in each pod.
+        (_, None) => Ok(Shard::whole()),
+    }
 }
 
 /// Arguments of `check`.
@@ -131,9 +169,13 @@ pub(crate) struct CheckArgs {
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let shard = shard_of(args.shard, |name| std::env::var(name).ok())?;
     let mut secrets = Secrets::from_env();
     if let Some(path) = &args.secrets_file {
         secrets = secrets.with_file(path).map_err(anyhow::Error::msg)?;
+    }
+    if shard.is_split() {
+        secrets = secrets.for_shard(shard.index());
     }
     let overrides = Overrides {
         base_url: args.base_url,
@@ -141,9 +183,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         storage_options: args.storage_option.into_iter().collect(),
     };
     let p = Pipeline::load(&args.pipeline, &secrets, &overrides)?;
+    if shard.is_split() {
+        eprintln!(
+            "shard {shard}: the leaf resources' partitions that hash to it; parents fetched in full"
+        );
+    }
     let options = RunOptions {
         resources: args.resources,
         max_pages: args.max_pages,
+        shard,
+        requests_per_minute: args.requests_per_minute,
         ..RunOptions::default()
     };
     let (_, code) = execute(&p, options, &args.flags).await?;
@@ -171,7 +220,13 @@ fn peak_rss_bytes() -> Option<u64> {
 
 /// Per table: rows added and removed, Delta version; then the totals.
 pub(crate) fn print_summary(report: &RunReport) {
-    println!("load {} into {}", report.load_id, report.destination);
+    match &report.shard {
+        Some(shard) => println!(
+            "load {} into {} (shard {shard})",
+            report.load_id, report.destination
+        ),
+        None => println!("load {} into {}", report.load_id, report.destination),
+    }
     println!(
         "{:<44} {:>10} {:>10} {:>8}",
         "table", "rows added", "replaced", "version"
@@ -206,6 +261,12 @@ pub(crate) fn print_summary(report: &RunReport) {
         println!(
             "{} checkpoints committed along the way (and the last commit at the end)",
             report.checkpoints
+        );
+    }
+    if report.commit_retries > 0 {
+        println!(
+            "{} table commits found another writer had committed first and merged again",
+            report.commit_retries
         );
     }
     let pages: u64 = report.resources.values().map(|r| r.pages).sum();
@@ -341,4 +402,53 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .ok_or_else(|| format!("`{s}` is not key=value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn the_shard_comes_from_the_flag_then_errlake_shard_then_an_indexed_job() {
+        let flag = Some(Shard::new(1, 4).unwrap());
+        let all = env_of(&[
+            ("ERRLAKE_SHARD", "2/4"),
+            ("JOB_COMPLETION_INDEX", "3"),
+            ("ERRLAKE_SHARDS", "4"),
+        ]);
+        assert_eq!(shard_of(flag, &all).unwrap().to_string(), "1/4");
+        assert_eq!(shard_of(None, &all).unwrap().to_string(), "2/4");
+        let job = env_of(&[("JOB_COMPLETION_INDEX", "3"), ("ERRLAKE_SHARDS", "4")]);
+        assert_eq!(shard_of(None, &job).unwrap().to_string(), "3/4");
+        // An Indexed Job that does not ask for shards runs the whole pipeline.
+        let unsplit = env_of(&[("JOB_COMPLETION_INDEX", "3")]);
+        assert!(!shard_of(None, &unsplit).unwrap().is_split());
+        assert!(!shard_of(None, env_of(&[])).unwrap().is_split());
+    }
+
+    #[test]
+    fn a_shard_that_cannot_be_says_which_variable_is_wrong() {
+        let e = shard_of(None, env_of(&[("ERRLAKE_SHARD", "4/4")])).unwrap_err();
+        assert!(e.to_string().starts_with("ERRLAKE_SHARD:"), "{e}");
+        let e = shard_of(
+            None,
+            env_of(&[("JOB_COMPLETION_INDEX", "5"), ("ERRLAKE_SHARDS", "4")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("JOB_COMPLETION_INDEX and ERRLAKE_SHARDS"),
+            "{e}"
+        );
+        let e = shard_of(None, env_of(&[("ERRLAKE_SHARDS", "4")])).unwrap_err();
+        assert!(e.to_string().contains("JOB_COMPLETION_INDEX is not"), "{e}");
+    }
 }

@@ -362,7 +362,7 @@ pub fn write_event(
             "\"breadcrumbs\":[{crumbs}],",
             "\"feature_flags\":[{{\"featureFlag\":\"new-checkout\",\"variant\":\"{flag}\"}}],",
             "\"context\":{context},\"severity\":\"{severity}\",\"unhandled\":{unhandled},",
-            "\"derived\":{{\"deploy\":null}}}}"
+            "\"derived\":{{\"deploy\":{deploy}}}}}"
         ),
         host = k % 50,
         os = 9 + k % 5,
@@ -372,6 +372,13 @@ pub fn write_event(
         user = k % 997,
         crumbs = crumbs,
         flag = ["on", "off"][k % 2],
+        // Null in every event of a third of the projects, a number in the others: the
+        // column's type must come from its first value, whichever project lands first.
+        deploy = if p.is_multiple_of(3) {
+            "null".to_owned()
+        } else {
+            (7000 + k % 40).to_string()
+        },
         context = Quoted(&format!(
             "{} line {}",
             FILES[error_k % FILES.len()],

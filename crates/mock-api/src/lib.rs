@@ -224,7 +224,7 @@ impl MockHandle {
         self.shared.requests.load(Ordering::SeqCst)
     }
 
-    /// Every request so far as `path?query` (the Sentry shape logs them).
+    /// Every request so far as `path?query`, in the order they came.
     pub fn request_log(&self) -> Vec<String> {
         self.shared
             .log
@@ -400,6 +400,7 @@ async fn organizations(
     RawQuery(q): RawQuery,
 ) -> Response {
     let path = "/user/organizations";
+    s.log_request(path, q.as_deref());
     if let Some(r) = check(&s, &headers, path, p.offset.unwrap_or(0)) {
         return r;
     }
@@ -430,6 +431,7 @@ async fn projects_of(
     RawQuery(q): RawQuery,
 ) -> Response {
     let path = format!("/organizations/{org_id}/projects");
+    s.log_request(&path, q.as_deref());
     if let Some(r) = check(&s, &headers, &path, p.offset.unwrap_or(0)) {
         return r;
     }
@@ -458,6 +460,7 @@ async fn project_resource(
 ) -> Response {
     let path = format!("/projects/{project_id}/{resource}");
     let paged = resource != "saved_searches";
+    s.log_request(&path, q.as_deref());
     if let Some(r) = check(
         &s,
         &headers,

@@ -46,6 +46,14 @@ pub enum PipelineError {
         /// The name given.
         name: String,
     },
+    /// `--shard` split a resource that cannot be split.
+    #[error("pipeline: resource `{resource}` cannot be split between shards: {why}")]
+    NotShardable {
+        /// The resource.
+        resource: String,
+        /// Why not, and what to do.
+        why: String,
+    },
     /// The HTTP client could not be built.
     #[error("pipeline: building the HTTP client")]
     Client(#[source] http_core::FetchError),

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_core::{Client, StatsSnapshot};
+use http_core::{Client, ClientSettings, StatsSnapshot};
 use sink_parquet::{Lake, LoadWriter, ParquetSinkConfig, TableCommit};
 use source_errors::{
-    FailedPartition, LiveStats, Page, PartitionState, ResourceStats, Source, StateKey,
+    FailedPartition, LiveStats, Page, PartitionState, ResourceStats, Shard, Source, StateKey,
     WriteDisposition,
 };
 use transform::{
@@ -43,6 +43,13 @@ pub struct RunOptions {
     /// Write into a destination that already holds files errlake did not write (a first
     /// run refuses one otherwise). errlake never deletes those files either way.
     pub adopt_foreign_files: bool,
+    /// The part of the pipeline this run does (`--shard 1/4`): see
+    /// [`source_errors::RunOptions::shard`]. Its state rows carry the shard's name.
+    pub shard: Shard,
+    /// This run's client-side budget of requests per minute, in place of the file's
+    /// `client.rate_limit.requests_per_minute`. Unset, a split run takes the file's budget
+    /// divided by the number of shards (a budget is per token, and the shards share one).
+    pub requests_per_minute: Option<u32>,
 }
 
 /// A handle that stops a run gracefully; clones share it.
@@ -101,6 +108,11 @@ pub struct RunReport {
     pub checkpoints: u32,
     /// The destination URL.
     pub destination: String,
+    /// The shard this run was (`1/4`); `None` for an unsplit run.
+    pub shard: Option<String>,
+    /// How many times a table commit found that another writer had moved the table first
+    /// and merged again (other shards, concurrent runs): the sum of the commits' `retries`.
+    pub commit_retries: u64,
     /// Per resource: partitions, pages, records, bytes, retries.
     pub resources: BTreeMap<String, ResourceStats>,
     /// HTTP traffic.
@@ -136,9 +148,10 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
     let load_id = load_id();
     let source = pipeline.source.clone();
     check_resource_names(&source, options)?;
+    check_shardable(&source, options)?;
     let lake = open_destination(pipeline, options).await?;
     let registry = SchemaRegistry::new(lake.schemas().await?);
-    let client = Client::new(source.client.clone()).map_err(PipelineError::Client)?;
+    let client = Client::new(client_settings(&source, options)).map_err(PipelineError::Client)?;
     if let Some(probe) = &options.http_probe {
         let _ = probe.set(client.clone());
     }
@@ -188,7 +201,8 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
     drop(batches_tx);
 
     // Stage: one writer per table, fed by one task, committing at checkpoints.
-    let sink = Sink::new(pipeline, &lake, &registry, &load_id, tables, stored);
+    let mut sink = Sink::new(pipeline, &lake, &registry, &load_id, tables, stored);
+    sink.shard = options.shard.is_split().then(|| options.shard.to_string());
     let sink_task = tokio::spawn(sink.land_all(batches_rx));
 
     let mut ended = Ended::join(source_task, workers, sink_task).await?;
@@ -206,6 +220,8 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         failed: ended.source.failed.clone(),
         checkpoints: ended.sink.checkpoints,
         destination: lake.url().to_string(),
+        shard: options.shard.is_split().then(|| options.shard.to_string()),
+        commit_retries: 0,
         resources: std::mem::take(&mut ended.source.resources),
         http: client.stats(),
         commits: Vec::new(),
@@ -237,7 +253,45 @@ fn source_options(
         full_refresh: options.full_refresh.iter().cloned().collect(),
         keep_going: options.keep_going,
         live: options.live.clone(),
+        shard: options.shard,
     }
+}
+
+/// The client's settings for this run: the file's, with the run's own request budget, or
+/// under `--shard` the file's budget shared out between the shards (at least one request a
+/// minute each).
+fn client_settings(source: &Source, options: &RunOptions) -> ClientSettings {
+    let mut settings = source.client.clone();
+    let budget = &mut settings.rate_limit.requests_per_minute;
+    match options.requests_per_minute {
+        Some(own) => *budget = Some(own),
+        None if options.shard.is_split() => {
+            *budget = budget.map(|n| (n / options.shard.count()).max(1));
+        }
+        None => {}
+    }
+    settings
+}
+
+/// A split run refuses a resource it cannot split: a leaf resource that replaces its table
+/// each run would be replaced by each shard's part in turn.
+fn check_shardable(source: &Source, options: &RunOptions) -> Result<(), PipelineError> {
+    if !options.shard.is_split() {
+        return Ok(());
+    }
+    let selected: Option<HashSet<String>> = options
+        .resources
+        .as_ref()
+        .map(|r| r.iter().cloned().collect());
+    for r in source_errors::split_resources(source, selected.as_ref()) {
+        if r.write_disposition == WriteDisposition::Replace {
+            return Err(PipelineError::NotShardable {
+                resource: r.name.clone(),
+                why: "it replaces its table each run, and each shard holds only part of its rows (use merge or append to split it)".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Every resource the options name exists.
@@ -459,6 +513,7 @@ impl Ended {
             None => self.sink.finish(&report.failed, interrupted).await,
         };
         report.commits = std::mem::take(&mut self.sink.commits);
+        report.commit_retries = report.commits.iter().map(|c| u64::from(c.retries)).sum();
         // Checkpoints end files early: once the run's data is in, the small files of the
         // tables it wrote are packed into target-sized ones (not after an interrupt: the
         // user asked to stop).
@@ -527,6 +582,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 struct Sink {
     /// `None` once committed or aborted.
     writer: Option<LoadWriter>,
+    /// The shard (`1/4`) the state rows name; `None` for an unsplit run.
+    shard: Option<String>,
     lake: Lake,
     registry: SchemaRegistry,
     load_id: String,
@@ -558,12 +615,16 @@ impl Sink {
     ) -> Self {
         let roots: Vec<Arc<TableMeta>> = tables.metas.values().cloned().collect();
         Sink {
-            writer: Some(LoadWriter::new(
-                lake.clone(),
-                pipeline.sink.clone(),
-                load_id.to_owned(),
-                roots,
-            )),
+            writer: Some(
+                LoadWriter::new(
+                    lake.clone(),
+                    pipeline.sink.clone(),
+                    load_id.to_owned(),
+                    roots,
+                )
+                .declaring_null_only_columns_of(registry.clone()),
+            ),
+            shard: None,
             lake: lake.clone(),
             registry: registry.clone(),
             load_id: load_id.to_owned(),
@@ -671,6 +732,7 @@ impl Sink {
                 .or_else(|| self.committed.get(&key).cloned())
                 .unwrap_or_default();
             row.error = Some(f.error.clone());
+            row.shard.clone_from(&self.shard);
             changes.insert(key, row);
         }
         self.commit_state(changes).await
@@ -687,13 +749,16 @@ impl Sink {
                 continue;
             }
             let before = self.committed.get(key);
-            if before.is_some_and(|b| b.state == *state && b.error.is_none()) {
+            if before
+                .is_some_and(|b| b.state == *state && b.error.is_none() && b.shard == self.shard)
+            {
                 continue;
             }
             changes.insert(
                 key.clone(),
                 StoredState {
                     state: state.clone(),
+                    shard: self.shard.clone(),
                     ..StoredState::default()
                 },
             );

@@ -31,6 +31,7 @@ mod config;
 mod incremental;
 mod run;
 mod secrets;
+mod shard;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -45,9 +46,10 @@ pub use incremental::{
 };
 pub use run::{
     FailedPartition, LiveStats, Page, Partition, PartitionStats, ResourceStats, RunOptions,
-    SourceReport, StateKey, run,
+    SourceReport, StateKey, run, split_resources,
 };
 pub use secrets::{Secrets, secret_reference};
+pub use shard::Shard;
 
 /// A mistake in a pipeline file, found before any request.
 #[derive(Debug, Clone, PartialEq, Eq)]

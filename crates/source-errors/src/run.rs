@@ -18,6 +18,7 @@ use crate::config::{Resource, Source};
 use crate::incremental::{
     Incremental, PartitionState, RowOrder, compare_cursors, cursor_of, max_cursor,
 };
+use crate::shard::Shard;
 use crate::{Result, SourceError};
 
 /// The partition keys of a paging and their values (`project_id = "5a2f..."`); empty for a
@@ -80,6 +81,11 @@ pub struct RunOptions {
     /// Where the counters go as pages come in, for a progress display to read; a run
     /// without one keeps them to itself.
     pub live: Option<LiveStats>,
+    /// The part of the pipeline this run does. Split (`--shard 1/4`), a leaf resource's
+    /// pagings (those no selected resource fans out from) are fetched only by the shard that
+    /// owns their partition; the parents are fetched in full by every shard, ignoring their
+    /// stored state so that every shard finds every partition, and sent by shard 0 alone.
+    pub shard: Shard,
 }
 
 /// The per-resource counters of a running source, shared with whoever displays them.
@@ -275,6 +281,23 @@ pub async fn run(
     Ok(SourceReport { resources, failed })
 }
 
+/// The resources a split run divides between its shards: those it fetches whose pages no
+/// other fetched resource fans out from (the leaves). Every shard fetches the others, the
+/// parents, to find the partitions.
+pub fn split_resources<'s>(
+    source: &'s Source,
+    selected: Option<&HashSet<String>>,
+) -> Vec<&'s Resource> {
+    let needed = needed_resources(source, selected);
+    source
+        .resources
+        .iter()
+        .filter(|r| {
+            needed.contains(&r.name) && !source.children(&r.name).any(|c| needed.contains(&c.name))
+        })
+        .collect()
+}
+
 /// The selected resources and all their ancestors.
 fn needed_resources(source: &Source, selected: Option<&HashSet<String>>) -> Arc<HashSet<String>> {
     let mut needed = HashSet::new();
@@ -326,7 +349,15 @@ async fn fetch_paging_inner(
     } else {
         format!("{}[{}]", resource.name, job.partition)
     };
-    let start = PagingStart::of(ctx, job, key, &label)?;
+    let children = ctx.children(resource, needed);
+    let shard = ctx.options.shard;
+    // A parent is fetched by every shard (each needs every partition), a leaf paging by
+    // its owner alone.
+    let is_parent = !children.is_empty();
+    if shard.is_split() && !is_parent && !shard.owns(&paging_key(resource, &job.partition)) {
+        return Ok(());
+    }
+    let start = PagingStart::of(ctx, job, key, &label, shard.is_split() && is_parent)?;
     let incremental = resource.incremental.as_ref();
     let mut latest = start.latest.clone();
     let mut pages = PageLoop::new(
@@ -338,12 +369,12 @@ async fn fetch_paging_inner(
         ctx.options.max_pages,
     )
     .resuming_after(start.pages_before);
-    let children = ctx.children(resource, needed);
     let send = ctx
         .options
         .selected
         .as_ref()
-        .is_none_or(|s| s.contains(&resource.name));
+        .is_none_or(|s| s.contains(&resource.name))
+        && (!is_parent || shard.writes_shared());
     let resource_name: Arc<str> = Arc::from(resource.name.as_str());
     ctx.record_stats(key, &mut |r, p| {
         r.partitions += 1;
@@ -496,7 +527,15 @@ struct PagingStart {
 }
 
 impl PagingStart {
-    fn of(ctx: &Context, job: &Job, key: &StateKey, label: &str) -> Result<PagingStart> {
+    /// Where a paging starts: its stored state, unless `fresh` (or a backfill, or a full
+    /// refresh) says to start over.
+    fn of(
+        ctx: &Context,
+        job: &Job,
+        key: &StateKey,
+        label: &str,
+        fresh: bool,
+    ) -> Result<PagingStart> {
         let resource = &job.resource;
         let incremental = resource.incremental.as_ref();
         let backfill = incremental.is_some_and(|i| i.end_value.is_some());
@@ -504,7 +543,7 @@ impl PagingStart {
             .options
             .state
             .get(key)
-            .filter(|_| !backfill && !ctx.options.full_refresh.contains(&resource.name))
+            .filter(|_| !fresh && !backfill && !ctx.options.full_refresh.contains(&resource.name))
             .cloned();
         let start_value = incremental.and_then(|i| {
             prior
@@ -655,16 +694,11 @@ fn schedule_children(
                 continue;
             }
         };
-        let mut child_partition = partition.0.clone();
-        child_partition.insert(parent.key.clone(), value.clone());
+        let mut child_partition = Partition(partition.0.clone());
+        child_partition.0.insert(parent.key.clone(), value);
         // Deduplicated on the keys the child's path uses: the same project reached twice is
         // fetched once.
-        let key: Vec<&str> = child
-            .partition_keys
-            .iter()
-            .filter_map(|k| child_partition.get(&k.key).map(String::as_str))
-            .collect();
-        let key = key.join("\u{1f}");
+        let key = paging_key(child, &child_partition);
         let fresh = ctx
             .scheduled
             .lock()
@@ -676,8 +710,24 @@ fn schedule_children(
             // The coordinator outlives every task, so the receiver is there.
             let _ = ctx.spawn_tx.send(Job {
                 resource: child.clone(),
-                partition: Arc::new(Partition(child_partition)),
+                partition: Arc::new(child_partition),
             });
         }
     }
+}
+
+/// What tells a resource's pagings apart, and what their shard is chosen by: the values of
+/// the partition keys its path uses, joined by U+001F (the same project reached twice is one
+/// paging; `errors` and `events` of one project go to the same shard); for a root resource,
+/// its name.
+fn paging_key(resource: &Resource, partition: &Partition) -> String {
+    if resource.partition_keys.is_empty() {
+        return resource.name.clone();
+    }
+    let values: Vec<&str> = resource
+        .partition_keys
+        .iter()
+        .filter_map(|k| partition.0.get(&k.key).map(String::as_str))
+        .collect();
+    values.join("\u{1f}")
 }

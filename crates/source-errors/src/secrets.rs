@@ -13,6 +13,8 @@ pub struct Secrets {
     env_override: Option<HashMap<String, Secret>>,
     /// Answer every name with a placeholder: for checking a file without its secrets.
     stand_in: bool,
+    /// A split run's shard index: `NAME_shard_<i>` is looked up before `NAME`.
+    shard: Option<u32>,
 }
 
 impl Secrets {
@@ -54,7 +56,17 @@ impl Secrets {
                     .collect(),
             ),
             stand_in: false,
+            shard: None,
         }
+    }
+
+    /// Secrets for shard `index` of a split run: each name is looked up as
+    /// `<name>_shard_<index>` first (`AUTH_TOKEN_SHARD_2` in the environment,
+    /// `auth_token_shard_2` in a file), then as itself. This is how each shard gets a token of
+    /// its own, and so a rate budget of its own.
+    pub fn for_shard(mut self, index: u32) -> Self {
+        self.shard = Some(index);
+        self
     }
 
     /// Secrets that answer every name with a placeholder, to check a pipeline file where its
@@ -66,11 +78,17 @@ impl Secrets {
         }
     }
 
-    /// The value of secret `name`, if set.
+    /// The value of secret `name`, if set (for a shard, its own value first).
     pub fn get(&self, name: &str) -> Option<Secret> {
         if self.stand_in {
             return Some(Secret::new(format!("stand-in-for-{name}")));
         }
+        self.shard
+            .and_then(|i| self.get_as(&format!("{name}_shard_{i}")))
+            .or_else(|| self.get_as(name))
+    }
+
+    fn get_as(&self, name: &str) -> Option<Secret> {
         if let Some(map) = &self.env_override {
             return map.get(name).cloned();
         }
@@ -126,6 +144,19 @@ mod tests {
         );
         assert_eq!(secret_reference("token abc"), None);
         assert_eq!(secret_reference("{{ secrets.a b }}"), None);
+    }
+
+    #[test]
+    fn a_shard_takes_its_own_secret_before_the_shared_one() {
+        let secrets = Secrets::from_map([
+            ("auth_token".to_owned(), "shared".to_owned()),
+            ("auth_token_shard_1".to_owned(), "own".to_owned()),
+        ]);
+        assert_eq!(secrets.get("auth_token").unwrap().expose(), "shared");
+        let one = secrets.clone().for_shard(1);
+        assert_eq!(one.get("auth_token").unwrap().expose(), "own");
+        let two = secrets.for_shard(2);
+        assert_eq!(two.get("auth_token").unwrap().expose(), "shared");
     }
 
     #[test]

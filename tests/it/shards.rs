@@ -1,0 +1,283 @@
+//! Shards: four processes of one pipeline (`ERRLAKE_SHARD=I/4`) at once against one mock,
+//! into one prefix of a bucket on the moto S3 server; afterwards every table equals a
+//! single-process run's (read by the `deltalake` Python package), every leaf partition was
+//! fetched by exactly one shard (the mock's request log), and the same holds when one shard
+//! is killed with SIGKILL mid-run and run again.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use mock_api::{DataSize, MockConfig, MockHandle};
+
+use crate::support::{S3Server, pipeline_file, run_python};
+
+const TOKEN: &str = "shard-token-7c1e";
+const SHARDS: u32 = 4;
+
+/// The seed pipeline with a checkpoint every 10 pages, so that shards commit along the way
+/// and meet each other's commits more than once.
+fn pipeline_with_checkpoints(dir: &Path) -> PathBuf {
+    let file = dir.join("errors.toml");
+    let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    std::fs::write(&file, format!("{seed}\n[checkpoint]\npages = 10\n")).unwrap();
+    file
+}
+
+/// One run of `file` as a process of its own; `shard` as `I/N`, or none.
+fn spawn(file: &Path, base_url: &str, s3: &S3Server, lake: &str, shard: Option<&str>) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_run-pipeline"));
+    c.arg(file)
+        .arg(base_url)
+        .arg(lake)
+        .env("AUTH_TOKEN", TOKEN)
+        // The checkpoint lines, which the kill test waits for.
+        .env("ERRLAKE_LOG", "pipeline=info")
+        .env(
+            "RUN_PIPELINE_STORAGE_OPTIONS",
+            serde_json::to_string(&s3.options()).unwrap(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(shard) = shard {
+        c.env("ERRLAKE_SHARD", shard);
+    }
+    c.spawn().unwrap()
+}
+
+/// Waits for a run; panics with its output when it failed. Returns its commit retries.
+fn finish(child: Child, what: &str) -> u64 {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("commit_retries="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{what} printed no commit_retries: {stdout}"))
+}
+
+/// Per data table: its columns with their Arrow types, its rows, its distinct row keys, and
+/// a digest of its rows sorted by key (every column but `_dlt_load_id`, which differs from
+/// load to load), as the Python `deltalake` reader sees them.
+fn tables(url: &str, s3: &S3Server) -> BTreeMap<String, serde_json::Value> {
+    let script = r#"
+import hashlib, json, sys
+import pyarrow.fs as pafs
+from deltalake import DeltaTable
+url, options = sys.argv[1], json.loads(sys.argv[2])
+fs = pafs.S3FileSystem(endpoint_override=options["aws_endpoint"], scheme="http",
+    access_key=options["aws_access_key_id"], secret_key=options["aws_secret_access_key"],
+    region=options["aws_region"])
+root = url[len("s3://"):]
+out = {}
+for folder in fs.get_file_info(pafs.FileSelector(root)):
+    name = folder.base_name
+    if folder.type != pafs.FileType.Directory or name.startswith("_errlake"):
+        continue
+    t = DeltaTable(f"{url}/{name}", storage_options=options).to_pyarrow_table()
+    key = "_dlt_id"
+    columns = sorted(c for c in t.column_names if c != "_dlt_load_id")
+    rows = t.select(columns).to_pylist()
+    rows.sort(key=lambda r: r[key])
+    digest = hashlib.sha256(json.dumps(rows, default=str, sort_keys=True).encode()).hexdigest()
+    out[name] = {
+        "schema": sorted(f"{f.name}: {f.type}" for f in t.schema),
+        "rows": t.num_rows,
+        "distinct": len(set(r[key] for r in rows)),
+        "digest": digest,
+    }
+print(json.dumps(out), flush=True)
+import os; os._exit(0)
+"#;
+    let options = serde_json::to_string(&s3.options()).unwrap();
+    run_python(script, &[url, &options])
+}
+
+/// The requests for the leaf resources' pages (errors, events, saved searches), each with
+/// how many times it was made.
+fn leaf_requests(log: &[String]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for path in log.iter().filter(|p| p.starts_with("/projects/")) {
+        *counts.entry(path.clone()).or_default() += 1;
+    }
+    counts
+}
+
+fn mock_config() -> MockConfig {
+    MockConfig {
+        seed: 23,
+        size: DataSize {
+            organizations: 1,
+            projects_per_org: 16,
+            saved_searches_per_project: 2,
+            errors_per_project: 20,
+            events_per_project: 240,
+        },
+        authorization: TOKEN.to_owned(),
+    }
+}
+
+/// Checks that the sharded lake holds what the single run's does, table by table.
+fn assert_same_tables(
+    single: &BTreeMap<String, serde_json::Value>,
+    sharded: &BTreeMap<String, serde_json::Value>,
+) {
+    assert_eq!(
+        single.keys().collect::<Vec<_>>(),
+        sharded.keys().collect::<Vec<_>>(),
+        "the same tables"
+    );
+    for (table, expected) in single {
+        assert_eq!(
+            expected["rows"], expected["distinct"],
+            "{table}: one row per id in the single run"
+        );
+        assert_eq!(
+            &sharded[table], expected,
+            "`{table}` differs from the single-process run"
+        );
+    }
+}
+
+#[test]
+fn four_shards_at_once_land_what_one_process_lands_and_split_the_partitions() {
+    let s3 = S3Server::start("errlake-shards");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockHandle::start(mock_config())).unwrap();
+    let base_url = mock.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline_with_checkpoints(dir.path());
+
+    let single_url = "s3://errlake-shards/single";
+    finish(
+        spawn(&file, &base_url, &s3, single_url, None),
+        "the single-process run",
+    );
+    let single_log = mock.request_log();
+    let single = tables(single_url, &s3);
+    assert!(
+        single["events"]["rows"].as_u64() == Some(16 * 240),
+        "{:?}",
+        single["events"]
+    );
+    // `derived.deploy` is null in every event of some projects and a number in the others:
+    // the column is a bigint, whichever project's page landed first, and has no variant.
+    let deploy: Vec<&str> = single["events"]["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .filter(|c| c.starts_with("derived__deploy"))
+        .collect();
+    assert_eq!(deploy, ["derived__deploy: int64"]);
+
+    let sharded_url = "s3://errlake-shards/sharded";
+    let runs: Vec<Child> = (0..SHARDS)
+        .map(|i| {
+            spawn(
+                &file,
+                &base_url,
+                &s3,
+                sharded_url,
+                Some(&format!("{i}/{SHARDS}")),
+            )
+        })
+        .collect();
+    let retries: u64 = runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, run)| finish(run, &format!("shard {i}/{SHARDS}")))
+        .sum();
+    let sharded_log = mock.request_log()[single_log.len()..].to_vec();
+    assert_same_tables(&single, &tables(sharded_url, &s3));
+
+    // Every leaf page was asked for as often as the single run asked for it (once): no
+    // partition was fetched by two shards, and none was left out.
+    assert_eq!(leaf_requests(&sharded_log), leaf_requests(&single_log));
+    // The parents were fetched by every shard.
+    let org_pages = |log: &[String]| {
+        log.iter()
+            .filter(|p| p.starts_with("/user/organizations"))
+            .count()
+    };
+    assert_eq!(
+        org_pages(&sharded_log),
+        SHARDS as usize * org_pages(&single_log)
+    );
+    eprintln!("4 shards at once: {retries} commit retries");
+}
+
+#[test]
+fn a_shard_killed_mid_run_and_run_again_completes_the_lake() {
+    let s3 = S3Server::start("errlake-shard-kill");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockHandle::start(mock_config())).unwrap();
+    let base_url = mock.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline_with_checkpoints(dir.path());
+
+    let single_url = "s3://errlake-shard-kill/single";
+    finish(
+        spawn(&file, &base_url, &s3, single_url, None),
+        "the single-process run",
+    );
+    let single = tables(single_url, &s3);
+
+    let url = "s3://errlake-shard-kill/sharded";
+    let mut runs: Vec<Option<Child>> = (0..SHARDS)
+        .map(|i| {
+            Some(spawn(
+                &file,
+                &base_url,
+                &s3,
+                url,
+                Some(&format!("{i}/{SHARDS}")),
+            ))
+        })
+        .collect();
+    // Shard 1 dies by SIGKILL just after its first checkpoint: part of its partitions are
+    // committed with their state, the rest is staged or not fetched yet.
+    let mut victim = runs[1].take().unwrap();
+    let log = std::io::BufReader::new(victim.stderr.take().unwrap());
+    let mut checkpointed = false;
+    for line in log.lines() {
+        if line.unwrap().contains("checkpoint committed") {
+            checkpointed = true;
+            break;
+        }
+    }
+    victim.kill().unwrap(); // SIGKILL
+    let status = victim.wait().unwrap();
+    assert!(
+        checkpointed && !status.success(),
+        "shard 1 ended ({status}) before its first checkpoint: the kill tested nothing"
+    );
+    for (i, run) in runs.into_iter().enumerate() {
+        if let Some(run) = run {
+            finish(run, &format!("shard {i}/{SHARDS}"));
+        }
+    }
+    // The lake is consistent without the dead shard's part: one row per id in every table.
+    let partial = tables(url, &s3);
+    for (table, t) in &partial {
+        assert_eq!(
+            t["rows"], t["distinct"],
+            "`{table}` has duplicate ids after the kill"
+        );
+    }
+    assert!(
+        partial["events"]["rows"].as_u64() < single["events"]["rows"].as_u64(),
+        "the killed shard's events were missing before its rerun"
+    );
+    finish(
+        spawn(&file, &base_url, &s3, url, Some(&format!("1/{SHARDS}"))),
+        "shard 1 run again",
+    );
+    assert_same_tables(&single, &tables(url, &s3));
+}
