@@ -133,9 +133,20 @@ pub(crate) struct Mock {
 
 impl Mock {
     pub(crate) fn start(exe: &Path, events_per_project: usize) -> anyhow::Result<Mock> {
+        Mock::start_with(
+            exe,
+            &[
+                "--events-per-project".to_owned(),
+                events_per_project.to_string(),
+            ],
+        )
+    }
+
+    /// The mock with `args` (`xtask mock`'s data flags), on a free port.
+    pub(crate) fn start_with(exe: &Path, args: &[String]) -> anyhow::Result<Mock> {
         let mut child = Command::new(exe)
-            .args(["mock", "--port", "0", "--events-per-project"])
-            .arg(events_per_project.to_string())
+            .args(["mock", "--port", "0"])
+            .args(args)
             .env("AUTH_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

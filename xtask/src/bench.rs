@@ -6,6 +6,8 @@
 //! - pipeline: `cargo xtask run pipelines/errors.toml` in a child process against the mock
 //!   served by another (`xtask mock`), per size, for events per second and the run's peak
 //!   resident memory;
+//! - shards (`bench_shards`, only when named): 1, 2 and 4 shards of one pipeline at once
+//!   into one lake, for their commit retries and bytes rewritten;
 //! - merge: an events table of N rows (built by 10 loads), then 1% of N rows landed four
 //!   ways: appended, merged as new ids, merged as changes to the newest rows, merged as
 //!   changes spread over the whole table; seconds, bytes rewritten, peak memory of each;
@@ -36,9 +38,15 @@ pub(crate) struct BenchArgs {
     /// Rows of the events table in the merge bench, one bench per size.
     #[arg(long, value_delimiter = ',', default_values_t = [250_000usize, 1_000_000])]
     merge_rows: Vec<usize>,
-    /// Which benches to run.
+    /// Which benches to run (`shards` only when named).
     #[arg(long, value_delimiter = ',', default_values_t = [Bench::Normalize, Bench::Encoding, Bench::Pipeline, Bench::Merge])]
     only: Vec<Bench>,
+    /// The numbers of shards of the shards bench, one landing each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4])]
+    shards: Vec<u32>,
+    /// Events landed by the shards bench (16 projects).
+    #[arg(long, default_value_t = 64_000)]
+    shard_events: usize,
     /// Where the pipeline bench writes its lakes (deleted after each run).
     #[arg(long, default_value_t = std::env::temp_dir().join("errlake-bench").display().to_string())]
     scratch: String,
@@ -68,6 +76,7 @@ enum Bench {
     Pipeline,
     Merge,
     Encoding,
+    Shards,
 }
 
 impl std::fmt::Display for Bench {
@@ -77,6 +86,7 @@ impl std::fmt::Display for Bench {
             Bench::Pipeline => "pipeline",
             Bench::Merge => "merge",
             Bench::Encoding => "encoding",
+            Bench::Shards => "shards",
         })
     }
 }
@@ -107,6 +117,13 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         for &rows in &args.merge_rows {
             rt.block_on(merge_bench(rows, Path::new(&args.scratch)))?;
         }
+    }
+    if args.only.contains(&Bench::Shards) {
+        crate::bench_shards::shards_bench(
+            &args.shards,
+            args.shard_events,
+            Path::new(&args.scratch),
+        )?;
     }
     Ok(())
 }

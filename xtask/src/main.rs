@@ -5,6 +5,7 @@
 mod against_dlt;
 mod bench;
 mod bench_encoding;
+mod bench_shards;
 mod demo;
 mod inspect;
 mod progress;
