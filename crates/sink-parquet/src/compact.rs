@@ -329,7 +329,15 @@ pub async fn compact_tables(
                 done.push((table.to_owned(), c));
             }
             Ok(None) => {}
-            Err(error) => tracing::warn!(table, %error, "could not compact small files"),
+            // Another writer (a shard, a concurrent run) moved the table: its files are
+            // packed by a later run.
+            Err(error) if error.is_concurrent_commit() => {
+                tracing::info!(table, %error, "another writer changed the table; compaction left to a later run");
+            }
+            Err(error) => {
+                let error = crate::with_causes(&error);
+                tracing::warn!(table, %error, "could not compact small files");
+            }
         }
     }
     done

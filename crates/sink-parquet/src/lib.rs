@@ -296,6 +296,19 @@ impl SinkError {
     }
 }
 
+/// An error's text followed by its causes', `: `-separated (for log lines, which
+/// otherwise show only the outermost).
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// The result type of this crate.
 pub type Result<T, E = SinkError> = std::result::Result<T, E>;
 

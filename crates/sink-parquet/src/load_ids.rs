@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use parquet::arrow::ProjectionMask;
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID};
 
-use crate::hash_rows::HashRowsBuilder;
+use crate::hash_rows::{HashRows, HashRowsBuilder};
 use crate::lake::{Lake, data_files};
 use crate::probe::{FileRows, files_maybe_holding};
 use crate::writer::{IdMap, IdSet, StagedFile, id_key};
@@ -114,6 +114,33 @@ pub(crate) async fn unchanged_ids(
         .await?;
     }
     let incoming = incoming.finish();
+    // Another writer's merge of the hash table (another shard, a concurrent run) may replace
+    // and delete a file of the version read here: read the new version then.
+    let mut attempt = 0;
+    let unchanged = loop {
+        match stored_unchanged(lake, table, staged, &incoming).await {
+            Err(e) if e.is_concurrent_commit() && attempt < MAX_HASH_READS => {
+                attempt += 1;
+                tracing::debug!(table, attempt, error = %e, "hash table moved while read; reading it again");
+            }
+            read => break read?,
+        }
+    };
+    let rows = incoming.columns_without(|k| unchanged.contains(&k))?;
+    Ok((unchanged, rows))
+}
+
+/// How many times the hash table is read while other writers keep replacing its files.
+const MAX_HASH_READS: usize = 20;
+
+/// The incoming records whose stored content hash (in the root's hash table, as of its
+/// latest version) is theirs.
+async fn stored_unchanged(
+    lake: &Lake,
+    table: &str,
+    staged: &[StagedFile],
+    incoming: &HashRows,
+) -> Result<IdSet> {
     let mut unchanged = IdSet::default();
     let hashes = hash_table(table);
     if let Some(t) = lake.load_table(&hashes).await?
@@ -139,8 +166,7 @@ pub(crate) async fn unchanged_ids(
             .await?;
         }
     }
-    let rows = incoming.columns_without(|k| unchanged.contains(&k))?;
-    Ok((unchanged, rows))
+    Ok(unchanged)
 }
 
 /// Calls `f` with each row's id key, id and the text of column `column` in the row groups
