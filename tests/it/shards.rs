@@ -1,8 +1,8 @@
 //! Shards: four processes of one pipeline (`ERRLAKE_SHARD=I/4`) at once against one mock,
 //! into one prefix of a bucket on the moto S3 server; afterwards every table equals a
 //! single-process run's (read by the `deltalake` Python package), every leaf partition was
-//! fetched by exactly one shard (the mock's request log), and the same holds when one shard
-//! is killed with SIGKILL mid-run and run again.
+//! fetched by exactly one shard (the mock's request log); the same after the shards merge
+//! changed data at once, and when one shard is killed with SIGKILL mid-run and run again.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -210,7 +210,32 @@ fn four_shards_at_once_land_what_one_process_lands_and_split_the_partitions() {
         org_pages(&sharded_log),
         SHARDS as usize * org_pages(&single_log)
     );
-    eprintln!("4 shards at once: {retries} commit retries");
+
+    // The server's data changes; the shards merge it at once, each rewriting files (and the
+    // hash tables) that the others read: the tables still equal a single run's merge.
+    mock.set_revision(1);
+    finish(
+        spawn(&file, &base_url, &s3, single_url, None),
+        "the single-process merge",
+    );
+    let runs: Vec<Child> = (0..SHARDS)
+        .map(|i| {
+            spawn(
+                &file,
+                &base_url,
+                &s3,
+                sharded_url,
+                Some(&format!("{i}/{SHARDS}")),
+            )
+        })
+        .collect();
+    let merge_retries: u64 = runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, run)| finish(run, &format!("shard {i}/{SHARDS} merging")))
+        .sum();
+    assert_same_tables(&tables(single_url, &s3), &tables(sharded_url, &s3));
+    eprintln!("4 shards at once: {retries} commit retries landing, {merge_retries} merging");
 }
 
 #[test]

@@ -195,7 +195,8 @@ impl Mock {
             .env("AUTH_TOKEN", TOKEN)
             .env(
                 "ERRLAKE_LOG",
-                std::env::var("ERRLAKE_LOG").unwrap_or_else(|_| "warn,buoyant_kernel=off".into()),
+                std::env::var("ERRLAKE_LOG")
+                    .unwrap_or_else(|_| crate::DEFAULT_LOG_FILTER.replace(",progress=info", "")),
             )
             .stdout(Stdio::null());
         command

@@ -128,13 +128,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// What is logged when `ERRLAKE_LOG` is not set.
+pub(crate) const DEFAULT_LOG_FILTER: &str =
+    "warn,progress=info,buoyant_kernel=off,deltalake_core::kernel::transaction=off";
+
 /// Log lines go to stderr, filtered by `ERRLAKE_LOG` (default: warnings, and the progress
 /// lines a run writes when stderr is not a terminal; none of the Delta kernel's).
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ERRLAKE_LOG")
         // The Delta kernel logs each error it returns, with a backtrace when RUST_BACKTRACE
-        // is set; errlake reports the error once, naming the table and the file.
-        .unwrap_or_else(|_| "warn,progress=info,buoyant_kernel=off".into());
+        // is set; errlake reports the error once, naming the table and the file. delta-rs's
+        // transaction logs a warning and an error each time another writer committed first,
+        // which errlake expects: its own retry merges again and says so at info.
+        .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -202,7 +202,7 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
 
     // Stage: one writer per table, fed by one task, committing at checkpoints.
     let mut sink = Sink::new(pipeline, &lake, &registry, &load_id, tables, stored);
-    sink.shard = options.shard.is_split().then(|| options.shard.to_string());
+    sink.shard = options.shard;
     let sink_task = tokio::spawn(sink.land_all(batches_rx));
 
     let mut ended = Ended::join(source_task, workers, sink_task).await?;
@@ -516,8 +516,10 @@ impl Ended {
         report.commit_retries = report.commits.iter().map(|c| u64::from(c.retries)).sum();
         // Checkpoints end files early: once the run's data is in, the small files of the
         // tables it wrote are packed into target-sized ones (not after an interrupt: the
-        // user asked to stop).
-        if result.is_ok() && !interrupted {
+        // user asked to stop). Of a split run's shards, shard 0 packs them: N shards
+        // compacting the same tables at once would undo each other's work.
+        let compacts = self.sink.shard.writes_shared();
+        if result.is_ok() && !interrupted && compacts {
             report.compacted = sink_parquet::compact_tables(
                 lake,
                 &pipeline.sink,
@@ -582,8 +584,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 struct Sink {
     /// `None` once committed or aborted.
     writer: Option<LoadWriter>,
-    /// The shard (`1/4`) the state rows name; `None` for an unsplit run.
-    shard: Option<String>,
+    /// The run's shard, which its state rows name when the run is split.
+    shard: Shard,
     lake: Lake,
     registry: SchemaRegistry,
     load_id: String,
@@ -624,7 +626,7 @@ impl Sink {
                 )
                 .declaring_null_only_columns_of(registry.clone()),
             ),
-            shard: None,
+            shard: Shard::whole(),
             lake: lake.clone(),
             registry: registry.clone(),
             load_id: load_id.to_owned(),
@@ -732,10 +734,15 @@ impl Sink {
                 .or_else(|| self.committed.get(&key).cloned())
                 .unwrap_or_default();
             row.error = Some(f.error.clone());
-            row.shard.clone_from(&self.shard);
+            row.shard = self.shard_name();
             changes.insert(key, row);
         }
         self.commit_state(changes).await
+    }
+
+    /// The shard's name (`1/4`) for the state rows of a split run; `None` otherwise.
+    fn shard_name(&self) -> Option<String> {
+        self.shard.is_split().then(|| self.shard.to_string())
     }
 
     /// The pagings whose state differs from the committed one. Replaced resources never
@@ -749,16 +756,16 @@ impl Sink {
                 continue;
             }
             let before = self.committed.get(key);
-            if before
-                .is_some_and(|b| b.state == *state && b.error.is_none() && b.shard == self.shard)
-            {
+            if before.is_some_and(|b| {
+                b.state == *state && b.error.is_none() && b.shard == self.shard_name()
+            }) {
                 continue;
             }
             changes.insert(
                 key.clone(),
                 StoredState {
                     state: state.clone(),
-                    shard: self.shard.clone(),
+                    shard: self.shard_name(),
                     ..StoredState::default()
                 },
             );
