@@ -306,3 +306,63 @@ fn a_shard_killed_mid_run_and_run_again_completes_the_lake() {
     );
     assert_same_tables(&single, &tables(url, &s3));
 }
+
+/// Of a split run, shard 0 alone writes the parents: another shard fetches them too but never
+/// replaces or empties a parent's table (here `projects`, replaced each run); and a leaf
+/// resource that replaces its table cannot be split, so a split run refuses it by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_shard_zero_writes_the_parents_and_a_replaced_leaf_is_refused() {
+    use pipeline::RunOptions;
+    use source_errors::Shard;
+
+    let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();
+    let with_replace = |resource: &str| {
+        let file = dir.path().join(format!("{resource}-replaced.toml"));
+        let name = format!("name = \"{resource}\"\n");
+        let text = seed.replacen(
+            &name,
+            &format!("{name}write_disposition = \"replace\"\n"),
+            1,
+        );
+        assert_ne!(text, seed);
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let lake_dir = dir.path().join("lake");
+    let lake = sink_parquet::Lake::open(&lake_dir.display().to_string()).unwrap();
+    let p = crate::support::load(
+        &with_replace("projects"),
+        &mock.base_url(),
+        &lake_dir,
+        TOKEN,
+    );
+    let shard = |i| RunOptions {
+        shard: Shard::new(i, 2).unwrap(),
+        ..RunOptions::default()
+    };
+    pipeline::run(&p, &shard(0)).await.unwrap();
+    let projects = lake.table_info("projects").await.unwrap().unwrap();
+    assert_eq!(projects.rows, mock.expected_counts()["projects"] as u64);
+    let report = pipeline::run(&p, &shard(1)).await.unwrap();
+    assert!(
+        report.commits.iter().all(|c| c.table != "projects"),
+        "{:?}",
+        report.commits
+    );
+    let after = lake.table_info("projects").await.unwrap().unwrap();
+    assert_eq!(
+        (after.version, after.rows),
+        (projects.version, projects.rows)
+    );
+    assert!(lake.table_info("events").await.unwrap().unwrap().rows > 0);
+
+    let p = crate::support::load(&with_replace("events"), &mock.base_url(), &lake_dir, TOKEN);
+    let e = pipeline::run(&p, &shard(1)).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("`events` cannot be split between shards"),
+        "{text}"
+    );
+}

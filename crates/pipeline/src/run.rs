@@ -160,7 +160,8 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         .resources
         .as_ref()
         .map(|r| r.iter().cloned().collect());
-    let tables = ResourceTables::of(&source, selected.as_ref());
+    let written = written_resources(&source, selected.as_ref(), options.shard);
+    let tables = ResourceTables::of(&source, written.as_ref());
 
     let (pages_tx, pages_rx) =
         async_channel::bounded::<Page>(pipeline.channels.channel_capacity_pages);
@@ -271,6 +272,26 @@ fn client_settings(source: &Source, options: &RunOptions) -> ClientSettings {
         None => {}
     }
     settings
+}
+
+/// The resources whose rows this run writes (`None`: all): the selected ones, but for a
+/// split run's shards other than 0 only the leaves, since shard 0 writes the parents every
+/// shard fetches (a parent among another shard's roots would be a root that got no rows,
+/// which a replace empties).
+fn written_resources(
+    source: &Source,
+    selected: Option<&HashSet<String>>,
+    shard: Shard,
+) -> Option<HashSet<String>> {
+    if !shard.is_split() || shard.writes_shared() {
+        return selected.cloned();
+    }
+    Some(
+        source_errors::split_resources(source, selected)
+            .into_iter()
+            .map(|r| r.name.clone())
+            .collect(),
+    )
 }
 
 /// A split run refuses a resource it cannot split: a leaf resource that replaces its table
