@@ -372,13 +372,7 @@ pub fn write_event(
         user = k % 997,
         crumbs = crumbs,
         flag = ["on", "off"][k % 2],
-        // Null in every event of a third of the projects, a number in the others: the
-        // column's type must come from its first value, whichever project lands first.
-        deploy = if p.is_multiple_of(3) {
-            "null".to_owned()
-        } else {
-            (7000 + k % 40).to_string()
-        },
+        deploy = deploy(p, k),
         context = Quoted(&format!(
             "{} line {}",
             FILES[error_k % FILES.len()],
@@ -391,6 +385,17 @@ pub fn write_event(
         },
         unhandled = k.is_multiple_of(4),
     );
+}
+
+/// Event `k`'s `derived.deploy` (of project hash `p`) as JSON: null in every event of a
+/// third of the projects, a number in the others, so that the column's type must come from
+/// its first value, whichever project lands first.
+fn deploy(p: u64, k: usize) -> String {
+    if p.is_multiple_of(3) {
+        "null".to_owned()
+    } else {
+        (7000 + k % 40).to_string()
+    }
 }
 
 /// The stack frames of event `k`'s exception as JSON objects, comma-separated.

@@ -344,19 +344,13 @@ async fn fetch_paging_inner(
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let resource = &job.resource;
-    let label = if job.partition.0.is_empty() {
-        resource.name.clone()
-    } else {
-        format!("{}[{}]", resource.name, job.partition)
-    };
     let children = ctx.children(resource, needed);
-    let shard = ctx.options.shard;
-    // A parent is fetched by every shard (each needs every partition), a leaf paging by
-    // its owner alone.
     let is_parent = !children.is_empty();
-    if shard.is_split() && !is_parent && !shard.owns(&paging_key(resource, &job.partition)) {
+    let shard = ctx.options.shard;
+    if !ctx.fetches(resource, &job.partition, is_parent) {
         return Ok(());
     }
+    let label = paging_label(resource, &job.partition);
     let start = PagingStart::of(ctx, job, key, &label, shard.is_split() && is_parent)?;
     let incremental = resource.incremental.as_ref();
     let mut latest = start.latest.clone();
@@ -441,6 +435,13 @@ async fn fetch_paging_inner(
 }
 
 impl Context {
+    /// Whether this run fetches a paging: a parent's, every shard (each needs every
+    /// partition); a leaf's, only the shard that owns its partition.
+    fn fetches(&self, resource: &Resource, partition: &Partition, is_parent: bool) -> bool {
+        let shard = self.options.shard;
+        !shard.is_split() || is_parent || shard.owns(&paging_key(resource, partition))
+    }
+
     /// The next page of a paging, fetched within the run's and the resource's limits on
     /// requests in flight; `None` after the last.
     async fn next_page(
@@ -713,6 +714,15 @@ fn schedule_children(
                 partition: Arc::new(child_partition),
             });
         }
+    }
+}
+
+/// A paging as logs and errors name it: `events[project_id=...]`, or the resource alone.
+fn paging_label(resource: &Resource, partition: &Partition) -> String {
+    if partition.0.is_empty() {
+        resource.name.clone()
+    } else {
+        format!("{}[{partition}]", resource.name)
     }
 }
 
