@@ -833,3 +833,44 @@ fn load_id() -> String {
         &random[..8]
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(rate_limit: serde_json::Value) -> Source {
+        let config = serde_json::json!({
+            "client": {"base_url": "https://api.example.com", "rate_limit": rate_limit},
+            "resources": [{"name": "organizations", "endpoint": {"path": "/user/organizations"}}],
+        });
+        let secrets = source_errors::Secrets::from_map([]);
+        Source::from_value(config, std::path::Path::new("test.json"), &secrets).unwrap()
+    }
+
+    fn budget(source: &Source, shard: Shard, own: Option<u32>) -> Option<u32> {
+        let options = RunOptions {
+            shard,
+            requests_per_minute: own,
+            ..RunOptions::default()
+        };
+        client_settings(source, &options)
+            .rate_limit
+            .requests_per_minute
+    }
+
+    /// A budget belongs to a token: shards that share one share it out, unless a run sets
+    /// its own (a shard with a token of its own).
+    #[test]
+    fn a_split_run_takes_its_share_of_the_request_budget() {
+        let limited = source(serde_json::json!({"requests_per_minute": 30}));
+        assert_eq!(budget(&limited, Shard::whole(), None), Some(30));
+        assert_eq!(budget(&limited, Shard::new(1, 4).unwrap(), None), Some(7));
+        assert_eq!(budget(&limited, Shard::new(1, 64).unwrap(), None), Some(1));
+        assert_eq!(
+            budget(&limited, Shard::new(1, 4).unwrap(), Some(30)),
+            Some(30)
+        );
+        let unlimited = source(serde_json::json!({}));
+        assert_eq!(budget(&unlimited, Shard::new(0, 4).unwrap(), None), None);
+    }
+}
