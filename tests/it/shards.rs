@@ -62,6 +62,18 @@ fn finish(child: Child, what: &str) -> u64 {
         .unwrap_or_else(|| panic!("{what} printed no commit_retries: {stdout}"))
 }
 
+/// Runs the `SHARDS` shards of `file` at once into `lake` and waits for them all; their
+/// commit retries added up.
+fn all_shards(file: &Path, base_url: &str, s3: &S3Server, lake: &str) -> u64 {
+    let runs: Vec<Child> = (0..SHARDS)
+        .map(|i| spawn(file, base_url, s3, lake, Some(&format!("{i}/{SHARDS}"))))
+        .collect();
+    runs.into_iter()
+        .enumerate()
+        .map(|(i, run)| finish(run, &format!("shard {i}/{SHARDS}")))
+        .sum()
+}
+
 /// Per data table: its columns with their Arrow types, its rows, its distinct row keys, and
 /// a digest of its rows sorted by key (every column but `_dlt_load_id`, which differs from
 /// load to load), as the Python `deltalake` reader sees them.
@@ -178,22 +190,7 @@ fn four_shards_at_once_land_what_one_process_lands_and_split_the_partitions() {
     assert_eq!(deploy, ["derived__deploy: int64"]);
 
     let sharded_url = "s3://errlake-shards/sharded";
-    let runs: Vec<Child> = (0..SHARDS)
-        .map(|i| {
-            spawn(
-                &file,
-                &base_url,
-                &s3,
-                sharded_url,
-                Some(&format!("{i}/{SHARDS}")),
-            )
-        })
-        .collect();
-    let retries: u64 = runs
-        .into_iter()
-        .enumerate()
-        .map(|(i, run)| finish(run, &format!("shard {i}/{SHARDS}")))
-        .sum();
+    let retries = all_shards(&file, &base_url, &s3, sharded_url);
     let sharded_log = mock.request_log()[single_log.len()..].to_vec();
     assert_same_tables(&single, &tables(sharded_url, &s3));
 
@@ -218,22 +215,7 @@ fn four_shards_at_once_land_what_one_process_lands_and_split_the_partitions() {
         spawn(&file, &base_url, &s3, single_url, None),
         "the single-process merge",
     );
-    let runs: Vec<Child> = (0..SHARDS)
-        .map(|i| {
-            spawn(
-                &file,
-                &base_url,
-                &s3,
-                sharded_url,
-                Some(&format!("{i}/{SHARDS}")),
-            )
-        })
-        .collect();
-    let merge_retries: u64 = runs
-        .into_iter()
-        .enumerate()
-        .map(|(i, run)| finish(run, &format!("shard {i}/{SHARDS} merging")))
-        .sum();
+    let merge_retries = all_shards(&file, &base_url, &s3, sharded_url);
     assert_same_tables(&tables(single_url, &s3), &tables(sharded_url, &s3));
     eprintln!("4 shards at once: {retries} commit retries landing, {merge_retries} merging");
 }

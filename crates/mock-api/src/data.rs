@@ -332,6 +332,13 @@ pub fn write_event(
         k = k,
         frames = frames,
     );
+    write_event_app(out, &mut rng, k);
+    write_event_device(out, &mut rng, (p, k, error_k, rev), &crumbs);
+}
+
+/// The `metaData`, `request` and `app` parts of event `k` (see [`write_event`]).
+fn write_event_app(out: &mut String, rng: &mut fastrand::Rng, k: usize) {
+    use std::fmt::Write;
     let _ = write!(
         out,
         concat!(
@@ -352,6 +359,17 @@ pub fn write_event(
         code = 400 + (k % 30) as i64,
         duration = rng.u32(10..100_000),
     );
+}
+
+/// The `device`, `user`, breadcrumbs and closing parts of event `k` of project hash `p`,
+/// error `error_k`, at data revision `rev` (see [`write_event`]).
+fn write_event_device(
+    out: &mut String,
+    rng: &mut fastrand::Rng,
+    (p, k, error_k, rev): (u64, usize, usize, u32),
+    crumbs: &str,
+) {
+    use std::fmt::Write;
     let _ = write!(
         out,
         concat!(
