@@ -82,6 +82,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod config;
+mod content_hash;
 pub mod naming;
 mod normalize;
 mod schema;

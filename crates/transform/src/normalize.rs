@@ -11,6 +11,7 @@ use arrow_schema::SchemaRef;
 use json_tape::{Kind, Number, Records, Value};
 
 use crate::config::{ColumnHint, ContractMode, HintType, NormalizeConfig, SchemaContract};
+use crate::content_hash::{self, Hex};
 use crate::naming::{join_path, normalize_identifier};
 use crate::schema::{Column, ColumnType, SchemaRegistry, TableMeta, WriteDisposition};
 use crate::{Result, TransformError};
@@ -372,7 +373,7 @@ pub struct Normalizer {
     /// Whether merged root rows get `_errlake_content_hash` (see
     /// [`Normalizer::without_content_hashes`]).
     content_hashes: bool,
-    /// The bytes of the record being hashed ([`content_hash`]), kept between records.
+    /// The bytes of the record being hashed ([`content_hash`]), kept between calls.
     hash_buf: Vec<u8>,
 }
 
@@ -399,6 +400,9 @@ struct Call {
     rows_hint: usize,
     /// Under a `discard_row` contract: the current record's values.
     pending: Option<Vec<Pending>>,
+    /// While a merged root record is flattened: the bytes of its content hash, written by
+    /// the same walk ([`content_hash`]).
+    hash: Option<Vec<u8>>,
 }
 
 impl Call {
@@ -485,10 +489,12 @@ impl Normalizer {
     ) -> Result<Vec<TableBatch>> {
         self.call += 1;
         let root_table = self.table(root)?;
+        let system = self.tables[root_table as usize].system;
         let mut call = Call {
             rows: Vec::new(),
             rows_hint: records.len().clamp(1, 1024),
             pending: self.stage_rows.then(Vec::new),
+            hash: (system.content_hash != u32::MAX).then(|| std::mem::take(&mut self.hash_buf)),
         };
         call.rows(root_table);
 
@@ -531,9 +537,21 @@ impl Normalizer {
                     .collect()
             });
             let at = self.start_root_row(&mut call, root_table, row_id.as_str(), load_id);
-            let system = self.tables[root_table as usize].system;
-            if system.content_hash != u32::MAX {
-                let hash = content_hash(record, extra, &mut self.hash_buf);
+            if let Some(hash) = call.hash.as_mut() {
+                hash.clear();
+                content_hash::object(hash, record.len() + usize::from(extra.is_some()));
+            }
+            let mut flow = self.flatten_members(&mut call, at, 0, record, 0)?;
+            if let (Flow::Go, Some((key, text))) = (flow, extra) {
+                if let Some(hash) = call.hash.as_mut() {
+                    content_hash::key(hash, key);
+                    content_hash::text(hash, text);
+                }
+                let node = self.child_node(at.table, 0, key);
+                flow = self.put_text(&mut call, at, node, text)?;
+            }
+            if let Some(hash) = call.hash.as_ref() {
+                let hash = content_hash::digest(hash);
                 self.emit(
                     &mut call,
                     at,
@@ -542,16 +560,14 @@ impl Normalizer {
                     Scalar::Text(hash.as_str()),
                 );
             }
-            let mut flow = self.flatten_object(&mut call, at, 0, record, 0)?;
-            if let (Flow::Go, Some((key, text))) = (flow, extra) {
-                let node = self.child_node(at.table, 0, key);
-                flow = self.put_text(&mut call, at, node, text)?;
-            }
             if let Some(saved) = saved_counts {
                 self.settle_staged_record(&mut call, flow, saved, &root.name);
             }
         }
 
+        if let Some(hash) = call.hash.take() {
+            self.hash_buf = hash;
+        }
         self.finish(call)
     }
 
@@ -677,7 +693,24 @@ impl Normalizer {
         Ok(id)
     }
 
+    /// An object's pairs flattened under node `parent` of the row at `at`.
     fn flatten_object(
+        &mut self,
+        call: &mut Call,
+        at: RowRef<'_>,
+        parent: u32,
+        object: Value<'_>,
+        depth: usize,
+    ) -> Result<Flow> {
+        if let Some(hash) = call.hash.as_mut() {
+            content_hash::object(hash, object.len());
+        }
+        self.flatten_members(call, at, parent, object, depth)
+    }
+
+    /// The pairs of [`Normalizer::flatten_object`], without the object's start in the
+    /// content hash (a root record's start counts the pair it may get).
+    fn flatten_members(
         &mut self,
         call: &mut Call,
         at: RowRef<'_>,
@@ -687,6 +720,9 @@ impl Normalizer {
     ) -> Result<Flow> {
         for (position, (key, value)) in object.members().enumerate() {
             let key = key.as_str();
+            if let Some(hash) = call.hash.as_mut() {
+                content_hash::key(hash, &key);
+            }
             let order = &self.tables[at.table as usize].nodes[parent as usize].last_order;
             let node = match order.get(position) {
                 Some((seen, node)) if **seen == *key => *node,
@@ -715,6 +751,7 @@ impl Normalizer {
         self.put(call, at, node, scalar)
     }
 
+    /// A value of node `node`, written into the content hash too while one is made.
     fn flatten_value(
         &mut self,
         call: &mut Call,
@@ -723,25 +760,29 @@ impl Normalizer {
         value: Value<'_>,
         depth: usize,
     ) -> Result<Flow> {
-        let hint = self.tables[at.table as usize].nodes[node as usize]
-            .hint
-            .as_ref()
-            .map(|h| (h.exclude, h.column_type));
-        match hint {
-            Some((true, _)) => return Ok(Flow::Go),
+        let n = &self.tables[at.table as usize].nodes[node as usize];
+        let is_primary_key = n.is_primary_key;
+        match n.hint.as_ref().map(|h| (h.exclude, h.column_type)) {
+            Some((true, _)) => {
+                if let Some(hash) = call.hash.as_mut() {
+                    content_hash::feed(hash, value, None);
+                }
+                return Ok(Flow::Go);
+            }
             Some((false, Some(HintType::Json))) if !value.is_null() => {
+                if let Some(hash) = call.hash.as_mut() {
+                    content_hash::feed(hash, value, None);
+                }
                 let text = value.to_json();
                 return self.put(call, at, node, Scalar::Json(&text));
             }
             _ => {}
         }
-        if self.tables[at.table as usize].nodes[node as usize].is_primary_key
-            && let Some(text) = value.as_key_text()
-        {
-            return self.put(call, at, node, Scalar::Text(&text));
-        }
         match value.kind() {
             Kind::Null => {
+                if let Some(hash) = call.hash.as_mut() {
+                    content_hash::null(hash);
+                }
                 let current = self.call;
                 let n = &mut self.tables[at.table as usize].nodes[node as usize];
                 if n.null_seen != current {
@@ -750,21 +791,45 @@ impl Normalizer {
                 }
                 Ok(Flow::Go)
             }
-            Kind::Bool => self.put(call, at, node, Scalar::Bool(value.as_bool() == Some(true))),
-            Kind::Number => match value.as_number() {
-                Some(Number::Int(i)) => self.put(call, at, node, Scalar::BigInt(i)),
-                // Beyond i64: kept exactly as decimal text.
-                Some(Number::UInt(u)) => {
-                    let text = u.to_string();
-                    self.put(call, at, node, Scalar::Text(&text))
+            Kind::Bool => {
+                let b = value.as_bool() == Some(true);
+                if let Some(hash) = call.hash.as_mut() {
+                    content_hash::boolean(hash, b);
                 }
-                Some(Number::Big(digits)) => self.put(call, at, node, Scalar::Text(digits)),
-                Some(Number::Float(f)) => self.put(call, at, node, Scalar::Double(f)),
-                None => Ok(Flow::Go),
-            },
+                self.put(call, at, node, Scalar::Bool(b))
+            }
+            Kind::Number => {
+                let number = value.as_number();
+                if let Some(hash) = call.hash.as_mut() {
+                    content_hash::number(hash, number);
+                }
+                match number {
+                    // The primary key is text, whatever its JSON type.
+                    Some(_) if is_primary_key => {
+                        let text = value.as_key_text().unwrap_or_default();
+                        self.put(call, at, node, Scalar::Text(&text))
+                    }
+                    Some(Number::Int(i)) => self.put(call, at, node, Scalar::BigInt(i)),
+                    // Beyond i64: kept exactly as decimal text.
+                    Some(Number::UInt(u)) => {
+                        let text = u.to_string();
+                        self.put(call, at, node, Scalar::Text(&text))
+                    }
+                    Some(Number::Big(digits)) => self.put(call, at, node, Scalar::Text(digits)),
+                    Some(Number::Float(f)) => self.put(call, at, node, Scalar::Double(f)),
+                    None => Ok(Flow::Go),
+                }
+            }
             Kind::String => {
                 let s = value.as_str().unwrap_or_default();
-                self.put_text(call, at, node, &s)
+                if let Some(hash) = call.hash.as_mut() {
+                    content_hash::text(hash, &s);
+                }
+                if is_primary_key {
+                    self.put(call, at, node, Scalar::Text(&s))
+                } else {
+                    self.put_text(call, at, node, &s)
+                }
             }
             Kind::Object => self.flatten_nested_object(call, at, node, value, depth),
             Kind::Array => self.flatten_list(call, at, node, value, depth),
@@ -789,6 +854,9 @@ impl Normalizer {
                 let key = format!("{}.{}", t.meta.name, t.nodes[node as usize].name);
                 *self.discarded.kept_as_json.entry(key).or_default() += 1;
             }
+            if let Some(hash) = call.hash.as_mut() {
+                content_hash::feed(hash, value, None);
+            }
             let text = value.to_json();
             self.put(call, at, node, Scalar::Json(&text))
         } else {
@@ -806,17 +874,29 @@ impl Normalizer {
         value: Value<'_>,
         depth: usize,
     ) -> Result<Flow> {
-        if depth + 1 > self.config.max_nesting_depth {
-            let text = value.to_json();
-            return self.put(call, at, node, Scalar::Json(&text));
-        }
-        let child = match self.child_table(at.table, node)? {
-            Ok(child) => child,
-            Err(Slot::DiscardRow) => return Ok(Flow::DiscardRow),
-            Err(_) => {
-                self.count_discarded_value(at.table, node);
-                return Ok(Flow::Go);
+        let kept_whole = depth + 1 > self.config.max_nesting_depth;
+        let child = if kept_whole {
+            None
+        } else {
+            match self.child_table(at.table, node)? {
+                Ok(child) => Some(child),
+                Err(Slot::DiscardRow) => return Ok(Flow::DiscardRow),
+                Err(_) => None,
             }
+        };
+        if let Some(hash) = call.hash.as_mut() {
+            match child {
+                Some(_) => content_hash::list(hash, value.len()),
+                None => content_hash::feed(hash, value, None),
+            }
+        }
+        let Some(child) = child else {
+            if kept_whole {
+                let text = value.to_json();
+                return self.put(call, at, node, Scalar::Json(&text));
+            }
+            self.count_discarded_value(at.table, node);
+            return Ok(Flow::Go);
         };
         let child_name = self.tables[child as usize].meta.name.clone();
         for (list_idx, item) in value.elements().enumerate() {
@@ -1314,76 +1394,6 @@ pub fn primary_key_string(record: &serde_json::Value, primary_key: &str) -> Opti
     }
 }
 
-/// The hash of a record's content: every key and value, in the order the API sent them
-/// (and `extra`, the pair the record gets, last), written as tagged bytes into `buf` (reused
-/// across records) and hashed in one call (no JSON text is written: that cost a tenth of a
-/// run; feeding a streaming hasher value by value cost half of normalization). Same digest
-/// as xxh3-64 streamed over those bytes; whitespace and escapes of the body do not count.
-fn content_hash(record: Value<'_>, extra: Option<(&str, &str)>, buf: &mut Vec<u8>) -> Hex<16> {
-    fn len(out: &mut Vec<u8>, n: usize) {
-        out.extend_from_slice(&(n as u64).to_le_bytes());
-    }
-    fn text(out: &mut Vec<u8>, s: &str) {
-        out.push(5);
-        len(out, s.len());
-        out.extend_from_slice(s.as_bytes());
-    }
-    fn pair(out: &mut Vec<u8>, key: &str) {
-        len(out, key.len());
-        out.extend_from_slice(key.as_bytes());
-    }
-    fn feed(out: &mut Vec<u8>, v: Value<'_>, extra: Option<(&str, &str)>) {
-        match v.kind() {
-            Kind::Null => out.push(0),
-            Kind::Bool => out.extend_from_slice(&[1, u8::from(v.as_bool() == Some(true))]),
-            Kind::Number => match v.as_number() {
-                Some(Number::Int(i)) if i >= 0 => {
-                    out.push(2);
-                    out.extend_from_slice(&(i as u64).to_le_bytes());
-                }
-                Some(Number::Int(i)) => {
-                    out.push(3);
-                    out.extend_from_slice(&i.to_le_bytes());
-                }
-                Some(Number::UInt(u)) => {
-                    out.push(2);
-                    out.extend_from_slice(&u.to_le_bytes());
-                }
-                Some(Number::Float(f)) => {
-                    out.push(4);
-                    out.extend_from_slice(&f.to_bits().to_le_bytes());
-                }
-                // Integers beyond 64 bits hash as the digit strings they were kept as.
-                Some(Number::Big(digits)) => text(out, digits),
-                None => out.push(0),
-            },
-            Kind::String => text(out, &v.as_str().unwrap_or_default()),
-            Kind::Array => {
-                out.push(6);
-                len(out, v.len());
-                for item in v.elements() {
-                    feed(out, item, None);
-                }
-            }
-            Kind::Object => {
-                out.push(7);
-                len(out, v.len() + usize::from(extra.is_some()));
-                for (k, item) in v.members() {
-                    pair(out, &k.as_str());
-                    feed(out, item, None);
-                }
-                if let Some((key, value)) = extra {
-                    pair(out, key);
-                    text(out, value);
-                }
-            }
-        }
-    }
-    buf.clear();
-    feed(buf, record, extra);
-    Hex::of(u128::from(xxhash_rust::xxh3::xxh3_64(buf)))
-}
-
 /// A 128-bit row id, as 32 hex digits, from its parts.
 fn row_id_hash(parts: &[&[u8]]) -> Hex<32> {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -1392,28 +1402,6 @@ fn row_id_hash(parts: &[&[u8]]) -> Hex<32> {
         hasher.update(part);
     }
     Hex::of(hasher.digest128())
-}
-
-/// A hash as `N` lowercase hex digits, on the stack (row ids and content hashes are made for
-/// every row: formatting them into a `String` each was a twentieth of normalization).
-#[derive(Clone, Copy)]
-struct Hex<const N: usize>([u8; N]);
-
-impl<const N: usize> Hex<N> {
-    fn of(value: u128) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [b'0'; N];
-        for (i, byte) in out.iter_mut().enumerate() {
-            let shift = 4 * (N - 1 - i);
-            *byte = DIGITS[((value >> shift) & 0xf) as usize];
-        }
-        Hex(out)
-    }
-
-    fn as_str(&self) -> &str {
-        // Hex digits only.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
 }
 
 /// Microseconds since the epoch of an ISO 8601 / RFC 3339 date-time with an offset.

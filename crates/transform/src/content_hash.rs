@@ -1,0 +1,137 @@
+//! The content hash of a merged root record (`_errlake_content_hash`), written by the
+//! normalizer's own walk over the record.
+//!
+//! Every key and value, in the order the API sent them (and the pair a child resource's
+//! record gets, last), are written as tagged bytes into a buffer reused across records, and
+//! the buffer is hashed in one call: xxh3-64, as 16 hex digits. Whitespace and escapes of
+//! the body do not count. The normalizer writes those bytes as it flattens the record, so a
+//! record is walked once; [`feed`] writes a whole value, for the parts it does not flatten
+//! (excluded columns, values kept as JSON text) and as the reference the tests compare
+//! against. Lakes store these digests, so the bytes written must never change.
+
+use json_tape::{Kind, Number, Value};
+
+const NULL: u8 = 0;
+const BOOL: u8 = 1;
+const UNSIGNED: u8 = 2;
+const SIGNED: u8 = 3;
+const FLOAT: u8 = 4;
+const TEXT: u8 = 5;
+const LIST: u8 = 6;
+const OBJECT: u8 = 7;
+
+#[inline]
+fn len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+}
+
+/// `null`.
+#[inline]
+pub(crate) fn null(out: &mut Vec<u8>) {
+    out.push(NULL);
+}
+
+/// `true` or `false`.
+#[inline]
+pub(crate) fn boolean(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(&[BOOL, u8::from(b)]);
+}
+
+/// A number; an integer beyond 64 bits as the digits it was kept as.
+#[inline]
+pub(crate) fn number(out: &mut Vec<u8>, n: Option<Number<'_>>) {
+    let (tag, bits) = match n {
+        Some(Number::Int(i)) if i >= 0 => (UNSIGNED, i as u64),
+        Some(Number::Int(i)) => (SIGNED, i as u64),
+        Some(Number::UInt(u)) => (UNSIGNED, u),
+        Some(Number::Float(f)) => (FLOAT, f.to_bits()),
+        Some(Number::Big(digits)) => return text(out, digits),
+        None => return null(out),
+    };
+    out.push(tag);
+    out.extend_from_slice(&bits.to_le_bytes());
+}
+
+/// A string.
+#[inline]
+pub(crate) fn text(out: &mut Vec<u8>, s: &str) {
+    out.push(TEXT);
+    len(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The start of a list of `n` items (the items follow).
+#[inline]
+pub(crate) fn list(out: &mut Vec<u8>, n: usize) {
+    out.push(LIST);
+    len(out, n);
+}
+
+/// The start of an object of `n` pairs (each pair's [`key`] and value follow).
+#[inline]
+pub(crate) fn object(out: &mut Vec<u8>, n: usize) {
+    out.push(OBJECT);
+    len(out, n);
+}
+
+/// An object's key (its value follows).
+#[inline]
+pub(crate) fn key(out: &mut Vec<u8>, k: &str) {
+    len(out, k.len());
+    out.extend_from_slice(k.as_bytes());
+}
+
+/// A whole value, and `extra` as the last pair of an object.
+pub(crate) fn feed(out: &mut Vec<u8>, v: Value<'_>, extra: Option<(&str, &str)>) {
+    match v.kind() {
+        Kind::Null => null(out),
+        Kind::Bool => boolean(out, v.as_bool() == Some(true)),
+        Kind::Number => number(out, v.as_number()),
+        Kind::String => text(out, &v.as_str().unwrap_or_default()),
+        Kind::Array => {
+            list(out, v.len());
+            for item in v.elements() {
+                feed(out, item, None);
+            }
+        }
+        Kind::Object => {
+            object(out, v.len() + usize::from(extra.is_some()));
+            for (k, item) in v.members() {
+                key(out, &k.as_str());
+                feed(out, item, None);
+            }
+            if let Some((k, value)) = extra {
+                key(out, k);
+                text(out, value);
+            }
+        }
+    }
+}
+
+/// The digest of the bytes written, as 16 hex digits.
+pub(crate) fn digest(bytes: &[u8]) -> Hex<16> {
+    Hex::of(u128::from(xxhash_rust::xxh3::xxh3_64(bytes)))
+}
+
+/// A hash as `N` lowercase hex digits, on the stack (row ids and content hashes are made for
+/// every row: formatting them into a `String` each was a twentieth of normalization).
+#[derive(Clone, Copy)]
+pub(crate) struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Hex<N> {
+    /// The low `4 * N` bits of `value`, most significant digit first.
+    pub(crate) fn of(value: u128) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'0'; N];
+        for (i, byte) in out.iter_mut().enumerate() {
+            let shift = 4 * (N - 1 - i);
+            *byte = DIGITS[((value >> shift) & 0xf) as usize];
+        }
+        Hex(out)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Hex digits only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
