@@ -58,6 +58,8 @@ struct Frame {
     node: u32,
     count: u32,
     object: bool,
+    /// Where this object's keys start in [`Parser::keys`].
+    keys_from: u32,
 }
 
 struct Parser<'a> {
@@ -65,9 +67,12 @@ struct Parser<'a> {
     i: usize,
     nodes: Vec<Node>,
     stack: Vec<Frame>,
-    /// The signatures ([`key_signature`]) and positions of the keys of the object being closed
-    /// (reused).
+    /// The signatures ([`key_signature`]) and tape positions of the keys of the open
+    /// objects, innermost last: each key is noted as it is read, and an object's own are
+    /// checked for duplicates and dropped when it closes.
     keys: Vec<(u64, u32)>,
+    /// The open-addressing table of [`Parser::shadow_duplicates`] for wide objects (reused).
+    probe: Vec<u32>,
 }
 
 fn problem(offset: usize, problem: impl Into<String>) -> Problem {
@@ -90,6 +95,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Node>, Problem> {
         nodes: Vec::with_capacity(bytes.len() / 8 + 4),
         stack: Vec::new(),
         keys: Vec::new(),
+        probe: Vec::new(),
     };
     p.run()?;
     Ok(p.nodes)
@@ -187,6 +193,7 @@ impl Parser<'_> {
                         node,
                         count: 0,
                         object,
+                        keys_from: self.keys.len() as u32,
                     });
                     self.i += 1;
                     self.skip_ws();
@@ -210,7 +217,13 @@ impl Parser<'_> {
     /// An object's key and its colon; the value follows.
     fn key(&mut self) -> Result<(), Problem> {
         match self.b.get(self.i) {
-            Some(b'"') => self.string()?,
+            Some(b'"') => {
+                self.string()?;
+                let at = self.nodes.len() - 1;
+                let key = &self.nodes[at];
+                let signature = key_signature(&self.b[key.start as usize..key.end as usize]);
+                self.keys.push((signature, at as u32));
+            }
             None => return Err(problem(self.i, "EOF while parsing an object")),
             Some(_) => return Err(problem(self.i, "key must be a string")),
         }
@@ -238,51 +251,43 @@ impl Parser<'_> {
         n.a = after;
         n.b = frame.count;
         self.i = end;
-        if frame.object && frame.count > 1 {
-            self.shadow_duplicates(frame.node);
+        if frame.object {
+            if frame.count > 1 {
+                self.shadow_duplicates(frame.node, frame.keys_from as usize);
+            }
+            self.keys.truncate(frame.keys_from as usize);
         }
         Ok(())
     }
 
     /// Marks each key of an object that a later equal key shadows (the last one wins, as in
-    /// `serde_json`). Keys are told apart by a signature first, so that an object of
-    /// distinct keys (nearly every one) costs no comparison of their bytes.
-    fn shadow_duplicates(&mut self, object: u32) {
-        self.keys.clear();
-        let n = self.nodes[object as usize];
-        let mut at = object + 1;
-        let mut escaped = false;
-        for _ in 0..n.b {
-            let key = &self.nodes[at as usize];
-            escaped |= key.tag == Tag::EscStr;
-            self.keys.push((
-                key_signature(&self.b[key.start as usize..key.end as usize]),
-                at,
-            ));
-            let value = &self.nodes[at as usize + 1];
-            at = match value.tag {
-                Tag::Array | Tag::Object => value.a,
-                _ => at + 2,
-            };
-        }
-        let text = |node: &Node| -> std::borrow::Cow<'_, [u8]> {
-            let raw = &self.b[node.start as usize..node.end as usize];
-            if node.tag == Tag::EscStr {
-                std::borrow::Cow::Owned(
-                    unescape(std::str::from_utf8(raw).unwrap_or("")).into_bytes(),
-                )
-            } else {
-                std::borrow::Cow::Borrowed(raw)
-            }
+    /// `serde_json`); its keys are `self.keys[from..]`. Keys are told apart by their
+    /// signatures first, so that an object of distinct keys (nearly every one) costs no
+    /// comparison of their bytes: pairwise for a few keys, through a hash table for more.
+    fn shadow_duplicates(&mut self, object: u32, from: usize) {
+        let keys = &self.keys[from..];
+        let nodes = &self.nodes;
+        let b = self.b;
+        let bytes = |i: u32| {
+            let node = &nodes[i as usize];
+            &b[node.start as usize..node.end as usize]
         };
         let mut shadowed = Vec::new();
-        if escaped {
+        if keys
+            .iter()
+            .any(|&(_, i)| nodes[i as usize].tag == Tag::EscStr)
+        {
             // An escape may spell a key another key spells plainly: compare the texts.
-            let mut sorted: Vec<(std::borrow::Cow<'_, [u8]>, u32)> = self
-                .keys
-                .iter()
-                .map(|&(_, i)| (text(&self.nodes[i as usize]), i))
-                .collect();
+            let text = |i: u32| -> std::borrow::Cow<'_, [u8]> {
+                if nodes[i as usize].tag == Tag::EscStr {
+                    let raw = std::str::from_utf8(bytes(i)).unwrap_or("");
+                    std::borrow::Cow::Owned(unescape(raw).into_bytes())
+                } else {
+                    std::borrow::Cow::Borrowed(bytes(i))
+                }
+            };
+            let mut sorted: Vec<(std::borrow::Cow<'_, [u8]>, u32)> =
+                keys.iter().map(|&(_, i)| (text(i), i)).collect();
             sorted.sort();
             for pair in sorted.windows(2) {
                 if pair[0].0 == pair[1].0 {
@@ -290,27 +295,37 @@ impl Parser<'_> {
                     shadowed.push(pair[0].1);
                 }
             }
-        } else {
-            let bytes = |i: u32| {
-                let node = &self.nodes[i as usize];
-                &self.b[node.start as usize..node.end as usize]
-            };
-            let keys = &mut self.keys;
-            if keys.len() > 16 {
-                // Sorted by signature (then position), only keys of one signature meet.
-                keys.sort_unstable();
-            }
+        } else if keys.len() <= 16 {
             for (x, &(signature, i)) in keys.iter().enumerate() {
-                let mut later = keys[x + 1..].iter();
-                let repeated = if keys.len() > 16 {
-                    later
-                        .take_while(|(s, _)| *s == signature)
-                        .any(|&(_, j)| bytes(j) == bytes(i))
-                } else {
-                    later.any(|&(s, j)| s == signature && bytes(j) == bytes(i))
-                };
-                if repeated {
+                if keys[x + 1..]
+                    .iter()
+                    .any(|&(s, j)| s == signature && bytes(j) == bytes(i))
+                {
                     shadowed.push(i);
+                }
+            }
+        } else {
+            // Open addressing over the signatures; each slot holds an index into `keys`.
+            let size = (keys.len() * 2).next_power_of_two();
+            let shift = 64 - size.trailing_zeros();
+            self.probe.clear();
+            self.probe.resize(size, u32::MAX);
+            for (x, &(signature, i)) in keys.iter().enumerate() {
+                let mut slot = (signature.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize;
+                loop {
+                    let held = self.probe[slot];
+                    if held == u32::MAX {
+                        self.probe[slot] = x as u32;
+                        break;
+                    }
+                    let (s, j) = keys[held as usize];
+                    if s == signature && bytes(j) == bytes(i) {
+                        // The earlier key is shadowed; the slot now holds the later.
+                        shadowed.push(j);
+                        self.probe[slot] = x as u32;
+                        break;
+                    }
+                    slot = (slot + 1) & (size - 1);
                 }
             }
         }
