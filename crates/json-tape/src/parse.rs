@@ -47,11 +47,17 @@ fn scan_string(b: &[u8], mut j: usize) -> usize {
 /// A cheap signature of a key, to tell keys apart before comparing their bytes: its first
 /// eight bytes and its length. Equal keys have equal signatures; two keys of one signature
 /// cost one comparison of their bytes.
+#[inline]
 fn key_signature(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    let n = bytes.len().min(8);
-    word[..n].copy_from_slice(&bytes[..n]);
-    u64::from_le_bytes(word) ^ (bytes.len() as u64).rotate_right(8)
+    let first = match bytes.get(..8) {
+        Some(eight) => u64::from_le_bytes(eight.try_into().unwrap_or([0; 8])),
+        None => {
+            let mut word = [0u8; 8];
+            word[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(word)
+        }
+    };
+    first ^ (bytes.len() as u64).rotate_right(8)
 }
 
 struct Frame {
