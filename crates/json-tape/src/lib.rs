@@ -161,10 +161,7 @@ pub struct Document {
 impl Document {
     /// Parses `bytes` as one JSON value (whitespace around it allowed).
     pub fn parse(bytes: Vec<u8>) -> Result<Document, Problem> {
-        let text = String::from_utf8(bytes).map_err(|e| Problem {
-            offset: e.utf8_error().valid_up_to(),
-            problem: "invalid unicode code point".into(),
-        })?;
+        let text = utf8(bytes)?;
         let nodes = parse::parse(text.as_bytes())?;
         Ok(Document { text, nodes })
     }
@@ -212,6 +209,20 @@ impl Document {
             .get(node.start as usize..node.end as usize)
             .unwrap_or("")
     }
+}
+
+/// `bytes` as a `String`, checked to be UTF-8 by simdutf8 (SIMD, several times the speed
+/// of the standard library's check, which was a twentieth of parsing a page); the standard
+/// check runs only on invalid bytes, to name where they are.
+fn utf8(bytes: Vec<u8>) -> Result<String, Problem> {
+    if simdutf8::basic::from_utf8(&bytes).is_ok() {
+        // SAFETY: simdutf8 has just checked that `bytes` are UTF-8.
+        return Ok(unsafe { String::from_utf8_unchecked(bytes) });
+    }
+    String::from_utf8(bytes).map_err(|e| Problem {
+        offset: e.utf8_error().valid_up_to(),
+        problem: "invalid unicode code point".into(),
+    })
 }
 
 /// A value in a [`Document`]; cheap to copy.

@@ -122,10 +122,12 @@ impl<const N: usize> Hex<N> {
     /// The low `4 * N` bits of `value`, most significant digit first.
     pub(crate) fn of(value: u128) -> Self {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        // Two digits per byte of the big-endian value, from its last `N / 2` bytes.
+        let bytes = value.to_be_bytes();
         let mut out = [b'0'; N];
-        for (i, byte) in out.iter_mut().enumerate() {
-            let shift = 4 * (N - 1 - i);
-            *byte = DIGITS[((value >> shift) & 0xf) as usize];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(&bytes[16 - N / 2..]) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
         }
         Hex(out)
     }
