@@ -510,6 +510,33 @@ impl<'a> Key<'a> {
         self.0.as_str().unwrap_or_default()
     }
 
+    /// A key of at most 16 bytes without escapes as one number: its bytes, little-endian,
+    /// zero-padded (`None` for longer keys and keys with escapes). A plain key holds no zero
+    /// byte (JSON text cannot), so two such keys are equal exactly when their numbers are:
+    /// readers compare keys by one comparison, without reading their text.
+    #[inline]
+    pub fn short(&self) -> Option<u128> {
+        let n = self.0.node();
+        let (start, end) = (n.start as usize, n.end as usize);
+        let len = end - start;
+        if n.tag != Tag::Str || len > 16 {
+            return None;
+        }
+        let b = self.0.doc.text.as_bytes();
+        let word = match b.get(start..start + 16) {
+            Some(sixteen) => u128::from_le_bytes(sixteen.try_into().unwrap_or([0; 16])),
+            None => {
+                let mut word = [0u8; 16];
+                word[..len].copy_from_slice(&b[start..end]);
+                u128::from_le_bytes(word)
+            }
+        };
+        Some(match len {
+            16 => word,
+            _ => word & ((1u128 << (8 * len)) - 1),
+        })
+    }
+
     fn write_json(&self, out: &mut String) {
         self.0.write_json(out);
     }

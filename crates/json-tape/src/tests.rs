@@ -137,6 +137,52 @@ fn a_key_given_twice_keeps_its_last_value() {
 }
 
 #[test]
+fn a_short_key_is_its_bytes_as_one_number() {
+    let keys = |d: &Document| -> Vec<Option<u128>> {
+        d.root().members().map(|(k, _)| k.short()).collect()
+    };
+    // The last key ends the body's last 16 bytes, so it is read without a 16-byte load.
+    let d = doc(
+        r#"{"": 0, "a": 1, "ab\u0063": 2, "0123456789abcdef": 3, "0123456789abcdefg": 4, "id":5}"#,
+    );
+    assert_eq!(
+        keys(&d),
+        vec![
+            Some(0),
+            Some(u128::from(b'a')),
+            None,
+            Some(u128::from_le_bytes(*b"0123456789abcdef")),
+            None,
+            Some(u128::from_le_bytes(*b"id\0\0\0\0\0\0\0\0\0\0\0\0\0\0")),
+        ]
+    );
+}
+
+proptest! {
+    /// Plain keys of up to 16 bytes have a number, and equal numbers exactly when their
+    /// texts are equal; other keys have none.
+    #[test]
+    fn short_keys_are_equal_when_their_texts_are(
+        a in "[a-zé_0-9]{0,18}",
+        b in "[a-zé_0-9]{0,18}",
+    ) {
+        let d = doc(&format!(r#"{{"{a}": 1, "{b}": 2}}"#));
+        let members: Vec<_> = d.root().members().map(|(k, _)| k).collect();
+        if a == b {
+            prop_assert_eq!(members.len(), 1);
+            return Ok(());
+        }
+        let (ka, kb) = (members[0].short(), members[1].short());
+        prop_assert_eq!(ka.is_some(), a.len() <= 16);
+        prop_assert_eq!(kb.is_some(), b.len() <= 16);
+        if let (Some(x), Some(y)) = (ka, kb) {
+            prop_assert_ne!(x, y);
+            prop_assert_eq!(&x.to_le_bytes()[..a.len()], a.as_bytes());
+        }
+    }
+}
+
+#[test]
 fn lists_and_objects_know_their_size_and_end() {
     let d = doc(r#" {"data": [{"id": 1, "tags": []}, {"id": 2, "x": {}}], "next": null} "#);
     let data = d.root().get("data").unwrap();

@@ -284,7 +284,7 @@ struct Node {
     /// The keys of the last object seen at this node, in its order, with their child nodes:
     /// records of one resource mostly repeat their keys in one order, so a key is first
     /// compared with the key at its position last time, and looked up only when it differs.
-    last_order: Vec<(Box<str>, u32)>,
+    last_order: Vec<SeenKey>,
     /// Where a scalar of each kind goes, once decided.
     slots: [Option<Slot>; N_KINDS],
     hint: Option<ColumnHint>,
@@ -311,6 +311,15 @@ impl Node {
             is_primary_key: false,
         }
     }
+}
+
+/// A key of the last object seen at a node, and its child node.
+#[derive(Debug)]
+struct SeenKey {
+    /// The key as [`json_tape::Key::short`] gives it, compared first.
+    short: Option<u128>,
+    key: Box<str>,
+    node: u32,
 }
 
 /// Positions of the `_dlt_*` columns of a table.
@@ -723,19 +732,36 @@ impl Normalizer {
         depth: usize,
     ) -> Result<Flow> {
         for (position, (key, value)) in object.members().enumerate() {
-            let key = key.as_str();
-            if let Some(hash) = call.hash.as_mut() {
-                content_hash::key(hash, &key);
-            }
+            // A short key (nearly every one) is compared and hashed as one number, without
+            // reading its text.
+            let short = key.short();
             let order = &self.tables[at.table as usize].nodes[parent as usize].last_order;
-            let node = match order.get(position) {
-                Some((seen, node)) if same_key(seen.as_bytes(), key.as_bytes()) => *node,
-                _ => {
+            let seen = match (order.get(position), short) {
+                (Some(seen), Some(_)) => (seen.short == short).then_some(seen.node),
+                (Some(seen), None) => (seen.short.is_none()
+                    && same_key(seen.key.as_bytes(), key.as_str().as_bytes()))
+                .then_some(seen.node),
+                (None, _) => None,
+            };
+            if let Some(hash) = call.hash.as_mut() {
+                match short {
+                    Some(bytes) => content_hash::short_key(hash, bytes),
+                    None => content_hash::key(hash, &key.as_str()),
+                }
+            }
+            let node = match seen {
+                Some(node) => node,
+                None => {
+                    let key = key.as_str();
                     let node = self.child_node(at.table, parent, &key);
                     let order =
                         &mut self.tables[at.table as usize].nodes[parent as usize].last_order;
                     order.truncate(position);
-                    order.push((key.as_ref().into(), node));
+                    order.push(SeenKey {
+                        short,
+                        key: key.as_ref().into(),
+                        node,
+                    });
                     node
                 }
             };
