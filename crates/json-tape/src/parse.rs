@@ -181,7 +181,7 @@ impl Parser<'_> {
         loop {
             let i = self.i;
             match self.b.get(i) {
-                Some(b'"') => return self.string(),
+                Some(b'"') => return self.string().map(|_| ()),
                 Some(b'-' | b'0'..=b'9') => return self.number(),
                 Some(b't') => return self.literal(b"true", Tag::True),
                 Some(b'f') => return self.literal(b"false", Tag::False),
@@ -224,11 +224,8 @@ impl Parser<'_> {
     fn key(&mut self) -> Result<(), Problem> {
         match self.b.get(self.i) {
             Some(b'"') => {
-                self.string()?;
-                let at = self.nodes.len() - 1;
-                let key = &self.nodes[at];
-                let signature = key_signature(&self.b[key.start as usize..key.end as usize]);
-                self.keys.push((signature, at as u32));
+                let (at, start, end) = self.string()?;
+                self.keys.push((key_signature(&self.b[start..end]), at));
             }
             None => return Err(problem(self.i, "EOF while parsing an object")),
             Some(_) => return Err(problem(self.i, "key must be a string")),
@@ -362,7 +359,8 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<(), Problem> {
+    /// A string at `i`: its tape position and the span of its text.
+    fn string(&mut self) -> Result<(u32, usize, usize), Problem> {
         let start = self.i + 1;
         let b = self.b;
         let mut j = start;
@@ -384,9 +382,9 @@ impl Parser<'_> {
                 }
             }
         }
-        self.push(if escaped { Tag::EscStr } else { Tag::Str }, start, j);
+        let at = self.push(if escaped { Tag::EscStr } else { Tag::Str }, start, j);
         self.i = j + 1;
-        Ok(())
+        Ok((at, start, j))
     }
 
     fn number(&mut self) -> Result<(), Problem> {
@@ -404,10 +402,17 @@ impl Parser<'_> {
             }
             *j - from
         };
+        // The integer part's value as it is read; `None` past u64.
+        let mut magnitude = Some(0u64);
         match b.get(j) {
             Some(b'0') => j += 1,
             Some(b'1'..=b'9') => {
-                digits(&mut j);
+                while let Some(&d @ b'0'..=b'9') = b.get(j) {
+                    magnitude = magnitude
+                        .and_then(|m| m.checked_mul(10))
+                        .and_then(|m| m.checked_add(u64::from(d - b'0')));
+                    j += 1;
+                }
             }
             None => return Err(problem(j, "EOF while parsing a value")),
             Some(_) => return Err(problem(j, "invalid number")),
@@ -430,26 +435,28 @@ impl Parser<'_> {
             }
             float = true;
         }
-        // ASCII only, checked above.
-        let text = std::str::from_utf8(&b[start..j]).unwrap_or("");
         if float {
+            // ASCII only, checked above.
+            let text = std::str::from_utf8(&b[start..j]).unwrap_or("");
             let f: f64 = text.parse().unwrap_or(f64::NAN);
             if !f.is_finite() {
                 return Err(problem(start, "number out of range"));
             }
             self.push_number(Tag::Float, start, j, f.to_bits());
         } else if negative {
-            match text.parse::<i64>() {
+            match magnitude {
                 // serde_json reads `-0` as the double -0.0.
-                Ok(0) => self.push_number(Tag::Float, start, j, (-0.0f64).to_bits()),
-                Ok(i) => self.push_number(Tag::Int, start, j, i as u64),
-                Err(_) => self.push_number(Tag::Big, start, j, 0),
+                Some(0) => self.push_number(Tag::Float, start, j, (-0.0f64).to_bits()),
+                Some(m) if m <= i64::MIN.unsigned_abs() => {
+                    self.push_number(Tag::Int, start, j, m.wrapping_neg())
+                }
+                _ => self.push_number(Tag::Big, start, j, 0),
             }
         } else {
-            match text.parse::<u64>() {
-                Ok(u) if i64::try_from(u).is_ok() => self.push_number(Tag::Int, start, j, u),
-                Ok(u) => self.push_number(Tag::UInt, start, j, u),
-                Err(_) => self.push_number(Tag::Big, start, j, 0),
+            match magnitude {
+                Some(u) if i64::try_from(u).is_ok() => self.push_number(Tag::Int, start, j, u),
+                Some(u) => self.push_number(Tag::UInt, start, j, u),
+                None => self.push_number(Tag::Big, start, j, 0),
             }
         }
         self.i = j;
