@@ -158,6 +158,23 @@ fn a_short_key_is_its_bytes_as_one_number() {
     );
 }
 
+#[test]
+fn get_finds_keys_of_any_length_spelled_plainly_or_escaped() {
+    let d = doc(
+        r#"{"id": 1, "i\u0064x": 2, "0123456789abcdef": 3, "0123456789abcdefg": 4, "a\u0000": 5, "": 6}"#,
+    );
+    let get = |k: &str| d.root().get(k).and_then(|v| v.as_number());
+    assert_eq!(get("id"), Some(Number::Int(1)));
+    assert_eq!(get("idx"), Some(Number::Int(2)));
+    assert_eq!(get("0123456789abcdef"), Some(Number::Int(3)));
+    assert_eq!(get("0123456789abcdefg"), Some(Number::Int(4)));
+    assert_eq!(get("a\0"), Some(Number::Int(5)));
+    assert_eq!(get(""), Some(Number::Int(6)));
+    assert_eq!(get("a"), None);
+    assert_eq!(get("i"), None);
+    assert_eq!(get("0123456789abcde"), None);
+}
+
 proptest! {
     /// Plain keys of up to 16 bytes have a number, and equal numbers exactly when their
     /// texts are equal; other keys have none.
