@@ -8,7 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use transform::{CONTENT_HASH, PARENT_ID, ROOT_ID, ROW_ID};
@@ -158,6 +158,25 @@ pub(crate) fn writer_properties(
     {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(plain), false);
     }
+    // Nor do their minimums and maximums, nor those of the other text columns whose values
+    // rarely repeat (free text: messages, paths, lines of code), but for ids (`id`,
+    // `error_id`: Bugsnag's are time-ordered, so their ranges do let readers skip row
+    // groups): digests spread evenly over their whole range and free text over most of it,
+    // so every row group spans nearly all of it, while comparing every value twice was a
+    // twentieth of a run. (Null counts go with them.)
+    let unsorted_text = |name: &&str| {
+        let is_id = *name == "id" || name.ends_with("_id");
+        let is_text = schema
+            .field_with_name(name)
+            .is_ok_and(|f| f.data_type() == &DataType::Utf8);
+        is_text && !is_id
+    };
+    let digests = [ROW_ID, PARENT_ID, ROOT_ID, CONTENT_HASH];
+    let plain_text = encodings.plain_columns().filter(unsorted_text);
+    for column in digests.into_iter().chain(plain_text) {
+        builder = builder
+            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
     builder
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(config.zstd_level).unwrap_or_default(),
@@ -252,6 +271,60 @@ mod tests {
         .unwrap();
         let metadata = parquet::file::reader::FileReader::metadata(&reader);
         assert_eq!(ColumnEncodings::of_file(metadata), encodings);
+    }
+
+    /// Readers skip row groups by the ranges of ids and repeated values; digests and free
+    /// text have none to skip by, and computing theirs cost a twentieth of a run.
+    #[test]
+    fn digests_and_free_text_have_no_statistics_ids_and_repeated_values_do() {
+        let column = |f: &dyn Fn(usize) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values((0..100).map(f)))
+        };
+        let names = [
+            "id",
+            "error_id",
+            "message",
+            "severity",
+            ROW_ID,
+            CONTENT_HASH,
+        ];
+        let schema = Arc::new(Schema::new(
+            names.map(|n| Field::new(n, DataType::Utf8, false)).to_vec(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                column(&|i| format!("5f{i:022x}")),
+                column(&|i| format!("6a{i:022x}")),
+                column(&|i| format!("undefined is not a function ({i})")),
+                column(&|i| ["error", "warning"][i % 2].to_owned()),
+                column(&|i| format!("{:032x}", i * 7919)),
+                column(&|i| format!("{:016x}", i * 104_729)),
+            ],
+        )
+        .unwrap();
+        let encodings = ColumnEncodings::sample(&batch);
+        let file = encode(
+            &ParquetSinkConfig::default(),
+            &schema,
+            &encodings,
+            std::slice::from_ref(&batch),
+            "events",
+        )
+        .unwrap();
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+            bytes::Bytes::from(file.bytes),
+        )
+        .unwrap();
+        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        let with_statistics: Vec<&str> = metadata.row_groups()[0]
+            .columns()
+            .iter()
+            .zip(names)
+            .filter(|(chunk, _)| chunk.statistics().is_some())
+            .map(|(_, name)| name)
+            .collect();
+        assert_eq!(with_statistics, ["id", "error_id", "severity"]);
     }
 }
 
