@@ -386,9 +386,7 @@ impl<'a> Value<'a> {
         // (its primary key, its cursor), and reading each key's text was a twentieth of a run.
         let bytes = key.as_bytes();
         if bytes.len() <= 16 && !bytes.contains(&0) {
-            let mut word = [0u8; 16];
-            word[..bytes.len()].copy_from_slice(bytes);
-            let want = u128::from_le_bytes(word);
+            let want = padded(bytes);
             return self
                 .members()
                 .find(|(k, _)| match k.short() {
@@ -539,17 +537,17 @@ impl<'a> Key<'a> {
             return None;
         }
         let b = self.0.doc.text.as_bytes();
-        let word = match b.get(start..start + 16) {
-            Some(sixteen) => u128::from_le_bytes(sixteen.try_into().unwrap_or([0; 16])),
-            None => {
-                let mut word = [0u8; 16];
-                word[..len].copy_from_slice(&b[start..end]);
-                u128::from_le_bytes(word)
+        // One 16-byte load cut to the key's length; only a key ending the body's last 16
+        // bytes is copied.
+        Some(match b.get(start..start + 16) {
+            Some(sixteen) => {
+                let word = u128::from_le_bytes(sixteen.try_into().unwrap_or([0; 16]));
+                match len {
+                    16 => word,
+                    _ => word & ((1u128 << (8 * len)) - 1),
+                }
             }
-        };
-        Some(match len {
-            16 => word,
-            _ => word & ((1u128 << (8 * len)) - 1),
+            None => padded(&b[start..end]),
         })
     }
 
@@ -562,6 +560,13 @@ impl std::fmt::Debug for Key<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.as_str())
     }
+}
+
+/// Up to 16 bytes as one little-endian number, zero-padded: a short key's form.
+fn padded(bytes: &[u8]) -> u128 {
+    let mut word = [0u8; 16];
+    word[..bytes.len()].copy_from_slice(bytes);
+    u128::from_le_bytes(word)
 }
 
 /// The items of a list.

@@ -735,24 +735,28 @@ impl Normalizer {
             // A short key (nearly every one) is compared and hashed as one number, without
             // reading its text.
             let short = key.short();
+            // The key's text, read only for a key without a short form.
+            let long = short.is_none().then(|| key.as_str());
             let order = &self.tables[at.table as usize].nodes[parent as usize].last_order;
-            let seen = match (order.get(position), short) {
-                (Some(seen), Some(_)) => (seen.short == short).then_some(seen.node),
-                (Some(seen), None) => (seen.short.is_none()
-                    && same_key(seen.key.as_bytes(), key.as_str().as_bytes()))
-                .then_some(seen.node),
-                (None, _) => None,
-            };
+            let seen = order
+                .get(position)
+                .filter(|seen| match &long {
+                    None => seen.short == short,
+                    Some(text) => {
+                        seen.short.is_none() && same_key(seen.key.as_bytes(), text.as_bytes())
+                    }
+                })
+                .map(|seen| seen.node);
             if let Some(hash) = call.hash.as_mut() {
-                match short {
-                    Some(bytes) => content_hash::short_key(hash, bytes),
-                    None => content_hash::key(hash, &key.as_str()),
+                match &long {
+                    None => content_hash::short_key(hash, short.unwrap_or_default()),
+                    Some(text) => content_hash::key(hash, text),
                 }
             }
             let node = match seen {
                 Some(node) => node,
                 None => {
-                    let key = key.as_str();
+                    let key = long.unwrap_or_else(|| key.as_str());
                     let node = self.child_node(at.table, parent, &key);
                     let order =
                         &mut self.tables[at.table as usize].nodes[parent as usize].last_order;
