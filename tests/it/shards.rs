@@ -62,18 +62,6 @@ fn finish(child: Child, what: &str) -> u64 {
         .unwrap_or_else(|| panic!("{what} printed no commit_retries: {stdout}"))
 }
 
-/// Runs the `SHARDS` shards of `file` at once into `lake` and waits for them all; their
-/// commit retries added up.
-fn all_shards(file: &Path, base_url: &str, s3: &S3Server, lake: &str) -> u64 {
-    let runs: Vec<Child> = (0..SHARDS)
-        .map(|i| spawn(file, base_url, s3, lake, Some(&format!("{i}/{SHARDS}"))))
-        .collect();
-    runs.into_iter()
-        .enumerate()
-        .map(|(i, run)| finish(run, &format!("shard {i}/{SHARDS}")))
-        .sum()
-}
-
 /// Per data table: its columns with their Arrow types, its rows, its distinct row keys, and
 /// a digest of its rows sorted by key (every column but `_dlt_load_id`, which differs from
 /// load to load), as the Python `deltalake` reader sees them.
@@ -157,22 +145,67 @@ fn assert_same_tables(
     }
 }
 
+/// What both multi-process tests start with: an S3 server, the mock (served by a runtime of
+/// its own) and the pipeline file with checkpoints.
+struct Setup {
+    s3: S3Server,
+    mock: MockHandle,
+    base_url: String,
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Setup {
+    fn start(bucket: &str) -> Setup {
+        let s3 = S3Server::start(bucket);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mock = rt.block_on(MockHandle::start(mock_config())).unwrap();
+        let base_url = mock.base_url();
+        let dir = tempfile::tempdir().unwrap();
+        let file = pipeline_with_checkpoints(dir.path());
+        Setup {
+            s3,
+            mock,
+            base_url,
+            file,
+            _dir: dir,
+            _rt: rt,
+        }
+    }
+
+    /// Starts shard `shard` (`I/N`), or the whole pipeline in one process, into `lake`.
+    fn spawn(&self, lake: &str, shard: Option<&str>) -> Child {
+        spawn(&self.file, &self.base_url, &self.s3, lake, shard)
+    }
+
+    /// Runs the whole pipeline in one process into `lake`, to its end.
+    fn single_run(&self, lake: &str, what: &str) {
+        finish(self.spawn(lake, None), what);
+    }
+
+    /// Runs the `SHARDS` shards at once into `lake` and waits for them all; their commit
+    /// retries added up.
+    fn all_shards(&self, lake: &str) -> u64 {
+        let runs: Vec<Child> = (0..SHARDS)
+            .map(|i| self.spawn(lake, Some(&format!("{i}/{SHARDS}"))))
+            .collect();
+        runs.into_iter()
+            .enumerate()
+            .map(|(i, run)| finish(run, &format!("shard {i}/{SHARDS}")))
+            .sum()
+    }
+}
+
 #[test]
 fn four_shards_at_once_land_what_one_process_lands_and_split_the_partitions() {
-    let s3 = S3Server::start("errlake-shards");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mock = rt.block_on(MockHandle::start(mock_config())).unwrap();
-    let base_url = mock.base_url();
-    let dir = tempfile::tempdir().unwrap();
-    let file = pipeline_with_checkpoints(dir.path());
+    let setup = Setup::start("errlake-shards");
+    let (s3, mock) = (&setup.s3, &setup.mock);
 
     let single_url = "s3://errlake-shards/single";
-    finish(
-        spawn(&file, &base_url, &s3, single_url, None),
-        "the single-process run",
-    );
+    setup.single_run(single_url, "the single-process run");
     let single_log = mock.request_log();
-    let single = tables(single_url, &s3);
+    let single = tables(single_url, s3);
     assert!(
         single["events"]["rows"].as_u64() == Some(16 * 240),
         "{:?}",
@@ -190,9 +223,9 @@ fn four_shards_at_once_land_what_one_process_lands_and_split_the_partitions() {
     assert_eq!(deploy, ["derived__deploy: int64"]);
 
     let sharded_url = "s3://errlake-shards/sharded";
-    let retries = all_shards(&file, &base_url, &s3, sharded_url);
+    let retries = setup.all_shards(sharded_url);
     let sharded_log = mock.request_log()[single_log.len()..].to_vec();
-    assert_same_tables(&single, &tables(sharded_url, &s3));
+    assert_same_tables(&single, &tables(sharded_url, s3));
 
     // Every leaf page was asked for as often as the single run asked for it (once): no
     // partition was fetched by two shards, and none was left out.
@@ -211,42 +244,24 @@ fn four_shards_at_once_land_what_one_process_lands_and_split_the_partitions() {
     // The server's data changes; the shards merge it at once, each rewriting files (and the
     // hash tables) that the others read: the tables still equal a single run's merge.
     mock.set_revision(1);
-    finish(
-        spawn(&file, &base_url, &s3, single_url, None),
-        "the single-process merge",
-    );
-    let merge_retries = all_shards(&file, &base_url, &s3, sharded_url);
-    assert_same_tables(&tables(single_url, &s3), &tables(sharded_url, &s3));
+    setup.single_run(single_url, "the single-process merge");
+    let merge_retries = setup.all_shards(sharded_url);
+    assert_same_tables(&tables(single_url, s3), &tables(sharded_url, s3));
     eprintln!("4 shards at once: {retries} commit retries landing, {merge_retries} merging");
 }
 
 #[test]
 fn a_shard_killed_mid_run_and_run_again_completes_the_lake() {
-    let s3 = S3Server::start("errlake-shard-kill");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mock = rt.block_on(MockHandle::start(mock_config())).unwrap();
-    let base_url = mock.base_url();
-    let dir = tempfile::tempdir().unwrap();
-    let file = pipeline_with_checkpoints(dir.path());
+    let setup = Setup::start("errlake-shard-kill");
+    let s3 = &setup.s3;
 
     let single_url = "s3://errlake-shard-kill/single";
-    finish(
-        spawn(&file, &base_url, &s3, single_url, None),
-        "the single-process run",
-    );
-    let single = tables(single_url, &s3);
+    setup.single_run(single_url, "the single-process run");
+    let single = tables(single_url, s3);
 
     let url = "s3://errlake-shard-kill/sharded";
     let mut runs: Vec<Option<Child>> = (0..SHARDS)
-        .map(|i| {
-            Some(spawn(
-                &file,
-                &base_url,
-                &s3,
-                url,
-                Some(&format!("{i}/{SHARDS}")),
-            ))
-        })
+        .map(|i| Some(setup.spawn(url, Some(&format!("{i}/{SHARDS}")))))
         .collect();
     // Shard 1 dies by SIGKILL just after its first checkpoint: part of its partitions are
     // committed with their state, the rest is staged or not fetched yet.
@@ -271,7 +286,7 @@ fn a_shard_killed_mid_run_and_run_again_completes_the_lake() {
         }
     }
     // The lake is consistent without the dead shard's part: one row per id in every table.
-    let partial = tables(url, &s3);
+    let partial = tables(url, s3);
     for (table, t) in &partial {
         assert_eq!(
             t["rows"], t["distinct"],
@@ -283,10 +298,10 @@ fn a_shard_killed_mid_run_and_run_again_completes_the_lake() {
         "the killed shard's events were missing before its rerun"
     );
     finish(
-        spawn(&file, &base_url, &s3, url, Some(&format!("1/{SHARDS}"))),
+        setup.spawn(url, Some(&format!("1/{SHARDS}"))),
         "shard 1 run again",
     );
-    assert_same_tables(&single, &tables(url, &s3));
+    assert_same_tables(&single, &tables(url, s3));
 }
 
 /// Of a split run, shard 0 alone writes the parents: another shard fetches them too but never

@@ -236,6 +236,26 @@ mod tests {
 
     use super::*;
 
+    /// The footer of `batch` written as one file with `encodings`.
+    fn written_metadata(
+        batch: &RecordBatch,
+        encodings: &ColumnEncodings,
+    ) -> parquet::file::metadata::ParquetMetaData {
+        let file = encode(
+            &ParquetSinkConfig::default(),
+            &batch.schema(),
+            encodings,
+            std::slice::from_ref(batch),
+            "t",
+        )
+        .unwrap();
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+            bytes::Bytes::from(file.bytes),
+        )
+        .unwrap();
+        parquet::file::reader::FileReader::metadata(&reader).clone()
+    }
+
     #[test]
     fn unique_text_goes_plain_and_repeated_text_keeps_its_dictionary() {
         let ids: ArrayRef = Arc::new(StringArray::from_iter_values(
@@ -257,20 +277,8 @@ mod tests {
         assert_eq!(encodings.plain_columns().collect::<Vec<_>>(), ["id"]);
 
         // The file holds what was chosen, and a rewrite reading it keeps the choice.
-        let file = encode(
-            &ParquetSinkConfig::default(),
-            &batch.schema(),
-            &encodings,
-            std::slice::from_ref(&batch),
-            "t",
-        )
-        .unwrap();
-        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
-            bytes::Bytes::from(file.bytes),
-        )
-        .unwrap();
-        let metadata = parquet::file::reader::FileReader::metadata(&reader);
-        assert_eq!(ColumnEncodings::of_file(metadata), encodings);
+        let metadata = written_metadata(&batch, &encodings);
+        assert_eq!(ColumnEncodings::of_file(&metadata), encodings);
     }
 
     /// Readers skip row groups by the ranges of ids and repeated values; digests and free
@@ -292,7 +300,7 @@ mod tests {
             names.map(|n| Field::new(n, DataType::Utf8, false)).to_vec(),
         ));
         let batch = RecordBatch::try_new(
-            schema.clone(),
+            schema,
             vec![
                 column(&|i| format!("5f{i:022x}")),
                 column(&|i| format!("6a{i:022x}")),
@@ -303,20 +311,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let encodings = ColumnEncodings::sample(&batch);
-        let file = encode(
-            &ParquetSinkConfig::default(),
-            &schema,
-            &encodings,
-            std::slice::from_ref(&batch),
-            "events",
-        )
-        .unwrap();
-        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
-            bytes::Bytes::from(file.bytes),
-        )
-        .unwrap();
-        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        let metadata = written_metadata(&batch, &ColumnEncodings::sample(&batch));
         let with_statistics: Vec<&str> = metadata.row_groups()[0]
             .columns()
             .iter()

@@ -140,30 +140,27 @@ fn output_scalars(batches: &[TableBatch]) -> BTreeMap<(String, String), usize> {
     out
 }
 
-fn normalize(records: &[Value]) -> Vec<TableBatch> {
-    let meta = Arc::new(TableMeta {
+/// The root table `t`, keyed on `id`.
+fn root_table(write_disposition: WriteDisposition) -> Arc<TableMeta> {
+    Arc::new(TableMeta {
         name: "t".into(),
         parent: None,
         root: "t".into(),
         primary_key: Some("id".into()),
-        write_disposition: WriteDisposition::Append,
-    });
+        write_disposition,
+    })
+}
+
+fn normalize(records: &[Value]) -> Vec<TableBatch> {
     Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default())
-        .normalize(&meta, "load", 0, records)
+        .normalize(&root_table(WriteDisposition::Append), "load", 0, records)
         .unwrap()
 }
 
 /// The content hashes of `records` normalized under merge with `config`, in row order.
 fn content_hashes(records: &[Value], config: NormalizeConfig) -> Vec<String> {
-    let meta = Arc::new(TableMeta {
-        name: "t".into(),
-        parent: None,
-        root: "t".into(),
-        primary_key: Some("id".into()),
-        write_disposition: WriteDisposition::Merge,
-    });
     let batches = Normalizer::new(config, SchemaRegistry::default())
-        .normalize(&meta, "load", 0, records)
+        .normalize(&root_table(WriteDisposition::Merge), "load", 0, records)
         .unwrap();
     let hashes = batches[0].batch.column_by_name(CONTENT_HASH).unwrap();
     let hashes = hashes.as_string::<i32>();
