@@ -248,3 +248,74 @@ fn sink_modules_import_no_circle() {
         visit(module, &imports, &mut Vec::new(), &mut done);
     }
 }
+
+/// Each package's features in the dependency tree `args` selects (`cargo tree`), keyed by
+/// name and version; a package built for the host and for the target can have two sets.
+fn features_by_package(args: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "--prefix",
+            "none",
+            "--format",
+            "{p} [{f}]",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo tree {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut packages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // A package seen before ends in ` (*)`.
+        let line = line.trim_end_matches(" (*)");
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(version)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let features = line
+            .rsplit_once('[')
+            .map_or("", |(_, f)| f.trim_end_matches(']'));
+        packages
+            .entry(format!("{name} {version}"))
+            .or_default()
+            .insert(features.to_owned());
+    }
+    packages
+}
+
+/// `cargo xtask test` first builds the runner, then the whole suite: a dependency the two
+/// builds ask for with different features is compiled twice, and with it everything above
+/// it (a dev-dependency turning on hyper's `full` rebuilt the arrow and deltalake crates).
+/// The runner's manifest asks for such features too (see `xtask/Cargo.toml`).
+#[test]
+fn the_runner_and_the_tests_share_one_build_of_each_dependency() {
+    let runner = features_by_package(&["--package", "xtask", "--edges", "normal,build"]);
+    let suite = features_by_package(&["--workspace", "--edges", "normal,build,dev"]);
+    assert!(
+        runner.len() > 100,
+        "cargo tree listed only {} packages for the runner",
+        runner.len()
+    );
+    let differing: Vec<String> = runner
+        .iter()
+        .filter_map(|(package, features)| {
+            let in_suite = suite.get(package)?;
+            (in_suite != features)
+                .then(|| format!("{package}: runner {features:?}, tests {in_suite:?}"))
+        })
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "the test build turns on features the runner's does not, so `cargo xtask test` \
+         compiles these (and what depends on them) twice; ask for them in xtask/Cargo.toml:\n{}",
+        differing.join("\n")
+    );
+}
