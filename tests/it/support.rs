@@ -113,23 +113,27 @@ import os; os._exit(0)
     run_python(script, &[&lake.display().to_string(), table, column])
 }
 
-/// Runs a Python script with the Delta reader and parses what it prints as JSON.
-pub(crate) fn run_python<T: serde::de::DeserializeOwned>(script: &str, args: &[&str]) -> T {
-    let output = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
+/// What `command` prints; it must succeed, or the test fails with its `what` and stderr.
+pub(crate) fn stdout_of(command: &mut Command, what: &str) -> Vec<u8> {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "python reader failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+    output.stdout
+}
+
+/// Runs a Python script with the Delta reader and parses what it prints as JSON.
+pub(crate) fn run_python<T: serde::de::DeserializeOwned>(script: &str, args: &[&str]) -> T {
+    let stdout = stdout_of(
+        Command::new(python()).arg("-c").arg(script).args(args),
+        "python reader",
+    );
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| {
         panic!(
             "python printed {:?}: {e}",
-            String::from_utf8_lossy(&output.stdout)
+            String::from_utf8_lossy(&stdout)
                 .chars()
                 .take(300)
                 .collect::<String>()

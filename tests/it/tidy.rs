@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::support::workspace_root;
+use crate::support::{stdout_of, workspace_root};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -253,27 +253,16 @@ fn sink_modules_import_no_circle() {
 /// name and version; a package built for the host and for the target can have two sets.
 fn features_by_package(args: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .current_dir(workspace_root())
-        .args([
-            "tree",
-            "--offline",
-            "--locked",
-            "--prefix",
-            "none",
-            "--format",
-            "{p} [{f}]",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo tree {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        std::process::Command::new(cargo)
+            .current_dir(workspace_root())
+            .args(["tree", "--offline", "--locked", "--prefix", "none"])
+            .args(["--format", "{p} [{f}]"])
+            .args(args),
+        &format!("cargo tree {args:?}"),
     );
     let mut packages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in String::from_utf8_lossy(&stdout).lines() {
         // A package seen before ends in ` (*)`.
         let line = line.trim_end_matches(" (*)");
         let mut words = line.split_whitespace();
