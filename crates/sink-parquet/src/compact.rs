@@ -271,7 +271,7 @@ impl Lake {
                     .map_err(parquet_err(table, name))?;
             }
         }
-        writer.close().await.map_err(parquet_err(table, name))?;
+        writer.finish().await.map_err(parquet_err(table, name))?;
         Ok(rows)
     }
 }

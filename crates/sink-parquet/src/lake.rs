@@ -189,13 +189,11 @@ impl Lake {
         file: &str,
         schema: &arrow_schema::SchemaRef,
         properties: parquet::file::properties::WriterProperties,
-    ) -> parquet::errors::Result<
-        parquet::arrow::async_writer::AsyncArrowWriter<object_store::buffered::BufWriter>,
-    > {
-        parquet::arrow::async_writer::AsyncArrowWriter::try_new(
+    ) -> parquet::errors::Result<crate::upload::UploadingParquetWriter> {
+        crate::upload::UploadingParquetWriter::try_new(
             self.upload(table, file),
             schema.clone(),
-            Some(properties),
+            properties,
         )
     }
 

@@ -58,6 +58,7 @@ mod read;
 mod rewrite;
 mod table_commit;
 mod upkeep;
+mod upload;
 mod writer;
 
 pub use catalog::{LOADS_FOLDER, LoadEntry, TableInfo};

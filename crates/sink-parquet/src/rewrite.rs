@@ -144,7 +144,7 @@ pub(crate) async fn rewrite_keeping(
         }
     }
     if kept == total || kept == 0 {
-        let _ = writer.into_inner().abort().await;
+        let _ = writer.into_upload().abort().await;
         return Ok(Rewrite::in_place(total, kept));
     }
     writer.finish().await.map_err(parquet_err)?;

@@ -12,14 +12,13 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_schema::{Schema, SchemaRef};
-use object_store::buffered::BufWriter;
-use parquet::arrow::async_writer::AsyncArrowWriter;
 
 use transform::{ROW_ID, SchemaRegistry, TableBatch, TableMeta, WriteDisposition};
 
 use crate::columns::widen;
 use crate::encoding::{ColumnEncodings, writer_properties};
 use crate::lake::Lake;
+use crate::upload::UploadingParquetWriter;
 use crate::{ParquetSinkConfig, Result, SinkError};
 
 /// A Parquet file written for this load, not yet committed.
@@ -37,7 +36,7 @@ pub(crate) struct StagedFile {
 struct OpenFile {
     name: String,
     schema: SchemaRef,
-    writer: AsyncArrowWriter<BufWriter>,
+    writer: UploadingParquetWriter,
     n_rows: u64,
     runs: Vec<(u64, u64)>,
 }
@@ -266,7 +265,7 @@ async fn delete_staged(lake: &Lake, tables: HashMap<String, TableWriter>) {
     for (name, mut t) in tables {
         if let Some(file) = t.open.take() {
             // An unfinished upload leaves no object behind once aborted.
-            if let Err(error) = file.writer.into_inner().abort().await {
+            if let Err(error) = file.writer.into_upload().abort().await {
                 tracing::warn!(table = %name, file = %file.name, %error, "could not abort an unfinished file");
             }
         }
