@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{Field, Schema};
 
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
@@ -119,6 +119,9 @@ impl LoadWriter {
                 }
                 commits.extend(committed);
             }
+            // The load's id map (about 70 bytes an id) is not needed by the hash table's
+            // commit, which holds the hash rows and encodes them.
+            drop(root_ids);
             if let Some((ids, hashes)) = new_hashes {
                 commits.extend(
                     commit_hashes(
@@ -238,6 +241,9 @@ async fn check_files_present(
     Ok(())
 }
 
+/// Rows of the hash table per batch written.
+const HASH_ROWS_PER_BATCH: usize = 8192;
+
 /// Merges a root's `(row id, content hash)` rows into its hash table (`into`: the lake,
 /// the sink's settings and the load id; `root_names`: the load's roots, whose hash tables
 /// are each their own).
@@ -261,18 +267,6 @@ async fn commit_hashes(
         Field::new(LOAD_ID, arrow_schema::DataType::Utf8, false),
         Field::new(HASH, arrow_schema::DataType::Utf8, false),
     ]));
-    let n = ids.len();
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(ids),
-            Arc::new(StringArray::from(vec![into.2; n])),
-            Arc::new(hashes),
-        ],
-    )
-    .map_err(|e| SinkError::Internal {
-        message: format!("hash table of `{root}`: {e}"),
-    })?;
     let mut writer = LoadWriter::new(
         into.0.clone(),
         into.1.clone(),
@@ -282,9 +276,35 @@ async fn commit_hashes(
     // The hash tables of the load's other roots are theirs (`_errlake_hashes_events__archive`
     // is not a child of `_errlake_hashes_events`).
     writer.root_names = root_names.iter().map(|r| hash_table(r)).collect();
-    writer
-        .write(0, vec![transform::TableBatch { table: meta, batch }])
-        .await?;
+    // In slices, each with its own load id column: a column of the load id on every row
+    // of a checkpoint's 250,000 would take 10 MB at once.
+    let (ids, hashes) = (Arc::new(ids) as ArrayRef, Arc::new(hashes) as ArrayRef);
+    let n = ids.len();
+    for start in (0..n).step_by(HASH_ROWS_PER_BATCH) {
+        let len = HASH_ROWS_PER_BATCH.min(n - start);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                ids.slice(start, len),
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    into.2, len,
+                ))),
+                hashes.slice(start, len),
+            ],
+        )
+        .map_err(|e| SinkError::Internal {
+            message: format!("hash table of `{root}`: {e}"),
+        })?;
+        writer
+            .write(
+                0,
+                vec![transform::TableBatch {
+                    table: meta.clone(),
+                    batch,
+                }],
+            )
+            .await?;
+    }
     // The hash table has no hash column of its own, so this commit does not come back here.
     Box::pin(writer.commit()).await
 }
