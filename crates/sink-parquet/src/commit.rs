@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_array::{Array, RecordBatch, StringArray};
 use arrow_schema::{Field, Schema};
 
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
@@ -278,18 +278,17 @@ async fn commit_hashes(
     writer.root_names = root_names.iter().map(|r| hash_table(r)).collect();
     // In slices, each with its own load id column: a column of the load id on every row
     // of a checkpoint's 250,000 would take 10 MB at once.
-    let (ids, hashes) = (Arc::new(ids) as ArrayRef, Arc::new(hashes) as ArrayRef);
     let n = ids.len();
     for start in (0..n).step_by(HASH_ROWS_PER_BATCH) {
         let len = HASH_ROWS_PER_BATCH.min(n - start);
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                ids.slice(start, len),
+                Arc::new(ids.slice(start, len)),
                 Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
                     into.2, len,
                 ))),
-                hashes.slice(start, len),
+                Arc::new(hashes.slice(start, len)),
             ],
         )
         .map_err(|e| SinkError::Internal {
