@@ -54,7 +54,7 @@ impl LoadWriter {
         let roots = self.roots.clone();
         for root in &roots {
             let mut root_ids = self.tables.get_mut(&root.name).map(|w| {
-                let (last_page, repeated) = std::mem::take(&mut w.root_ids).into_maps();
+                let (last_page, repeated) = std::mem::take(&mut w.root_ids).into_pages();
                 RootIds {
                     last_page,
                     repeated,
@@ -162,9 +162,7 @@ impl LoadWriter {
         let (unchanged, rows) = unchanged_ids(&self.lake, &root.name, &w.staged, ids).await?;
         if !unchanged.is_empty() {
             tracing::debug!(table = %root.name, records = unchanged.len(), "unchanged records left out of the merge");
-            for id in &unchanged {
-                ids.last_page.remove(id);
-            }
+            ids.last_page.remove_all(&unchanged);
             for (name, tw) in self
                 .tables
                 .iter_mut()

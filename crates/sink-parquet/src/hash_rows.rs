@@ -20,41 +20,62 @@ pub(crate) struct HashRows {
 
 /// Collects [`HashRows`]: one call of [`HashRowsBuilder::push`] per record read.
 pub(crate) struct HashRowsBuilder {
-    ids: StringBuilder,
-    hashes: StringBuilder,
+    /// The records expected (the staged files' rows): the columns are sized for them at the
+    /// first record, so they are not doubled past it while the commit holds them.
+    expected: usize,
+    ids: Option<StringBuilder>,
+    hashes: Option<StringBuilder>,
     keys: Vec<(u128, u32)>,
 }
 
 impl HashRowsBuilder {
-    pub(crate) fn new() -> Self {
+    /// A builder for about `expected` records.
+    pub(crate) fn with_capacity(expected: usize) -> Self {
         HashRowsBuilder {
-            ids: StringBuilder::new(),
-            hashes: StringBuilder::new(),
-            keys: Vec::new(),
+            expected,
+            ids: None,
+            hashes: None,
+            keys: Vec::with_capacity(expected),
         }
     }
 
     /// A record's id key, row id and hash.
     pub(crate) fn push(&mut self, key: u128, id: &str, hash: &str) {
+        // Ids and hashes are digests or ids of one width, mostly: the first record's widths
+        // size the columns.
+        let rows = self.expected.max(1);
         self.keys.push((key, self.keys.len() as u32));
-        self.ids.append_value(id);
-        self.hashes.append_value(hash);
+        self.ids
+            .get_or_insert_with(|| StringBuilder::with_capacity(rows, rows * id.len()))
+            .append_value(id);
+        self.hashes
+            .get_or_insert_with(|| StringBuilder::with_capacity(rows, rows * hash.len().max(1)))
+            .append_value(hash);
     }
 
-    /// The rows; of an id read twice, the later copy is the one looked up and kept.
+    /// The rows; of an id read twice, the later copy is the one looked up and kept. The
+    /// keys are sorted and their repeats dropped in place.
     pub(crate) fn finish(mut self) -> HashRows {
         self.keys.sort_unstable();
-        let mut keys: Vec<(u128, u32)> = Vec::with_capacity(self.keys.len());
-        for (key, row) in self.keys {
-            match keys.last_mut() {
-                Some(last) if last.0 == key => last.1 = row,
-                _ => keys.push((key, row)),
+        let mut kept = 0;
+        for i in 0..self.keys.len() {
+            let (key, row) = self.keys[i];
+            if kept > 0 && self.keys[kept - 1].0 == key {
+                // Sorted by row too: this is the later copy.
+                self.keys[kept - 1].1 = row;
+            } else {
+                self.keys[kept] = (key, row);
+                kept += 1;
             }
         }
+        self.keys.truncate(kept);
+        let finish = |b: Option<StringBuilder>| {
+            b.map_or_else(|| StringArray::from(Vec::<&str>::new()), |mut b| b.finish())
+        };
         HashRows {
-            ids: self.ids.finish(),
-            hashes: self.hashes.finish(),
-            keys,
+            ids: finish(self.ids.take()),
+            hashes: finish(self.hashes.take()),
+            keys: self.keys,
         }
     }
 }
@@ -78,8 +99,16 @@ impl HashRows {
         skip: impl Fn(u128) -> bool,
     ) -> Result<(StringArray, StringArray)> {
         let mut keep = vec![false; self.ids.len()];
+        let mut kept = 0;
         for &(key, row) in &self.keys {
-            keep[row as usize] = !skip(key);
+            let stays = !skip(key);
+            keep[row as usize] = stays;
+            kept += usize::from(stays);
+        }
+        // Every row stays (no repeated id, nothing unchanged: a first load, new records):
+        // the columns as they are, not a copy of them beside them.
+        if kept == self.ids.len() {
+            return Ok((self.ids, self.hashes));
         }
         let mask = BooleanArray::from(keep);
         let filter = |column: &StringArray| -> Result<StringArray> {
@@ -105,7 +134,7 @@ mod tests {
     /// are not stored; the rows keep the order they were read in.
     #[test]
     fn an_ids_last_copy_is_looked_up_and_stored_once() {
-        let mut b = HashRowsBuilder::new();
+        let mut b = HashRowsBuilder::with_capacity(4);
         b.push(7, "id-7", "old");
         b.push(3, "id-3", "h3");
         b.push(9, "id-9", "h9");
@@ -119,5 +148,23 @@ mod tests {
         let hashes: Vec<_> = hashes.iter().flatten().collect();
         assert_eq!(ids, vec!["id-3", "id-7"]);
         assert_eq!(hashes, vec!["h3", "new"]);
+    }
+
+    /// Rows that all stay come back as they were read; a builder that read nothing gives
+    /// no rows.
+    #[test]
+    fn rows_that_all_stay_are_returned_whole_and_no_rows_give_none() {
+        let mut b = HashRowsBuilder::with_capacity(1);
+        b.push(2, "id-2", "h2");
+        b.push(1, "id-1", "a longer hash than the first");
+        let (ids, hashes) = b.finish().columns_without(|_| false).unwrap();
+        let ids: Vec<_> = ids.iter().flatten().collect();
+        let hashes: Vec<_> = hashes.iter().flatten().collect();
+        assert_eq!(ids, vec!["id-2", "id-1"]);
+        assert_eq!(hashes, vec!["h2", "a longer hash than the first"]);
+        let none = HashRowsBuilder::with_capacity(0).finish();
+        assert!(none.is_empty());
+        let (ids, _) = none.columns_without(|_| false).unwrap();
+        assert_eq!(ids.len(), 0);
     }
 }

@@ -13,13 +13,13 @@ use transform::{CONTENT_HASH, LOAD_ID, ROW_ID};
 use crate::hash_rows::{HashRows, HashRowsBuilder};
 use crate::lake::{Lake, data_files};
 use crate::probe::{FileRows, files_maybe_holding};
-use crate::writer::{IdMap, IdSet, StagedFile, id_key};
+use crate::writer::{IdPages, IdSet, StagedFile, id_key};
 use crate::{Result, SinkError};
 
 /// Ids of a load's root rows, and which of them came more than once.
 pub(crate) struct RootIds {
-    /// Every root row id of the load, with the last page it came in.
-    pub(crate) last_page: IdMap<u64>,
+    /// Every root row id of the load, with the latest page it came in.
+    pub(crate) last_page: IdPages,
     /// Ids that came in more than one page.
     pub(crate) repeated: IdSet,
     /// Ids whose last record in the load says "delete" (the hard-delete column).
@@ -29,7 +29,7 @@ pub(crate) struct RootIds {
 impl RootIds {
     /// Whether the copy of root id `k` that came in page `page` is the load's last one.
     pub(crate) fn is_last_copy(&self, k: u128, page: u64) -> bool {
-        !self.repeated.contains(&k) || self.last_page.get(&k) == Some(&page)
+        !self.repeated.contains(&k) || self.last_page.page_of(k) == Some(page)
     }
 }
 
@@ -55,7 +55,7 @@ pub(crate) async fn ids_won_by_others(
     root_table: &str,
     our_version: u64,
     load_id: &str,
-    ids: &IdMap<u64>,
+    ids: &IdPages,
 ) -> Result<IdSet> {
     let mut won = IdSet::default();
     let Some(now) = lake.load_table(root_table).await? else {
@@ -79,7 +79,7 @@ pub(crate) async fn ids_won_by_others(
             FileRows::all(&path, size),
             LOAD_ID,
             |k, _, l| {
-                if l != load_id && ids.contains_key(&k) {
+                if l != load_id && ids.contains(k) {
                     won.insert(k);
                 }
             },
@@ -100,7 +100,8 @@ pub(crate) async fn unchanged_ids(
     staged: &[StagedFile],
     ids: &RootIds,
 ) -> Result<(IdSet, (StringArray, StringArray))> {
-    let mut incoming = HashRowsBuilder::new();
+    let mut incoming =
+        HashRowsBuilder::with_capacity(staged.iter().map(|f| f.n_rows as usize).sum());
     for f in staged {
         let file = FileRows::all(&f.name, f.size);
         for_each_id_with(lake, table, file, CONTENT_HASH, |k, id, h| {

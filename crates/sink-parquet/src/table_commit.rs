@@ -18,7 +18,7 @@ use crate::lake::{KEEP_HISTORY_PROPERTY, Lake, arrow_schema_of, delta_schema, ke
 use crate::load_ids::{RootIds, ids_won_by_others};
 use crate::probe::{FileRows, files_maybe_holding};
 use crate::rewrite::{RewriteOf, drop_superseded, rewrite_keeping, rewritten_name, without_rows};
-use crate::writer::{IdMap, IdSet, StagedFile, TableWriter, empty_schema, file_token};
+use crate::writer::{IdPages, IdSet, StagedFile, TableWriter, empty_schema, file_token};
 use crate::{Result, SinkError};
 
 /// What a load did to one table.
@@ -346,7 +346,7 @@ async fn removals(
         ..Removals::default()
     };
     let remove = |f: &deltalake::kernel::LogicalFileView| Action::Remove(f.remove_action(true));
-    let incoming: Option<&IdMap<u64>> = root_ids
+    let incoming: Option<&IdPages> = root_ids
         .map(|r| &r.last_page)
         .filter(|m| meta.write_disposition == WriteDisposition::Merge && !m.is_empty());
     let candidates = match incoming {
@@ -377,7 +377,7 @@ async fn removals(
                 let Some(row_groups) = candidates.get(&path) else {
                     continue;
                 };
-                let replaced = |k: u128| ids.contains_key(&k) && !won_by_others.contains(&k);
+                let replaced = |k: u128| ids.contains(k) && !won_by_others.contains(&k);
                 let size = f.size().max(0) as u64;
                 let of = RewriteOf {
                     table: table_name,
