@@ -56,19 +56,15 @@ impl HashRowsBuilder {
     /// The rows; of an id read twice, the later copy is the one looked up and kept. The
     /// keys are sorted and their repeats dropped in place.
     pub(crate) fn finish(mut self) -> HashRows {
+        // Sorted by row too: of two copies of an id, the later one comes last.
         self.keys.sort_unstable();
-        let mut kept = 0;
-        for i in 0..self.keys.len() {
-            let (key, row) = self.keys[i];
-            if kept > 0 && self.keys[kept - 1].0 == key {
-                // Sorted by row too: this is the later copy.
-                self.keys[kept - 1].1 = row;
-            } else {
-                self.keys[kept] = (key, row);
-                kept += 1;
+        self.keys.dedup_by(|later, kept| {
+            let same_id = later.0 == kept.0;
+            if same_id {
+                kept.1 = later.1;
             }
-        }
-        self.keys.truncate(kept);
+            same_id
+        });
         let finish = |b: Option<StringBuilder>| {
             b.map_or_else(|| StringArray::from(Vec::<&str>::new()), |mut b| b.finish())
         };
