@@ -8,8 +8,9 @@
 //! of a run's CPU. Here the ids are hashed once (xxHash64, as the Parquet spec's split block
 //! bloom filter says), sorted, and tested first against the union of a file's row-group
 //! filters ([`BlockFilter::union_of`]), then only those the union may hold against each row
-//! group's filter: with 3 row groups a file, most ids are checked once per file instead of
-//! three times; with the 14 to 18 of a child table's file, the union passes about a third.
+//! group's filter: measured with row groups of 122,880 rows, 3 a file, most ids were checked
+//! once per file instead of three times; with the 14 to 18 of a child table's file, the
+//! union passed about a third.
 
 use std::collections::HashMap;
 

@@ -413,11 +413,11 @@ impl IdLog {
 
 /// A load's root ids, each with the latest page it came in, sorted by id key, with a
 /// directory of where each range of keys starts. The lookups are many: every row of every
-/// row group a bloom filter points at asks whether its id came, and most did not (a filter's
-/// false positive brings 122,880 rows for none). A binary search of 250,000 ids (6 MB) missed
-/// the cache at most of its 18 steps; id keys are uniform hashes, so their top bits pick a
-/// directory slot (one or two ids each, about 2 bytes an id) and a lookup reads one slot and one or
-/// two neighbouring entries.
+/// row group a bloom filter points at asks whether its id came, and most did not (a
+/// filter's false positive brings a whole row group, 65,536 rows, for none). A binary search
+/// of 250,000 ids (6 MB) missed the cache at most of its 18 steps; id keys are uniform
+/// hashes, so their top bits pick a directory slot (one or two ids each, about 2 bytes an
+/// id) and a lookup reads one slot and one or two neighbouring entries.
 #[derive(Debug, Default)]
 pub(crate) struct IdPages {
     entries: Vec<IdPage>,
