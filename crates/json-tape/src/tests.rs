@@ -268,6 +268,35 @@ proptest! {
         prop_assert_eq!(d.root().to_serde(), expected);
     }
 
+    // A page of objects that share most of their keys, some repeating one of them, some
+    // with keys alike in their first eight bytes and length: each keeps the last value of
+    // each key, whatever objects the parser checked before it.
+    #[test]
+    fn objects_of_a_page_keep_their_last_values_whatever_came_before(
+        base in prop::collection::vec("[a-c]{1,2}|prefix12[0-9]", 1..9),
+        objects in prop::collection::vec((any::<usize>(), any::<usize>(), any::<bool>()), 1..8),
+    ) {
+        let page: Vec<String> = objects
+            .iter()
+            .map(|&(from, to, repeat)| {
+                let mut keys = base.clone();
+                if repeat {
+                    keys[to % base.len()] = base[from % base.len()].clone();
+                }
+                let members: Vec<String> =
+                    keys.iter().enumerate().map(|(i, k)| format!("\"{k}\": {i}")).collect();
+                format!("{{{}}}", members.join(","))
+            })
+            .collect();
+        let text = format!("[{}]", page.join(","));
+        let d = Document::parse(text.clone().into_bytes()).unwrap();
+        let expected = serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        for (object, want) in d.root().elements().zip(expected.as_array().unwrap()) {
+            prop_assert_eq!(object.len(), want.as_object().unwrap().len());
+        }
+        prop_assert_eq!(d.root().to_serde(), expected);
+    }
+
     // Whatever the bytes, parsing answers (no panic), and agrees with serde_json on whether
     // they are JSON (but for what the tape refuses on purpose or keeps exactly).
     #[test]
