@@ -493,7 +493,8 @@ impl Parser<'_> {
     }
 
     /// A string at `i`: its tape position and the span of its text. Inlined into its two
-    /// callers (a key, a value): as a call, its entry and exit were a tenth of parsing.
+    /// callers (a key, a value): as a call, its entry and exit were a seventh of the
+    /// instructions parsing ran.
     #[inline(always)]
     fn string(&mut self) -> Result<(u32, usize, usize), Problem> {
         let start = self.i + 1;
