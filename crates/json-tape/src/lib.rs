@@ -541,11 +541,7 @@ impl<'a> Key<'a> {
         // bytes is copied.
         Some(match b.get(start..start + 16) {
             Some(sixteen) => {
-                let word = u128::from_le_bytes(sixteen.try_into().unwrap_or([0; 16]));
-                match len {
-                    16 => word,
-                    _ => word & ((1u128 << (8 * len)) - 1),
-                }
+                u128::from_le_bytes(sixteen.try_into().unwrap_or([0; 16])) & KEEP_BYTES[len]
             }
             None => padded(&b[start..end]),
         })
@@ -563,6 +559,18 @@ impl std::fmt::Debug for Key<'_> {
 }
 
 /// Up to 16 bytes as one little-endian number, zero-padded: a short key's form.
+/// `KEEP_BYTES[n]` keeps the low `n` bytes of a word (a table, as a shift of a 128-bit
+/// word by a variable amount takes a dozen instructions, once per key read).
+const KEEP_BYTES: [u128; 17] = {
+    let mut masks = [0u128; 17];
+    let mut n = 1;
+    while n < 17 {
+        masks[n] = u128::MAX >> (8 * (16 - n));
+        n += 1;
+    }
+    masks
+};
+
 fn padded(bytes: &[u8]) -> u128 {
     let mut word = [0u8; 16];
     word[..bytes.len()].copy_from_slice(bytes);
