@@ -293,7 +293,9 @@ impl Parser<'_> {
         }
     }
 
-    /// An object's key and its colon; the value follows.
+    /// An object's key and its colon; the value follows. Inlined into its two callers: as
+    /// a call, its entry and exit were an eighth of the instructions parsing ran.
+    #[inline(always)]
     fn key(&mut self) -> Result<(), Problem> {
         match self.b.get(self.i) {
             Some(b'"') => {
