@@ -558,7 +558,6 @@ impl std::fmt::Debug for Key<'_> {
     }
 }
 
-/// Up to 16 bytes as one little-endian number, zero-padded: a short key's form.
 /// `KEEP_BYTES[n]` keeps the low `n` bytes of a word (a table, as a shift of a 128-bit
 /// word by a variable amount takes a dozen instructions, once per key read).
 const KEEP_BYTES: [u128; 17] = {
@@ -571,6 +570,7 @@ const KEEP_BYTES: [u128; 17] = {
     masks
 };
 
+/// Up to 16 bytes as one little-endian number, zero-padded: a short key's form.
 fn padded(bytes: &[u8]) -> u128 {
     let mut word = [0u8; 16];
     word[..bytes.len()].copy_from_slice(bytes);
