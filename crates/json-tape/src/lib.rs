@@ -307,6 +307,14 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// The string if it is one without escapes: its text is the body's, borrowed, with no
+    /// decoding to branch to (a reader takes [`Value::as_str`] when this is `None`).
+    #[inline]
+    pub fn as_plain_str(&self) -> Option<&'a str> {
+        let n = self.node();
+        (n.tag == Tag::Str).then(|| self.doc.text(n))
+    }
+
     /// The string, if this is one: borrowed from the body unless it has escapes.
     #[inline]
     pub fn as_str(&self) -> Option<Cow<'a, str>> {

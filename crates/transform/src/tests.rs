@@ -165,6 +165,31 @@ events
     );
 }
 
+/// A text column keeps a later timestamp-shaped string as its text (no timestamp variant),
+/// where a column of another type sends text and timestamps to variants of their own: the
+/// normalizer skips reading strings as timestamps only where either lands in one column.
+#[test]
+fn a_timestamp_after_text_stays_text_and_after_a_number_gets_its_own_variant() {
+    check(
+        json!([
+            {"id": "a", "note": "soon", "line": 3},
+            {"id": "b", "note": "2017-12-12T10:58:55Z", "line": "3a"},
+            {"id": "c", "note": "later", "line": "2017-12-12T10:58:55Z"},
+        ]),
+        r#"
+events
+  id: Utf8
+  note: Utf8
+  line: Int64
+  line__v_text: Utf8
+  line__v_timestamp: Timestamp(µs, "UTC")
+  | "a" | "soon" | 3 | ∅ | ∅
+  | "b" | "2017-12-12T10:58:55Z" | ∅ | "3a" | ∅
+  | "c" | "later" | ∅ | ∅ | 2017-12-12T10:58:55+00:00
+"#,
+    );
+}
+
 // Issue 12: ids arriving as an integer, then a string, then `1.0` put three of four rows in
 // `id__v_text`/`id__v_double` with `id` null.
 #[test]
