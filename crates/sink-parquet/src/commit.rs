@@ -1,6 +1,7 @@
 //! The commit of a load: per root table, the root, then its child tables, then its content
 //! hashes, one Delta commit each; a checkpoint is the same commit of what was staged so far.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::{Array, RecordBatch, StringArray};
@@ -12,8 +13,8 @@ use crate::columns::root_key_column;
 use crate::lake::Lake;
 use crate::load_ids::{HASH, RootIds, deleted_ids, hash_table, unchanged_ids};
 use crate::rewrite::without_rows;
-use crate::table_commit::{TableCommit, TableLoad, commit_table};
-use crate::writer::{IdSet, LoadWriter, StagedFile, file_token, root_of};
+use crate::table_commit::{Committed, TableCommit, TableLoad, commit_table};
+use crate::writer::{IdSet, LoadWriter, OwnFiles, StagedFile, file_token, root_of};
 use crate::{Result, SinkError};
 
 impl LoadWriter {
@@ -52,6 +53,13 @@ impl LoadWriter {
         let existing = self.lake.table_names().await?;
         check_files_present(&self.lake, &self.roots, &existing).await?;
         let roots = self.roots.clone();
+        // The files earlier checkpoints committed (a poisoned lock only means a panic
+        // elsewhere; the names are still whole).
+        let own_before = self
+            .own_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         for root in &roots {
             let mut root_ids = self.tables.get_mut(&root.name).map(|w| {
                 let (last_page, repeated) = std::mem::take(&mut w.root_ids).into_pages();
@@ -70,7 +78,7 @@ impl LoadWriter {
                 ids.deleted = deleted_ids(&self.lake, &root.name, column, &w.staged, ids).await?;
             }
             let new_hashes = match root_ids.as_mut() {
-                Some(ids) => self.leave_out_unchanged(root, ids).await?,
+                Some(ids) => self.leave_out_unchanged(root, ids, &own_before).await?,
                 None => None,
             };
             let group = self.tables_of(root, &existing);
@@ -78,6 +86,7 @@ impl LoadWriter {
             // which child files may hold rows to replace.
             let mut root_files: Vec<StagedFile> = Vec::new();
             let mut root_version: Option<u64> = None;
+            let mut root_own_files_untouched = false;
             for table in group {
                 let writer = self.tables.remove(&table);
                 let meta = match &writer {
@@ -107,9 +116,28 @@ impl LoadWriter {
                     root_commit: root_version
                         .filter(|_| !is_root)
                         .map(|v| (root.name.as_str(), v)),
+                    own_files: own_before.get(&table),
+                    skip_own_files: if is_root {
+                        self.skip_own_root_files
+                    } else {
+                        root_own_files_untouched
+                    },
                 };
-                let (committed, staged) = commit_table(load, writer).await?;
+                let Committed {
+                    commit: committed,
+                    staged,
+                    own_files_untouched,
+                } = commit_table(load, writer).await?;
+                if committed.is_some() && !staged.is_empty() {
+                    self.own_files
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(table.clone())
+                        .or_default()
+                        .extend(staged.iter().map(|f| f.name.clone()));
+                }
                 if is_root {
+                    root_own_files_untouched = own_files_untouched;
                     root_files = staged;
                     root_version = committed.as_ref().map(|c| c.version);
                     #[cfg(test)]
@@ -128,8 +156,8 @@ impl LoadWriter {
                         (&self.lake, &self.config, &self.load_id),
                         &self.root_names,
                         &root.name,
-                        ids,
-                        hashes,
+                        (ids, hashes),
+                        (&self.own_files, root_own_files_untouched),
                     )
                     .await?,
                 );
@@ -146,10 +174,16 @@ impl LoadWriter {
     /// so a load killed between the root's commit and its children's leaves the old hashes,
     /// and the next load merges those records again. Returns the `(row id, hash)` rows to
     /// store once the root and its children are in (`None`: none, or no hashes).
+    ///
+    /// The load's own hash files of earlier checkpoints (`own_before`) are not read: a record
+    /// the load already stored comes again only when its page came twice, and merging it
+    /// again is correct where leaving it out only saves work, while reading them made every
+    /// checkpoint slower than the one before.
     async fn leave_out_unchanged(
         &mut self,
         root: &TableMeta,
         ids: &mut RootIds,
+        own_before: &HashMap<String, HashSet<String>>,
     ) -> Result<Option<(StringArray, StringArray)>> {
         let Some(w) = self.tables.get(&root.name) else {
             return Ok(None);
@@ -159,7 +193,9 @@ impl LoadWriter {
         {
             return Ok(None);
         }
-        let (unchanged, rows) = unchanged_ids(&self.lake, &root.name, &w.staged, ids).await?;
+        let own_hash_files = own_before.get(&hash_table(&root.name));
+        let (unchanged, rows) =
+            unchanged_ids(&self.lake, &root.name, &w.staged, ids, own_hash_files).await?;
         if !unchanged.is_empty() {
             tracing::debug!(table = %root.name, records = unchanged.len(), "unchanged records left out of the merge");
             ids.last_page.remove_all(&unchanged);
@@ -244,13 +280,15 @@ const HASH_ROWS_PER_BATCH: usize = 8192;
 
 /// Merges a root's `(row id, content hash)` rows into its hash table (`into`: the lake,
 /// the sink's settings and the load id; `root_names`: the load's roots, whose hash tables
-/// are each their own).
+/// are each their own). `own`: the load's files of earlier checkpoints, and whether the
+/// root's commit left its earlier root files untouched (then their hash files hold none of
+/// these ids and are not probed).
 async fn commit_hashes(
     into: (&Lake, &crate::ParquetSinkConfig, &str),
     root_names: &[String],
     root: &str,
-    ids: StringArray,
-    hashes: StringArray,
+    (ids, hashes): (StringArray, StringArray),
+    own: (&OwnFiles, bool),
 ) -> Result<Vec<TableCommit>> {
     let name = hash_table(root);
     let meta = Arc::new(TableMeta {
@@ -274,6 +312,8 @@ async fn commit_hashes(
     // The hash tables of the load's other roots are theirs (`_errlake_hashes_events__archive`
     // is not a child of `_errlake_hashes_events`).
     writer.root_names = root_names.iter().map(|r| hash_table(r)).collect();
+    writer.own_files = own.0.clone();
+    writer.skip_own_root_files = own.1;
     // In slices, each with its own load id column: a column of the load id on every row
     // of a checkpoint's 250,000 would take 10 MB at once.
     let n = ids.len();

@@ -94,11 +94,14 @@ pub(crate) async fn ids_won_by_others(
 /// read), and the `(row id, hash)` rows of the others, to store once the load is in.
 /// An id that came more than once in the load gets an empty hash (its last copy is not
 /// known here), and one the load deletes too, so neither is ever taken as unchanged.
+///
+/// `not_read`: files of the hash table left unread (the load's own of earlier checkpoints).
 pub(crate) async fn unchanged_ids(
     lake: &Lake,
     table: &str,
     staged: &[StagedFile],
     ids: &RootIds,
+    not_read: Option<&HashSet<String>>,
 ) -> Result<(IdSet, (StringArray, StringArray))> {
     let mut incoming =
         HashRowsBuilder::with_capacity(staged.iter().map(|f| f.n_rows as usize).sum());
@@ -119,7 +122,7 @@ pub(crate) async fn unchanged_ids(
     // and delete a file of the version read here: read the new version then.
     let mut attempt = 0;
     let unchanged = loop {
-        match stored_unchanged(lake, table, staged, &incoming).await {
+        match stored_unchanged(lake, table, staged, &incoming, not_read).await {
             Err(e) if e.is_concurrent_commit() && attempt < MAX_HASH_READS => {
                 attempt += 1;
                 tracing::debug!(table, attempt, error = %e, "hash table moved while read; reading it again");
@@ -141,13 +144,15 @@ async fn stored_unchanged(
     table: &str,
     staged: &[StagedFile],
     incoming: &HashRows,
+    not_read: Option<&HashSet<String>>,
 ) -> Result<IdSet> {
     let mut unchanged = IdSet::default();
     let hashes = hash_table(table);
     if let Some(t) = lake.load_table(&hashes).await?
         && !incoming.is_empty()
     {
-        let existing = data_files(&t, &hashes)?;
+        let mut existing = data_files(&t, &hashes)?;
+        existing.retain(|(path, _)| not_read.is_none_or(|skip| !skip.contains(path)));
         let candidates =
             files_maybe_holding(lake, &hashes, ROW_ID, &existing, table, staged).await?;
         for (path, size) in &existing {

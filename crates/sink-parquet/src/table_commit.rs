@@ -84,15 +84,33 @@ pub(crate) struct TableLoad<'a> {
     pub(crate) root_commit: Option<(&'a str, u64)>,
     /// The columns the load saw with nulls only: the table's schema declares them.
     pub(crate) null_only: &'a [Field],
+    /// The data files this load committed to the table at its earlier checkpoints (fresh
+    /// rows of its own, no rewrites). A root's commit says whether it removed rows from one
+    /// of them or found one gone; a child's probe leaves them out when `skip_own_files`.
+    pub(crate) own_files: Option<&'a HashSet<String>>,
+    /// A child table whose root's commit neither removed rows from the load's earlier root
+    /// files nor found one gone: the child rows of the load's earlier files belong to roots
+    /// in those files, so none of them has an incoming root id, and their bloom filters are
+    /// not read. Without this, each checkpoint probed every file the run had written to every
+    /// child table, and a checkpoint took longer the more the run had written.
+    pub(crate) skip_own_files: bool,
+}
+
+/// What [`commit_table`] did: the commit (`None`: nothing to change), the staged files it
+/// committed, and whether it left the load's earlier files of the table as they were (no
+/// row removed from one, none gone; see [`TableLoad::skip_own_files`]).
+pub(crate) struct Committed {
+    pub(crate) commit: Option<TableCommit>,
+    pub(crate) staged: Vec<StagedFile>,
+    pub(crate) own_files_untouched: bool,
 }
 
 /// Commits a table's part of the load (`writer`: what it staged, if anything), merging
-/// again from the top while other writers commit first. Returns the commit (`None`: nothing
-/// to change) and the staged files it committed.
+/// again from the top while other writers commit first.
 pub(crate) async fn commit_table(
     load: TableLoad<'_>,
     writer: Option<TableWriter>,
-) -> Result<(Option<TableCommit>, Vec<StagedFile>)> {
+) -> Result<Committed> {
     let TableLoad {
         lake,
         config,
@@ -150,13 +168,17 @@ pub(crate) async fn commit_table(
         let mut rewritten = Vec::new();
         let outcome = commit_attempt(load, &staged, &schema, attempt, &mut rewritten).await;
         match outcome {
-            Ok(commit) => {
+            Ok((commit, own_files_untouched)) => {
                 let commit = commit.map(|c| TableCommit {
                     retries: attempt as u32,
                     bytes_rewritten_by_retries: bytes_thrown_away,
                     ..c
                 });
-                return Ok((commit, staged));
+                return Ok(Committed {
+                    commit,
+                    staged,
+                    own_files_untouched,
+                });
             }
             Err(e) if attempt < MAX_COMMIT_ATTEMPTS && e.is_concurrent_commit() => {
                 lake.delete_files(table_name, rewritten.iter().map(|f| &f.name))
@@ -187,14 +209,15 @@ const MAX_COMMIT_ATTEMPTS: usize = 20;
 
 /// One try at moving a table to its next version with the load's staged files. Files this
 /// try writes (rewrites of merged files) are pushed to `rewritten`, so that a failed try can
-/// delete them.
+/// delete them. Returns the commit and whether the load's earlier files of the table were
+/// left as they were.
 async fn commit_attempt(
     load: TableLoad<'_>,
     staged: &[StagedFile],
     schema: &SchemaRef,
     attempt: usize,
     rewritten: &mut Vec<StagedFile>,
-) -> Result<Option<TableCommit>> {
+) -> Result<(Option<TableCommit>, bool)> {
     let TableLoad { lake, meta, .. } = load;
     let table_name = meta.name.as_str();
     let won_by_others = won_by_others(load).await?;
@@ -206,7 +229,11 @@ async fn commit_attempt(
     let loaded = started.elapsed();
     let removals = match &table {
         Some(t) => removals(load, t, staged, &won_by_others, attempt, rewritten).await?,
-        None => Removals::default(),
+        // A table gone since an earlier checkpoint took the load's files with it.
+        None => Removals {
+            own_files_touched: load.own_files.is_some_and(|own| !own.is_empty()),
+            ..Removals::default()
+        },
     };
     let merged = started.elapsed();
 
@@ -219,8 +246,9 @@ async fn commit_attempt(
             actions.push(add_action(&f.name, f.size, f.n_rows, true, now_ms));
         }
     }
+    let own_files_untouched = !removals.own_files_touched;
     if actions.is_empty() || (table.is_none() && staged.is_empty()) {
-        return Ok(None);
+        return Ok((None, own_files_untouched));
     }
     let counts = [("rows_added", rows_added), ("rows_removed", removals.rows)];
     let (version, keeps_history) = commit_actions(load, table, actions, schema, counts).await?;
@@ -236,7 +264,7 @@ async fn commit_attempt(
         cleanup_seconds = (started.elapsed() - committed).as_secs_f64(),
         "table committed"
     );
-    Ok(Some(TableCommit {
+    let commit = TableCommit {
         table: table_name.to_owned(),
         root: meta.root.clone(),
         version,
@@ -248,7 +276,8 @@ async fn commit_attempt(
         bytes_rewritten: removals.bytes_read,
         retries: 0,
         bytes_rewritten_by_retries: 0,
-    }))
+    };
+    Ok((Some(commit), own_files_untouched))
 }
 
 /// A child table under merge: the root rows of ours that another writer replaced after our
@@ -312,6 +341,9 @@ struct Removals {
     bytes_read: u64,
     /// Time spent asking the bloom filters.
     probe_time: std::time::Duration,
+    /// Whether rows were removed from one of the load's earlier files
+    /// ([`TableLoad::own_files`]) or one of them is gone.
+    own_files_touched: bool,
 }
 
 /// The files of `table` the load removes: all of them under replace; under merge, those
@@ -332,6 +364,8 @@ async fn removals(
         meta,
         root_ids,
         id_source,
+        own_files,
+        skip_own_files,
         ..
     } = load;
     let table_name = meta.name.as_str();
@@ -341,8 +375,11 @@ async fn removals(
         source,
     })?;
     let files: Vec<_> = snapshot.log_data().iter().collect();
+    let is_own = |path: &str| own_files.is_some_and(|own| own.contains(path));
+    let present: HashSet<String> = files.iter().map(|f| f.path().into_owned()).collect();
     let mut out = Removals {
         bytes_before: files.iter().map(|f| f.size().max(0) as u64).sum(),
+        own_files_touched: own_files.is_some_and(|own| own.iter().any(|p| !present.contains(p))),
         ..Removals::default()
     };
     let remove = |f: &deltalake::kernel::LogicalFileView| Action::Remove(f.remove_action(true));
@@ -354,6 +391,7 @@ async fn removals(
             let existing: Vec<(String, u64)> = files
                 .iter()
                 .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
+                .filter(|(path, _)| !(skip_own_files && is_own(path)))
                 .collect();
             let (id_table, id_files) = id_source.unwrap_or((table_name, staged));
             let started = std::time::Instant::now();
@@ -401,6 +439,7 @@ async fn removals(
                 }
                 out.bytes_read += size;
                 out.rows += rewrite.total - rewrite.kept;
+                out.own_files_touched |= is_own(&path);
                 out.actions.push(remove(&f));
                 out.paths.push(path);
                 rewritten.extend(rewrite.file);

@@ -8,7 +8,7 @@
 //! with, or at the end of the load.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_schema::{Schema, SchemaRef};
@@ -62,6 +62,9 @@ pub(crate) struct TableWriter {
     pub(crate) root_ids: IdLog,
 }
 
+/// Per table, the data files a load's checkpoints committed (see [`LoadWriter::own_files`]).
+pub(crate) type OwnFiles = Arc<Mutex<HashMap<String, HashSet<String>>>>;
+
 /// Everything one load writes before its commit.
 #[derive(Debug)]
 pub struct LoadWriter {
@@ -81,6 +84,15 @@ pub struct LoadWriter {
     /// Where the load's null-only columns are known (see
     /// [`transform::NULL_ONLY_METADATA_KEY`]): each table's commit declares them.
     pub(crate) registry: Option<SchemaRegistry>,
+    /// Per table, the names of the data files the load's checkpoints committed, shared with
+    /// the writers a checkpoint splits off (see `TableLoad::skip_own_files`): a name per
+    /// file, a few per checkpoint.
+    pub(crate) own_files: OwnFiles,
+    /// Whether the roots' merge probes leave out the load's earlier files of the root (the
+    /// writer of a root's hash table, when the root's commit found none of the incoming ids
+    /// in the load's earlier root files: their hash rows are in the load's earlier hash
+    /// files, and only theirs).
+    pub(crate) skip_own_root_files: bool,
     /// Tests: a pause between a root table's commit and its children's, to let another
     /// writer in.
     #[cfg(test)]
@@ -107,6 +119,8 @@ impl LoadWriter {
             roots,
             n_files: 0,
             registry: None,
+            own_files: Arc::default(),
+            skip_own_root_files: false,
             #[cfg(test)]
             pause_after_root: None,
         }
@@ -136,6 +150,8 @@ impl LoadWriter {
             n_files: self.n_files,
             file_prefix: self.file_prefix.clone(),
             registry: self.registry.clone(),
+            own_files: self.own_files.clone(),
+            skip_own_root_files: self.skip_own_root_files,
             #[cfg(test)]
             pause_after_root: self.pause_after_root,
         }

@@ -199,6 +199,101 @@ async fn merge_replaces_rows_and_their_children_and_the_later_page_wins() {
     );
 }
 
+/// Checkpoints leave the load's earlier child and hash files out of the merge's probe while
+/// the root's commit finds no incoming id in the load's earlier root files (and its earlier
+/// hash files out of the unchanged-record lookup); a record that comes again in a later
+/// checkpoint still replaces its children and its hash row of the earlier one, changed or
+/// not.
+#[tokio::test]
+async fn a_record_again_in_a_later_checkpoint_replaces_its_children_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    let pages = [
+        vec![
+            json!({"id": "a", "v": 1, "items": [{"v": 10}, {"v": 11}]}),
+            json!({"id": "b", "v": 2, "items": [{"v": 20}]}),
+            json!({"id": "d", "v": 7, "items": [{"v": 70}]}),
+        ],
+        // New ids only: the earlier child files need no probe.
+        vec![json!({"id": "c", "v": 3, "items": [{"v": 30}]})],
+        // `a` again, two checkpoints later: its children of the first page go; `d` again,
+        // unchanged.
+        vec![
+            json!({"id": "a", "v": 4, "items": [{"v": 40}]}),
+            json!({"id": "d", "v": 7, "items": [{"v": 70}]}),
+        ],
+        // `b` again, from a root file the last checkpoint rewrote.
+        vec![json!({"id": "b", "v": 5, "items": [{"v": 50}]})],
+    ];
+    let registry = SchemaRegistry::new(lake.schemas().await.unwrap());
+    let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry.clone());
+    let load_id = uuid::Uuid::new_v4().to_string();
+    let mut writer = LoadWriter::new(
+        lake.clone(),
+        ParquetSinkConfig::default(),
+        load_id.clone(),
+        vec![m.clone()],
+    )
+    .declaring_null_only_columns_of(registry);
+    for (seq, records) in pages.iter().enumerate() {
+        let batches = normalizer
+            .normalize(&m, &load_id, seq as u64, records)
+            .unwrap();
+        writer.write(seq as u64, batches).await.unwrap();
+        writer.checkpoint().await.unwrap();
+    }
+    writer.commit().await.unwrap();
+
+    assert_eq!(
+        rows(&lake, "events", "id").await,
+        BTreeMap::from([
+            ("a".into(), vec![4]),
+            ("b".into(), vec![5]),
+            ("c".into(), vec![3]),
+            ("d".into(), vec![7])
+        ])
+    );
+    let mut children: Vec<i64> = rows(&lake, "events__items", "_dlt_root_id")
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    children.sort_unstable();
+    assert_eq!(children, vec![30, 40, 50, 70]);
+    // One hash row per record.
+    let hashes = crate::hash_table("events");
+    let t = lake.load_table(&hashes).await.unwrap().unwrap();
+    let mut ids = Vec::new();
+    for f in t.snapshot().unwrap().log_data().iter() {
+        let path = lake.file_path(&hashes, &f.path());
+        let bytes = lake
+            .store()
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let b = b.unwrap();
+            let column = b
+                .column_by_name(transform::ROW_ID)
+                .unwrap()
+                .as_string::<i32>();
+            ids.extend(column.iter().flatten().map(str::to_owned));
+        }
+    }
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!((n, ids.len()), (4, 4), "hash rows per record");
+}
+
 #[tokio::test]
 async fn merge_removes_children_of_a_row_whose_list_emptied() {
     let dir = tempfile::tempdir().unwrap();
