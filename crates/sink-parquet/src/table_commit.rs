@@ -376,10 +376,15 @@ async fn removals(
     })?;
     let files: Vec<_> = snapshot.log_data().iter().collect();
     let is_own = |path: &str| own_files.is_some_and(|own| own.contains(path));
-    let present: HashSet<String> = files.iter().map(|f| f.path().into_owned()).collect();
+    // Whether one of the load's files is gone: the table's paths are gathered only when the
+    // load has files in it.
+    let own_file_gone = own_files.filter(|own| !own.is_empty()).is_some_and(|own| {
+        let present: HashSet<String> = files.iter().map(|f| f.path().into_owned()).collect();
+        own.iter().any(|p| !present.contains(p))
+    });
     let mut out = Removals {
         bytes_before: files.iter().map(|f| f.size().max(0) as u64).sum(),
-        own_files_touched: own_files.is_some_and(|own| own.iter().any(|p| !present.contains(p))),
+        own_files_touched: own_file_gone,
         ..Removals::default()
     };
     let remove = |f: &deltalake::kernel::LogicalFileView| Action::Remove(f.remove_action(true));
