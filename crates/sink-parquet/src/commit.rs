@@ -91,14 +91,7 @@ impl LoadWriter {
                 let writer = self.tables.remove(&table);
                 let meta = match &writer {
                     Some(w) => w.meta.clone(),
-                    None if table == root.name => root.clone(),
-                    None => Arc::new(TableMeta {
-                        name: table.clone(),
-                        parent: Some(root.name.clone()),
-                        root: root.name.clone(),
-                        primary_key: None,
-                        write_disposition: root.write_disposition,
-                    }),
+                    None => meta_without_rows(root, &table),
                 };
                 let is_root = table == root.name;
                 let null_only = self
@@ -128,13 +121,8 @@ impl LoadWriter {
                     staged,
                     own_files_untouched,
                 } = commit_table(load, writer).await?;
-                if committed.is_some() && !staged.is_empty() {
-                    self.own_files
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .entry(table.clone())
-                        .or_default()
-                        .extend(staged.iter().map(|f| f.name.clone()));
+                if committed.is_some() {
+                    self.note_own_files(&table, &staged);
                 }
                 if is_root {
                     root_own_files_untouched = own_files_untouched;
@@ -167,7 +155,35 @@ impl LoadWriter {
     }
 }
 
+/// The metadata of a table of `root` the load wrote no rows to: the root itself, or a child
+/// table already in the lake.
+fn meta_without_rows(root: &Arc<TableMeta>, table: &str) -> Arc<TableMeta> {
+    if table == root.name {
+        return root.clone();
+    }
+    Arc::new(TableMeta {
+        name: table.to_owned(),
+        parent: Some(root.name.clone()),
+        root: root.name.clone(),
+        primary_key: None,
+        write_disposition: root.write_disposition,
+    })
+}
+
 impl LoadWriter {
+    /// Notes the files a commit added to `table` among the load's own (`own_files`).
+    fn note_own_files(&self, table: &str, staged: &[StagedFile]) {
+        if staged.is_empty() {
+            return;
+        }
+        self.own_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(table.to_owned())
+            .or_default()
+            .extend(staged.iter().map(|f| f.name.clone()));
+    }
+
     /// Records whose stored copy is identical are left out, with their children: an
     /// unchanged record costs no rewrite, and a load of nothing new commits nothing. The
     /// stored hashes live in a table of their own, committed after the root's child tables,

@@ -376,15 +376,9 @@ async fn removals(
     })?;
     let files: Vec<_> = snapshot.log_data().iter().collect();
     let is_own = |path: &str| own_files.is_some_and(|own| own.contains(path));
-    // Whether one of the load's files is gone: the table's paths are gathered only when the
-    // load has files in it.
-    let own_file_gone = own_files.filter(|own| !own.is_empty()).is_some_and(|own| {
-        let present: HashSet<String> = files.iter().map(|f| f.path().into_owned()).collect();
-        own.iter().any(|p| !present.contains(p))
-    });
     let mut out = Removals {
         bytes_before: files.iter().map(|f| f.size().max(0) as u64).sum(),
-        own_files_touched: own_file_gone,
+        own_files_touched: own_file_gone(own_files, &files),
         ..Removals::default()
     };
     let remove = |f: &deltalake::kernel::LogicalFileView| Action::Remove(f.remove_action(true));
@@ -393,16 +387,16 @@ async fn removals(
         .filter(|m| meta.write_disposition == WriteDisposition::Merge && !m.is_empty());
     let candidates = match incoming {
         Some(_) => {
-            let existing: Vec<(String, u64)> = files
+            let started = std::time::Instant::now();
+            let existing = files
                 .iter()
                 .map(|f| (f.path().into_owned(), f.size().max(0) as u64))
                 .filter(|(path, _)| !(skip_own_files && is_own(path)))
-                .collect();
+                .collect::<Vec<_>>();
             let (id_table, id_files) = id_source.unwrap_or((table_name, staged));
-            let started = std::time::Instant::now();
-            let candidates =
-                files_maybe_holding(lake, table_name, key_column, &existing, id_table, id_files)
-                    .await?;
+            let probe =
+                files_maybe_holding(lake, table_name, key_column, &existing, id_table, id_files);
+            let candidates = probe.await?;
             out.probe_time = started.elapsed();
             candidates
         }
@@ -453,6 +447,18 @@ async fn removals(
         }
     }
     Ok(out)
+}
+
+/// Whether one of the load's files (`own`) is no longer among the table's `files`: the
+/// table's paths are gathered only when the load has files in it.
+fn own_file_gone(
+    own: Option<&HashSet<String>>,
+    files: &[deltalake::kernel::LogicalFileView],
+) -> bool {
+    own.filter(|own| !own.is_empty()).is_some_and(|own| {
+        let present: HashSet<String> = files.iter().map(|f| f.path().into_owned()).collect();
+        own.iter().any(|p| !present.contains(p))
+    })
 }
 
 /// Commits `actions` as the table's next version (creating the table when there is none),

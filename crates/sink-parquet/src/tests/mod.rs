@@ -40,11 +40,35 @@ async fn rows_at(
     key: &str,
     version: Option<u64>,
 ) -> BTreeMap<String, Vec<i64>> {
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for b in batches_at(lake, table, version).await {
+        let keys = b.column_by_name(key).unwrap().as_string::<i32>().clone();
+        let vals = b
+            .column_by_name("v")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
+        for i in 0..b.num_rows() {
+            out.entry(keys.value(i).to_owned())
+                .or_default()
+                .push(vals.value(i));
+        }
+    }
+    out.values_mut().for_each(|v| v.sort_unstable());
+    out
+}
+
+/// Every batch of a table's data files at `version` (the latest when `None`).
+async fn batches_at(
+    lake: &Lake,
+    table: &str,
+    version: Option<u64>,
+) -> Vec<arrow_array::RecordBatch> {
     let t = match version {
         Some(v) => lake.load_table_version(table, v).await.unwrap(),
         None => lake.load_table(table).await.unwrap().unwrap(),
     };
-    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut out = Vec::new();
     for f in t.snapshot().unwrap().log_data().iter() {
         let path = lake.file_path(table, &f.path());
         let bytes = lake
@@ -55,26 +79,12 @@ async fn rows_at(
             .bytes()
             .await
             .unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()
-            .unwrap()
-        {
-            let b = b.unwrap();
-            let keys = b.column_by_name(key).unwrap().as_string::<i32>().clone();
-            let vals = b
-                .column_by_name("v")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .clone();
-            for i in 0..b.num_rows() {
-                out.entry(keys.value(i).to_owned())
-                    .or_default()
-                    .push(vals.value(i));
-            }
-        }
+            .unwrap();
+        out.extend(reader.map(Result::unwrap));
     }
-    out.values_mut().for_each(|v| v.sort_unstable());
     out
 }
 
@@ -263,30 +273,13 @@ async fn a_record_again_in_a_later_checkpoint_replaces_its_children_there() {
     assert_eq!(children, vec![30, 40, 50, 70]);
     // One hash row per record.
     let hashes = crate::hash_table("events");
-    let t = lake.load_table(&hashes).await.unwrap().unwrap();
     let mut ids = Vec::new();
-    for f in t.snapshot().unwrap().log_data().iter() {
-        let path = lake.file_path(&hashes, &f.path());
-        let bytes = lake
-            .store()
-            .get(&path)
-            .await
+    for b in batches_at(&lake, &hashes, None).await {
+        let column = b
+            .column_by_name(transform::ROW_ID)
             .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap()
-        {
-            let b = b.unwrap();
-            let column = b
-                .column_by_name(transform::ROW_ID)
-                .unwrap()
-                .as_string::<i32>();
-            ids.extend(column.iter().flatten().map(str::to_owned));
-        }
+            .as_string::<i32>();
+        ids.extend(column.iter().flatten().map(str::to_owned));
     }
     ids.sort_unstable();
     let n = ids.len();
