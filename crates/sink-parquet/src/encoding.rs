@@ -119,6 +119,16 @@ fn rarely_repeats(sample: &dyn Array) -> bool {
     distinct * 2 > values
 }
 
+/// The size at which a column's data page is compressed and added to its row group. Every
+/// open column of every open file holds one page being filled, and closing it makes two
+/// more buffers of its size (the encoded and the compressed page): at parquet's default of
+/// 1 MiB these were the largest part of the sink's memory churn (by `perf record -e
+/// page-faults`, three quarters of the fresh pages a run touched). At 256 KiB the
+/// resident peak of a 200,000-event run fell from 183 to 158-164 MB and that of a
+/// 5,000,000-event run from 198 to 183 MB, with files 1% larger at most and no change in
+/// speed beyond the noise.
+pub(crate) const DATA_PAGE_BYTES: usize = 256 * 1024;
+
 /// The false-positive rate a key column's bloom filters are written for.
 pub(crate) const KEY_FILTER_FPP: f64 = 1e-7;
 
@@ -183,6 +193,7 @@ pub(crate) fn writer_properties(
         ))
         .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
         .set_max_row_group_bytes(Some(config.row_group_bytes.max(1)))
+        .set_data_page_size_limit(DATA_PAGE_BYTES)
         .build()
 }
 
