@@ -61,26 +61,7 @@ impl LoadWriter {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         for root in &roots {
-            let mut root_ids = self.tables.get_mut(&root.name).map(|w| {
-                let (last_page, repeated) = std::mem::take(&mut w.root_ids).into_pages();
-                RootIds {
-                    last_page,
-                    repeated,
-                    deleted: IdSet::default(),
-                }
-            });
-            if let (Some(ids), Some(column), Some(w)) = (
-                root_ids.as_mut(),
-                self.config.hard_delete_columns.get(&root.name),
-                self.tables.get(&root.name),
-            ) && root.write_disposition == WriteDisposition::Merge
-            {
-                ids.deleted = deleted_ids(&self.lake, &root.name, column, &w.staged, ids).await?;
-            }
-            let new_hashes = match root_ids.as_mut() {
-                Some(ids) => self.leave_out_unchanged(root, ids, &own_before).await?,
-                None => None,
-            };
+            let (root_ids, new_hashes) = self.root_ids_of(root, &own_before).await?;
             let group = self.tables_of(root, &existing);
             // The root's final staged files carry the load's root ids, which also say
             // which child files may hold rows to replace.
@@ -171,6 +152,32 @@ fn meta_without_rows(root: &Arc<TableMeta>, table: &str) -> Arc<TableMeta> {
 }
 
 impl LoadWriter {
+    /// The ids the load brings to `root` (`None`: it staged no rows there), with the ids its
+    /// hard-delete column deletes, and without the records whose stored copy is identical
+    /// ([`LoadWriter::leave_out_unchanged`], whose hash rows come second).
+    async fn root_ids_of(
+        &mut self,
+        root: &TableMeta,
+        own_before: &HashMap<String, HashSet<String>>,
+    ) -> Result<(Option<RootIds>, Option<(StringArray, StringArray)>)> {
+        let Some(w) = self.tables.get_mut(&root.name) else {
+            return Ok((None, None));
+        };
+        let (last_page, repeated) = std::mem::take(&mut w.root_ids).into_pages();
+        let mut ids = RootIds {
+            last_page,
+            repeated,
+            deleted: IdSet::default(),
+        };
+        if let Some(column) = self.config.hard_delete_columns.get(&root.name)
+            && root.write_disposition == WriteDisposition::Merge
+        {
+            ids.deleted = deleted_ids(&self.lake, &root.name, column, &w.staged, &ids).await?;
+        }
+        let new_hashes = self.leave_out_unchanged(root, &mut ids, own_before).await?;
+        Ok((Some(ids), new_hashes))
+    }
+
     /// Notes the files a commit added to `table` among the load's own (`own_files`).
     fn note_own_files(&self, table: &str, staged: &[StagedFile]) {
         if staged.is_empty() {

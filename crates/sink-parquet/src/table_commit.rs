@@ -394,9 +394,9 @@ async fn removals(
                 .filter(|(path, _)| !(skip_own_files && is_own(path)))
                 .collect::<Vec<_>>();
             let (id_table, id_files) = id_source.unwrap_or((table_name, staged));
-            let probe =
-                files_maybe_holding(lake, table_name, key_column, &existing, id_table, id_files);
-            let candidates = probe.await?;
+            let candidates =
+                files_maybe_holding(lake, table_name, key_column, &existing, id_table, id_files)
+                    .await?;
             out.probe_time = started.elapsed();
             candidates
         }
