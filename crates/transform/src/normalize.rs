@@ -941,20 +941,30 @@ impl Normalizer {
     /// A string value: a timestamp when it reads as one, text otherwise. A string whose
     /// node puts text and timestamps alike into its text column is not read as a timestamp:
     /// it lands there as its text either way (most strings; reading each was 2.6% of
-    /// normalization's instructions).
+    /// normalization's instructions), and goes there at once, without [`Normalizer::put`]
+    /// looking its slot up again (4000 events: 381.0M -> 366.1M instructions).
     #[inline(always)]
     fn put_text(&mut self, call: &mut Call, at: RowRef<'_>, node: u32, s: &str) -> Result<Flow> {
         let slots = &self.tables[at.table as usize].nodes[node as usize].slots;
-        let text_only = matches!(
-            (slots[kind_index(ColumnType::Text)], slots[kind_index(ColumnType::Timestamp)]),
+        match (
+            slots[kind_index(ColumnType::Text)],
+            slots[kind_index(ColumnType::Timestamp)],
+        ) {
             (Some(Slot::Column(p, ColumnType::Text)), Some(Slot::Column(q, ColumnType::Text)))
-                if p == q
-        );
-        let scalar = match (!text_only).then(|| parse_timestamp(s)).flatten() {
-            Some(micros) => Scalar::Timestamp(s, micros),
-            None => Scalar::Text(s),
-        };
-        self.put(call, at, node, scalar)
+                if p == q =>
+            {
+                // A text column takes any text: `fits` holds.
+                self.emit(call, at, p, ColumnType::Text, Scalar::Text(s));
+                Ok(Flow::Go)
+            }
+            _ => {
+                let scalar = match parse_timestamp(s) {
+                    Some(micros) => Scalar::Timestamp(s, micros),
+                    None => Scalar::Text(s),
+                };
+                self.put(call, at, node, scalar)
+            }
+        }
     }
 
     /// A value of node `node`, written into the content hash too while one is made.
@@ -1094,11 +1104,12 @@ impl Normalizer {
             self.count_discarded_value(at.table, node);
             return Ok(Flow::Go);
         };
-        let child_name = self.tables[child as usize].meta.name.clone();
+        // The table's shared metadata, not a copy of its name: a list costs no allocation.
+        let child_meta = self.tables[child as usize].meta.clone();
         for (list_idx, item) in value.elements().enumerate() {
             let child_row_id = row_id_hash(&[
                 at.row_id.as_bytes(),
-                child_name.as_bytes(),
+                child_meta.name.as_bytes(),
                 &(list_idx as u64).to_le_bytes(),
             ]);
             let child_at = self.start_child_row(call, at, child, child_row_id.as_str(), list_idx);
