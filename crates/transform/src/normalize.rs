@@ -1106,12 +1106,9 @@ impl Normalizer {
         };
         // The table's shared metadata, not a copy of its name: a list costs no allocation.
         let child_meta = self.tables[child as usize].meta.clone();
+        let mut row_ids = ListRowIds::new(at.row_id, &child_meta.name);
         for (list_idx, item) in value.elements().enumerate() {
-            let child_row_id = row_id_hash(&[
-                at.row_id.as_bytes(),
-                child_meta.name.as_bytes(),
-                &(list_idx as u64).to_le_bytes(),
-            ]);
+            let child_row_id = row_ids.of(list_idx);
             let child_at = self.start_child_row(call, at, child, child_row_id.as_str(), list_idx);
             let flow = match item.kind() {
                 Kind::Object => self.flatten_object(call, child_at, 0, item, depth + 1)?,
@@ -1706,6 +1703,64 @@ fn row_id_hash(parts: &[&[u8]]) -> Hex<32> {
     Hex::of(xxhash_rust::xxh3::xxh3_128(&buf[..at]))
 }
 
+/// The row ids of one list's items: [`row_id_hash`] of the parent's row id, the child
+/// table's name and the item's index, with the first two parts written once per list and
+/// each item's index written over the last eight bytes (building each item's parts anew
+/// took about 35 instructions more a row: 363.6M -> 361.2M over 4000 events).
+struct ListRowIds {
+    /// The parts as `row_id_hash` lays them out, on the stack when they fit.
+    short: [u8; ListRowIds::ROOM],
+    long: Vec<u8>,
+    len: usize,
+}
+
+impl ListRowIds {
+    const ROOM: usize = 128;
+
+    fn new(parent_row_id: &str, child_table: &str) -> Self {
+        let parts: [&[u8]; 3] = [
+            parent_row_id.as_bytes(),
+            child_table.as_bytes(),
+            &[0; 8], // the index, written by `of`
+        ];
+        let len: usize = parts.iter().map(|p| 8 + p.len()).sum();
+        let mut ids = ListRowIds {
+            short: [0; Self::ROOM],
+            long: if len > Self::ROOM {
+                vec![0; len]
+            } else {
+                Vec::new()
+            },
+            len,
+        };
+        let buf = ids.parts();
+        let mut at = 0;
+        for part in parts {
+            buf[at..at + 8].copy_from_slice(&(part.len() as u64).to_le_bytes());
+            buf[at + 8..at + 8 + part.len()].copy_from_slice(part);
+            at += 8 + part.len();
+        }
+        ids
+    }
+
+    fn parts(&mut self) -> &mut [u8] {
+        if self.len > Self::ROOM {
+            &mut self.long
+        } else {
+            &mut self.short[..self.len]
+        }
+    }
+
+    /// The row id of item `list_idx`.
+    #[inline]
+    fn of(&mut self, list_idx: usize) -> Hex<32> {
+        let buf = self.parts();
+        let n = buf.len();
+        buf[n - 8..].copy_from_slice(&(list_idx as u64).to_le_bytes());
+        Hex::of(xxhash_rust::xxh3::xxh3_128(buf))
+    }
+}
+
 /// Microseconds since the epoch of an ISO 8601 / RFC 3339 date-time with an offset.
 fn parse_timestamp(s: &str) -> Option<i64> {
     let b = s.as_bytes();
@@ -1814,6 +1869,26 @@ mod row_id_tests {
             row_id_hash(&[b"events", b"e1"]).as_str(),
             "e052424f4fc15e1eb04189e388c24739"
         );
+    }
+
+    #[test]
+    fn a_list_item_row_id_is_the_row_id_of_its_parts() {
+        let long_name = "t".repeat(200);
+        for (parent, table) in [
+            ("0123456789abcdef0123456789abcdef", "events__exceptions"),
+            ("", ""),
+            ("0123456789abcdef0123456789abcdef", long_name.as_str()),
+        ] {
+            let mut ids = super::ListRowIds::new(parent, table);
+            for idx in [0usize, 1, 7, 300, usize::MAX] {
+                let expected = row_id_hash(&[
+                    parent.as_bytes(),
+                    table.as_bytes(),
+                    &(idx as u64).to_le_bytes(),
+                ]);
+                assert_eq!(ids.of(idx).as_str(), expected.as_str(), "{table} {idx}");
+            }
+        }
     }
 }
 
