@@ -374,6 +374,23 @@ struct Node {
 }
 
 impl Node {
+    /// The column this node's strings go to as text whatever they read as: set when its
+    /// text and timestamp slots are one text column (see [`Normalizer::put_text`]).
+    #[inline(always)]
+    fn text_column(&self) -> Option<u32> {
+        match (
+            self.slots[kind_index(ColumnType::Text)],
+            self.slots[kind_index(ColumnType::Timestamp)],
+        ) {
+            (Some(Slot::Column(p, ColumnType::Text)), Some(Slot::Column(q, ColumnType::Text)))
+                if p == q =>
+            {
+                Some(p)
+            }
+            _ => None,
+        }
+    }
+
     fn new(name: String, pointer: String, hint: Option<ColumnHint>) -> Self {
         Node {
             name,
@@ -680,7 +697,8 @@ impl Normalizer {
                     content_hash::text(hash, text);
                 }
                 let node = self.child_node(at.table, 0, key);
-                flow = self.put_text(&mut call, at, node, text)?;
+                let text_column = self.tables[at.table as usize].nodes[node as usize].text_column();
+                flow = self.put_text(&mut call, at, node, text, text_column)?;
             }
             if let Some(hash) = call.hash.as_ref() {
                 let hash = content_hash::digest(hash);
@@ -901,8 +919,8 @@ impl Normalizer {
             // of normalization's instructions).
             let n = &self.tables[at.table as usize].nodes[node as usize];
             let flow = if value.kind() == Kind::String && n.hint.is_none() {
-                let is_primary_key = n.is_primary_key;
-                self.flatten_string(call, at, node, value, is_primary_key)?
+                let (is_primary_key, text_column) = (n.is_primary_key, n.text_column());
+                self.flatten_string(call, at, node, value, is_primary_key, text_column)?
             } else {
                 self.flatten_value(call, at, node, value, depth)?
             };
@@ -923,6 +941,7 @@ impl Normalizer {
         node: u32,
         value: Value<'_>,
         is_primary_key: bool,
+        text_column: Option<u32>,
     ) -> Result<Flow> {
         let s = match value.as_plain_str() {
             Some(plain) => Cow::Borrowed(plain),
@@ -934,7 +953,7 @@ impl Normalizer {
         if is_primary_key {
             self.put(call, at, node, Scalar::Text(&s))
         } else {
-            self.put_text(call, at, node, &s)
+            self.put_text(call, at, node, &s, text_column)
         }
     }
 
@@ -943,21 +962,24 @@ impl Normalizer {
     /// it lands there as its text either way (most strings; reading each was 2.6% of
     /// normalization's instructions), and goes there at once, without [`Normalizer::put`]
     /// looking its slot up again (4000 events: 381.0M -> 366.1M instructions).
+    /// `text_column` is the node's [`Node::text_column`], read by the caller with the node's
+    /// other facts.
     #[inline(always)]
-    fn put_text(&mut self, call: &mut Call, at: RowRef<'_>, node: u32, s: &str) -> Result<Flow> {
-        let slots = &self.tables[at.table as usize].nodes[node as usize].slots;
-        match (
-            slots[kind_index(ColumnType::Text)],
-            slots[kind_index(ColumnType::Timestamp)],
-        ) {
-            (Some(Slot::Column(p, ColumnType::Text)), Some(Slot::Column(q, ColumnType::Text)))
-                if p == q =>
-            {
+    fn put_text(
+        &mut self,
+        call: &mut Call,
+        at: RowRef<'_>,
+        node: u32,
+        s: &str,
+        text_column: Option<u32>,
+    ) -> Result<Flow> {
+        match text_column {
+            Some(p) => {
                 // A text column takes any text: `fits` holds.
                 self.emit(call, at, p, ColumnType::Text, Scalar::Text(s));
                 Ok(Flow::Go)
             }
-            _ => {
+            None => {
                 let scalar = match parse_timestamp(s) {
                     Some(micros) => Scalar::Timestamp(s, micros),
                     None => Scalar::Text(s),
@@ -977,7 +999,7 @@ impl Normalizer {
         depth: usize,
     ) -> Result<Flow> {
         let n = &self.tables[at.table as usize].nodes[node as usize];
-        let is_primary_key = n.is_primary_key;
+        let (is_primary_key, text_column) = (n.is_primary_key, n.text_column());
         match n.hint.as_ref().map(|h| (h.exclude, h.column_type)) {
             Some((true, _)) => {
                 if let Some(hash) = call.hash.as_mut() {
@@ -1036,7 +1058,7 @@ impl Normalizer {
                     None => Ok(Flow::Go),
                 }
             }
-            Kind::String => self.flatten_string(call, at, node, value, is_primary_key),
+            Kind::String => self.flatten_string(call, at, node, value, is_primary_key, text_column),
             Kind::Object => self.flatten_nested_object(call, at, node, value, depth),
             Kind::Array => self.flatten_list(call, at, node, value, depth),
         }
@@ -1159,8 +1181,16 @@ impl Normalizer {
             ),
             (system.root_id, ColumnType::Text, Scalar::Text(at.root_id)),
         ];
-        for (column, column_type, scalar) in columns {
-            self.emit(call, child_at, column, column_type, scalar);
+        if call.pending.is_some() {
+            for (column, column_type, scalar) in columns {
+                self.emit(call, child_at, column, column_type, scalar);
+            }
+        } else {
+            // Straight into the builders, the table's rows looked up once for the four.
+            let rows = call.rows(child);
+            for (column, column_type, scalar) in columns {
+                put_into(rows, &self.tables, child, column, column_type, row, scalar);
+            }
         }
         child_at
     }
