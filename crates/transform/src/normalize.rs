@@ -1128,9 +1128,9 @@ impl Normalizer {
         };
         // The table's shared metadata, not a copy of its name: a list costs no allocation.
         let child_meta = self.tables[child as usize].meta.clone();
-        let mut row_ids = ListRowIds::new(at.row_id, &child_meta.name);
+        let mut row_ids = RowIdParts::list_items(at.row_id, &child_meta.name);
         for (list_idx, item) in value.elements().enumerate() {
-            let child_row_id = row_ids.of(list_idx);
+            let child_row_id = row_ids.item(list_idx);
             let child_at = self.start_child_row(call, at, child, child_row_id.as_str(), list_idx);
             let flow = match item.kind() {
                 Kind::Object => self.flatten_object(call, child_at, 0, item, depth + 1)?,
@@ -1708,53 +1708,28 @@ pub fn primary_key_string(record: &serde_json::Value, primary_key: &str) -> Opti
 }
 
 /// A 128-bit row id, as 32 hex digits, from its parts: xxh3-128 of each part's length (8
-/// bytes, little-endian) and bytes, in order. The parts are copied into a buffer on the
-/// stack and hashed in one call (a streaming hasher fed part by part costs twice as much
-/// per row and gives the same digest; a part too long for the buffer takes that way).
+/// bytes, little-endian) and bytes, in order ([`RowIdParts`]).
 fn row_id_hash(parts: &[&[u8]]) -> Hex<32> {
-    // Room for a child row's parts with a table name of up to 64 bytes.
-    const ROOM: usize = 128;
-    let total: usize = parts.iter().map(|p| 8 + p.len()).sum();
-    if total > ROOM {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for part in parts {
-            hasher.update(&(part.len() as u64).to_le_bytes());
-            hasher.update(part);
-        }
-        return Hex::of(hasher.digest128());
-    }
-    let mut buf = [0u8; ROOM];
-    let mut at = 0;
-    for part in parts {
-        buf[at..at + 8].copy_from_slice(&(part.len() as u64).to_le_bytes());
-        buf[at + 8..at + 8 + part.len()].copy_from_slice(part);
-        at += 8 + part.len();
-    }
-    Hex::of(xxhash_rust::xxh3::xxh3_128(&buf[..at]))
+    RowIdParts::new(parts).digest()
 }
 
-/// The row ids of one list's items: [`row_id_hash`] of the parent's row id, the child
-/// table's name and the item's index, with the first two parts written once per list and
-/// each item's index written over the last eight bytes (building each item's parts anew
-/// took about 35 instructions more a row: 363.6M -> 361.2M over 4000 events).
-struct ListRowIds {
-    /// The parts as `row_id_hash` lays them out, on the stack when they fit.
-    short: [u8; ListRowIds::ROOM],
+/// The parts of a row id laid out as they are hashed, in a buffer on the stack when they fit
+/// (hashing them in one call: a streaming hasher fed part by part costs twice as much per
+/// row and gives the same digest).
+struct RowIdParts {
+    short: [u8; RowIdParts::ROOM],
+    /// The parts when they do not fit `short`.
     long: Vec<u8>,
     len: usize,
 }
 
-impl ListRowIds {
+impl RowIdParts {
+    /// Room for a child row's parts with a table name of up to 64 bytes.
     const ROOM: usize = 128;
 
-    fn new(parent_row_id: &str, child_table: &str) -> Self {
-        let parts: [&[u8]; 3] = [
-            parent_row_id.as_bytes(),
-            child_table.as_bytes(),
-            &[0; 8], // the index, written by `of`
-        ];
+    fn new(parts: &[&[u8]]) -> Self {
         let len: usize = parts.iter().map(|p| 8 + p.len()).sum();
-        let mut ids = ListRowIds {
+        let mut laid_out = RowIdParts {
             short: [0; Self::ROOM],
             long: if len > Self::ROOM {
                 vec![0; len]
@@ -1763,17 +1738,34 @@ impl ListRowIds {
             },
             len,
         };
-        let buf = ids.parts();
+        let buf = laid_out.bytes_mut();
         let mut at = 0;
         for part in parts {
             buf[at..at + 8].copy_from_slice(&(part.len() as u64).to_le_bytes());
             buf[at + 8..at + 8 + part.len()].copy_from_slice(part);
             at += 8 + part.len();
         }
-        ids
+        laid_out
     }
 
-    fn parts(&mut self) -> &mut [u8] {
+    /// The parts of the row ids of one list's items: the parent's row id, the child
+    /// table's name and the item's index, written once per list; [`RowIdParts::item`]
+    /// writes each item's index over the last eight bytes (building each item's parts anew
+    /// took about 35 instructions more a row: 363.6M -> 361.2M over 4000 events).
+    fn list_items(parent_row_id: &str, child_table: &str) -> Self {
+        RowIdParts::new(&[parent_row_id.as_bytes(), child_table.as_bytes(), &[0; 8]])
+    }
+
+    /// The row id of item `list_idx` of a list laid out by [`RowIdParts::list_items`].
+    #[inline]
+    fn item(&mut self, list_idx: usize) -> Hex<32> {
+        let buf = self.bytes_mut();
+        let n = buf.len();
+        buf[n - 8..].copy_from_slice(&(list_idx as u64).to_le_bytes());
+        Hex::of(xxhash_rust::xxh3::xxh3_128(buf))
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
         if self.len > Self::ROOM {
             &mut self.long
         } else {
@@ -1781,13 +1773,8 @@ impl ListRowIds {
         }
     }
 
-    /// The row id of item `list_idx`.
-    #[inline]
-    fn of(&mut self, list_idx: usize) -> Hex<32> {
-        let buf = self.parts();
-        let n = buf.len();
-        buf[n - 8..].copy_from_slice(&(list_idx as u64).to_le_bytes());
-        Hex::of(xxhash_rust::xxh3::xxh3_128(buf))
+    fn digest(&mut self) -> Hex<32> {
+        Hex::of(xxhash_rust::xxh3::xxh3_128(self.bytes_mut()))
     }
 }
 
@@ -1909,14 +1896,14 @@ mod row_id_tests {
             ("", ""),
             ("0123456789abcdef0123456789abcdef", long_name.as_str()),
         ] {
-            let mut ids = super::ListRowIds::new(parent, table);
+            let mut ids = super::RowIdParts::list_items(parent, table);
             for idx in [0usize, 1, 7, 300, usize::MAX] {
                 let expected = row_id_hash(&[
                     parent.as_bytes(),
                     table.as_bytes(),
                     &(idx as u64).to_le_bytes(),
                 ]);
-                assert_eq!(ids.of(idx).as_str(), expected.as_str(), "{table} {idx}");
+                assert_eq!(ids.item(idx).as_str(), expected.as_str(), "{table} {idx}");
             }
         }
     }
