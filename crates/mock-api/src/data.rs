@@ -23,6 +23,8 @@ fn mix(seed: u64, parts: &[u64]) -> u64 {
     mix_all(seed, parts.iter().copied())
 }
 
+/// [`mix`] over parts given one by one (an object id mixes its kind before its parts,
+/// without a vector of them).
 fn mix_all(seed: u64, parts: impl IntoIterator<Item = u64>) -> u64 {
     let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
     for p in parts {
