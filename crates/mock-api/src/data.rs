@@ -429,9 +429,7 @@ fn write_event_app(out: &mut String, rng: &mut fastrand::Rng, k: usize) {
     out.push_str(",\"A/B variant\":\"");
     out.push_str(["a", "b"][k % 2]);
     out.push_str("\",\"\":\"empty key\",\"trace id\":\"");
-    let mut digits = [0u8; 16];
-    hex_into(&mut digits, trace);
-    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+    push_hex::<16>(out, trace);
     out.push_str(concat!(
         "\"}},\"customDiagnostics\":{},",
         "\"request\":{\"url\":\"https://shop.example.com/item/"
@@ -524,6 +522,13 @@ fn push_breadcrumbs(out: &mut String, (seed, p, k): (u64, u64, usize), n_crumbs:
     }
 }
 
+/// `value`'s low `4 * N` bits as `N` lowercase hex digits ([`hex_into`]).
+fn push_hex<const N: usize>(out: &mut String, value: u64) {
+    let mut digits = [0u8; N];
+    hex_into(&mut digits, value);
+    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+}
+
 /// An integer's decimal digits.
 fn push_int(out: &mut String, n: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(n));
@@ -555,9 +560,7 @@ fn push_escaped(out: &mut String, s: &str) {
             c if (c as u32) < 0x20 => {
                 out.push_str(&s[start..i]);
                 out.push_str("\\u00");
-                let mut digits = [0u8; 2];
-                hex_into(&mut digits, u64::from(c));
-                out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+                push_hex::<2>(out, u64::from(c));
                 start = i + c.len_utf8();
                 continue;
             }
@@ -619,6 +622,15 @@ mod timestamp_tests {
             (3_489_408, 13_488_721_801_389_467_174),
             "the mock's events changed"
         );
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_reads_them() {
+        let raw = "a\"b\\c\nd\re\tf\u{1}g\u{1f}h é";
+        let mut text = String::new();
+        super::push_quoted(&mut text, raw);
+        assert_eq!(text, r#""a\"b\\c\nd\re\tf\u0001g\u001fh é""#);
+        assert_eq!(serde_json::from_str::<String>(&text).unwrap(), raw);
     }
 
     #[test]

@@ -1762,7 +1762,7 @@ impl RowIdParts {
         let buf = self.bytes_mut();
         let n = buf.len();
         buf[n - 8..].copy_from_slice(&(list_idx as u64).to_le_bytes());
-        Hex::of(xxhash_rust::xxh3::xxh3_128(buf))
+        self.digest()
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
