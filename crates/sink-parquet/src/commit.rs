@@ -1,8 +1,10 @@
 //! The commit of a load: per root table, the root, then its child tables, then its content
-//! hashes, one Delta commit each; a checkpoint is the same commit of what was staged so far.
+//! hashes, one Delta commit each, the roots at once; a checkpoint is the same commit of what
+//! was staged so far.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow_array::{Array, RecordBatch, StringArray};
 use arrow_schema::{Field, Schema};
@@ -28,7 +30,7 @@ impl LoadWriter {
         Ok(commits)
     }
 
-    /// [`LoadWriter::checkpoint`], pushing each commit into `commits` as it is made, so that
+    /// [`LoadWriter::checkpoint`], pushing every commit made into `commits`, so that
     /// a failure part-way still tells which tables moved.
     pub async fn checkpoint_into(&mut self, commits: &mut Vec<TableCommit>) -> Result<()> {
         let part = self.split_off(|root| root.write_disposition != WriteDisposition::Replace);
@@ -46,93 +48,192 @@ impl LoadWriter {
         Ok(commits)
     }
 
-    /// [`LoadWriter::commit`], pushing each commit into `commits` as it is made, so that a
-    /// failure part-way still tells which tables moved.
+    /// [`LoadWriter::commit`], pushing every commit made into `commits`, also when the
+    /// commit fails part-way, so that the caller still learns which tables moved.
+    ///
+    /// Each root's tables commit in their order (the root, its child tables, its hash
+    /// table), and the roots at once, each in a task of its own: they touch disjoint tables,
+    /// a table's commit mostly waits on the store (the end of a 40,000-event run spent 0.4 s
+    /// committing 20 tables one by one), and a merge's rewrites use another core. Once one
+    /// root's commit fails, the others start no further table's commit.
     pub async fn commit_into(mut self, commits: &mut Vec<TableCommit>) -> Result<()> {
         self.flush_all().await?;
-        let existing = self.lake.table_names().await?;
+        let existing: Arc<[String]> = self.lake.table_names().await?.into();
         check_files_present(&self.lake, &self.roots, &existing).await?;
-        let roots = self.roots.clone();
         // The files earlier checkpoints committed (a poisoned lock only means a panic
         // elsewhere; the names are still whole).
-        let own_before = self
-            .own_files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        for root in &roots {
-            let (root_ids, new_hashes) = self.root_ids_of(root, &own_before).await?;
-            let group = self.tables_of(root, &existing);
-            // The root's final staged files carry the load's root ids, which also say
-            // which child files may hold rows to replace.
-            let mut root_files: Vec<StagedFile> = Vec::new();
-            let mut root_version: Option<u64> = None;
-            let mut root_own_files_untouched = false;
-            for table in group {
-                let writer = self.tables.remove(&table);
-                let meta = match &writer {
-                    Some(w) => w.meta.clone(),
-                    None => meta_without_rows(root, &table),
-                };
-                let is_root = table == root.name;
-                let null_only = self
-                    .registry
-                    .as_ref()
-                    .map_or_else(Vec::new, |r| r.null_only_fields(&table));
-                let load = TableLoad {
-                    null_only: &null_only,
-                    lake: &self.lake,
-                    config: &self.config,
-                    load_id: &self.load_id,
-                    meta: &meta,
-                    root_ids: root_ids.as_ref(),
-                    id_source: (!is_root).then_some((root.name.as_str(), root_files.as_slice())),
-                    root_commit: root_version
-                        .filter(|_| !is_root)
-                        .map(|v| (root.name.as_str(), v)),
-                    own_files: own_before.get(&table),
-                    skip_own_files: if is_root {
-                        self.skip_own_root_files
-                    } else {
-                        root_own_files_untouched
-                    },
-                };
-                let Committed {
-                    commit: committed,
-                    staged,
-                    own_files_untouched,
-                } = commit_table(load, writer).await?;
-                if committed.is_some() {
-                    self.note_own_files(&table, &staged);
+        let own_before = Arc::new(
+            self.own_files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        );
+        let roots = self.roots.clone();
+        let made: Arc<Mutex<Vec<Vec<TableCommit>>>> =
+            Arc::new(Mutex::new(vec![Vec::new(); roots.len()]));
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut groups = tokio::task::JoinSet::new();
+        for (i, root) in roots.iter().enumerate() {
+            let group = self.split_off(|r| r.name == root.name);
+            let progress = RootProgress {
+                existing: existing.clone(),
+                own_before: own_before.clone(),
+                made: made.clone(),
+                slot: i,
+                failed: failed.clone(),
+            };
+            let commit: CommitFuture = Box::pin(group.commit_root(root.clone(), progress));
+            groups.spawn(commit);
+        }
+        let mut outcome = Ok(());
+        while let Some(joined) = groups.join_next().await {
+            let result = joined.unwrap_or_else(|e| {
+                Err(SinkError::Internal {
+                    message: format!("a root's commit stopped: {e}"),
+                })
+            });
+            if let Err(e) = result {
+                failed.store(true, Ordering::SeqCst);
+                if outcome.is_ok() {
+                    outcome = Err(e);
                 }
-                if is_root {
-                    root_own_files_untouched = own_files_untouched;
-                    root_files = staged;
-                    root_version = committed.as_ref().map(|c| c.version);
-                    #[cfg(test)]
-                    if let Some(pause) = self.pause_after_root {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                commits.extend(committed);
             }
-            // The load's id map (about 70 bytes an id) is not needed by the hash table's
-            // commit, which holds the hash rows and encodes them.
-            drop(root_ids);
-            if let Some((ids, hashes)) = new_hashes {
-                commits.extend(
-                    commit_hashes(
-                        (&self.lake, &self.config, &self.load_id),
-                        &self.root_names,
-                        &root.name,
-                        (ids, hashes),
-                        (&self.own_files, root_own_files_untouched),
-                    )
-                    .await?,
-                );
+        }
+        // In the roots' order, each root's tables in theirs, whichever finished first.
+        let made = std::mem::take(&mut *made.lock().unwrap_or_else(PoisonError::into_inner));
+        commits.extend(made.into_iter().flatten());
+        outcome
+    }
+
+    /// The commit of one root's tables (this writer holds that root alone): the root, then
+    /// its child tables, then its hash table, each commit noted in `progress` as made.
+    async fn commit_root(mut self, root: Arc<TableMeta>, progress: RootProgress) -> Result<()> {
+        let outcome = self.commit_root_tables(&root, &progress).await;
+        if outcome.is_err() {
+            progress.failed.store(true, Ordering::SeqCst);
+        }
+        outcome
+    }
+
+    /// The body of [`LoadWriter::commit_root`]: stops before a table's commit once another
+    /// root's commit failed.
+    async fn commit_root_tables(
+        &mut self,
+        root: &Arc<TableMeta>,
+        progress: &RootProgress,
+    ) -> Result<()> {
+        if progress.stopped() {
+            return Ok(());
+        }
+        let own_before = progress.own_before.as_ref();
+        let (root_ids, new_hashes) = self.root_ids_of(root, own_before).await?;
+        let group = self.tables_of(root, &progress.existing);
+        // The root's final staged files carry the load's root ids, which also say
+        // which child files may hold rows to replace.
+        let mut root_files: Vec<StagedFile> = Vec::new();
+        let mut root_version: Option<u64> = None;
+        let mut root_own_files_untouched = false;
+        for table in group {
+            if progress.stopped() {
+                return Ok(());
+            }
+            let writer = self.tables.remove(&table);
+            let meta = match &writer {
+                Some(w) => w.meta.clone(),
+                None => meta_without_rows(root, &table),
+            };
+            let is_root = table == root.name;
+            let null_only = self
+                .registry
+                .as_ref()
+                .map_or_else(Vec::new, |r| r.null_only_fields(&table));
+            let load = TableLoad {
+                null_only: &null_only,
+                lake: &self.lake,
+                config: &self.config,
+                load_id: &self.load_id,
+                meta: &meta,
+                root_ids: root_ids.as_ref(),
+                id_source: (!is_root).then_some((root.name.as_str(), root_files.as_slice())),
+                root_commit: root_version
+                    .filter(|_| !is_root)
+                    .map(|v| (root.name.as_str(), v)),
+                own_files: own_before.get(&table),
+                skip_own_files: if is_root {
+                    self.skip_own_root_files
+                } else {
+                    root_own_files_untouched
+                },
+            };
+            let Committed {
+                commit: committed,
+                staged,
+                own_files_untouched,
+            } = commit_table(load, writer).await?;
+            if committed.is_some() {
+                self.note_own_files(&table, &staged);
+            }
+            if is_root {
+                root_own_files_untouched = own_files_untouched;
+                root_files = staged;
+                root_version = committed.as_ref().map(|c| c.version);
+                #[cfg(test)]
+                if let Some(pause) = self.pause_after_root {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            progress.note(committed);
+        }
+        // The load's id map (about 70 bytes an id) is not needed by the hash table's
+        // commit, which holds the hash rows and encodes them.
+        drop(root_ids);
+        if let Some((ids, hashes)) = new_hashes {
+            if progress.stopped() {
+                return Ok(());
+            }
+            let committed = commit_hashes(
+                (&self.lake, &self.config, &self.load_id),
+                &self.root_names,
+                &root.name,
+                (ids, hashes),
+                (&self.own_files, root_own_files_untouched),
+            )
+            .await?;
+            for c in committed {
+                progress.note(Some(c));
             }
         }
         Ok(())
+    }
+}
+
+/// A root's commit as its task runs it.
+type CommitFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// What the roots' commits of one load share: what the lake held before, and where each
+/// notes its commits as it makes them.
+struct RootProgress {
+    /// The lake's tables before the load's commit.
+    existing: Arc<[String]>,
+    /// The files the load's earlier checkpoints committed, per table.
+    own_before: Arc<HashMap<String, HashSet<String>>>,
+    /// Per root, in the load's order of roots, the commits made.
+    made: Arc<Mutex<Vec<Vec<TableCommit>>>>,
+    /// This root's place in `made`.
+    slot: usize,
+    /// Set when a root's commit failed: the others start no further table's commit.
+    failed: Arc<AtomicBool>,
+}
+
+impl RootProgress {
+    fn stopped(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    fn note(&self, committed: Option<TableCommit>) {
+        if let Some(c) = committed {
+            self.made.lock().unwrap_or_else(PoisonError::into_inner)[self.slot].push(c);
+        }
     }
 }
 
@@ -306,65 +407,71 @@ const HASH_ROWS_PER_BATCH: usize = 8192;
 /// are each their own). `own`: the load's files of earlier checkpoints, and whether the
 /// root's commit left its earlier root files untouched (then their hash files hold none of
 /// these ids and are not probed).
-async fn commit_hashes(
-    into: (&Lake, &crate::ParquetSinkConfig, &str),
-    root_names: &[String],
-    root: &str,
+///
+/// Its future is boxed and named `Send` here: it commits through [`LoadWriter::commit`],
+/// whose roots' tasks come back to this function, and the compiler proves that cycle
+/// `Send` only where one link of it has a type of its own.
+fn commit_hashes<'a>(
+    into: (&'a Lake, &'a crate::ParquetSinkConfig, &'a str),
+    root_names: &'a [String],
+    root: &'a str,
     (ids, hashes): (StringArray, StringArray),
-    own: (&OwnFiles, bool),
-) -> Result<Vec<TableCommit>> {
-    let name = hash_table(root);
-    let meta = Arc::new(TableMeta {
-        name: name.clone(),
-        parent: None,
-        root: name.clone(),
-        primary_key: Some(ROW_ID.into()),
-        write_disposition: WriteDisposition::Merge,
-    });
-    let schema = Arc::new(Schema::new(vec![
-        Field::new(ROW_ID, arrow_schema::DataType::Utf8, false),
-        Field::new(LOAD_ID, arrow_schema::DataType::Utf8, false),
-        Field::new(HASH, arrow_schema::DataType::Utf8, false),
-    ]));
-    let mut writer = LoadWriter::new(
-        into.0.clone(),
-        into.1.clone(),
-        into.2.to_owned(),
-        vec![meta.clone()],
-    );
-    // The hash tables of the load's other roots are theirs (`_errlake_hashes_events__archive`
-    // is not a child of `_errlake_hashes_events`).
-    writer.root_names = root_names.iter().map(|r| hash_table(r)).collect();
-    writer.own_files = own.0.clone();
-    writer.skip_own_root_files = own.1;
-    // In slices, each with its own load id column: a column of the load id on every row
-    // of a checkpoint's 250,000 would take 10 MB at once.
-    let n = ids.len();
-    for start in (0..n).step_by(HASH_ROWS_PER_BATCH) {
-        let len = HASH_ROWS_PER_BATCH.min(n - start);
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(ids.slice(start, len)),
-                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                    into.2, len,
-                ))),
-                Arc::new(hashes.slice(start, len)),
-            ],
-        )
-        .map_err(|e| SinkError::Internal {
-            message: format!("hash table of `{root}`: {e}"),
-        })?;
-        writer
-            .write(
-                0,
-                vec![transform::TableBatch {
-                    table: meta.clone(),
-                    batch,
-                }],
+    own: (&'a OwnFiles, bool),
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<TableCommit>>> + Send + 'a>> {
+    Box::pin(async move {
+        let name = hash_table(root);
+        let meta = Arc::new(TableMeta {
+            name: name.clone(),
+            parent: None,
+            root: name.clone(),
+            primary_key: Some(ROW_ID.into()),
+            write_disposition: WriteDisposition::Merge,
+        });
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(ROW_ID, arrow_schema::DataType::Utf8, false),
+            Field::new(LOAD_ID, arrow_schema::DataType::Utf8, false),
+            Field::new(HASH, arrow_schema::DataType::Utf8, false),
+        ]));
+        let mut writer = LoadWriter::new(
+            into.0.clone(),
+            into.1.clone(),
+            into.2.to_owned(),
+            vec![meta.clone()],
+        );
+        // The hash tables of the load's other roots are theirs (`_errlake_hashes_events__archive`
+        // is not a child of `_errlake_hashes_events`).
+        writer.root_names = root_names.iter().map(|r| hash_table(r)).collect();
+        writer.own_files = own.0.clone();
+        writer.skip_own_root_files = own.1;
+        // In slices, each with its own load id column: a column of the load id on every row
+        // of a checkpoint's 250,000 would take 10 MB at once.
+        let n = ids.len();
+        for start in (0..n).step_by(HASH_ROWS_PER_BATCH) {
+            let len = HASH_ROWS_PER_BATCH.min(n - start);
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(ids.slice(start, len)),
+                    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                        into.2, len,
+                    ))),
+                    Arc::new(hashes.slice(start, len)),
+                ],
             )
-            .await?;
-    }
-    // The hash table has no hash column of its own, so this commit does not come back here.
-    Box::pin(writer.commit()).await
+            .map_err(|e| SinkError::Internal {
+                message: format!("hash table of `{root}`: {e}"),
+            })?;
+            writer
+                .write(
+                    0,
+                    vec![transform::TableBatch {
+                        table: meta.clone(),
+                        batch,
+                    }],
+                )
+                .await?;
+        }
+        // The hash table has no hash column of its own, so this commit does not come back here.
+        writer.commit().await
+    })
 }

@@ -251,11 +251,37 @@ impl LoadWriter {
     }
 
     /// Closes every open file.
+    ///
+    /// The tables close at once, each in a task of its own: closing a file encodes its last
+    /// row group, and at the end of a run, with the transform workers done, one task left
+    /// the other cores idle.
     pub(crate) async fn flush_all(&mut self) -> Result<()> {
-        for (name, writer) in &mut self.tables {
-            close(&self.lake, name, writer).await?;
+        let mut closing = tokio::task::JoinSet::new();
+        for (name, mut writer) in std::mem::take(&mut self.tables) {
+            let lake = self.lake.clone();
+            closing.spawn(async move {
+                let closed = close(&lake, &name, &mut writer).await;
+                (name, writer, closed)
+            });
         }
-        Ok(())
+        let mut outcome = Ok(());
+        while let Some(joined) = closing.join_next().await {
+            match joined {
+                Ok((name, writer, closed)) => {
+                    self.tables.insert(name, writer);
+                    if let (Err(e), Ok(())) = (closed, &outcome) {
+                        outcome = Err(e);
+                    }
+                }
+                Err(e) if outcome.is_ok() => {
+                    outcome = Err(SinkError::Internal {
+                        message: format!("closing a data file stopped: {e}"),
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        outcome
     }
 
     /// Leaves root table `root` and its child tables out of this load: their staged files

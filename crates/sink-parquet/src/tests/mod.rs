@@ -615,6 +615,82 @@ async fn a_root_named_like_a_child_of_another_root_keeps_its_rows() {
     }
 }
 
+/// The roots of a load commit at once: when one root's commit fails, the load fails with
+/// its error, that root and its child tables stay where they were, and every table that
+/// moved (another root may have committed meanwhile) is among the commits handed back.
+#[tokio::test]
+async fn a_failed_root_leaves_its_tables_and_every_commit_made_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let events = root(WriteDisposition::Merge);
+    let errors = Arc::new(TableMeta {
+        name: "errors".into(),
+        root: "errors".into(),
+        ..(*events).clone()
+    });
+    let tables = ["events", "events__items", "errors", "errors__items"];
+    let mut versions = BTreeMap::new();
+    for (n, v) in [json!(1), json!("one")].into_iter().enumerate() {
+        // The second load's normalizer does not know the lake: its `v` of events is text,
+        // where the table's is a number.
+        let registry = if n == 0 {
+            SchemaRegistry::default()
+        } else {
+            SchemaRegistry::new(std::collections::HashMap::from_iter(
+                lake.schemas()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|(t, _)| t.starts_with("errors")),
+            ))
+        };
+        let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
+        let load_id = uuid::Uuid::new_v4().to_string();
+        let mut writer = LoadWriter::new(
+            lake.clone(),
+            ParquetSinkConfig::default(),
+            load_id.clone(),
+            vec![events.clone(), errors.clone()],
+        );
+        for (seq, (meta, v)) in [(&events, v.clone()), (&errors, json!(n))]
+            .into_iter()
+            .enumerate()
+        {
+            let records = vec![json!({"id": "a", "v": v, "items": [{"v": 1}]})];
+            let batches = normalizer
+                .normalize(meta, &load_id, seq as u64, &records)
+                .unwrap();
+            writer.write(seq as u64, batches).await.unwrap();
+        }
+        let mut commits = Vec::new();
+        let outcome = writer.commit_into(&mut commits).await;
+        let mut now = BTreeMap::new();
+        for table in tables {
+            let version = lake.load_table(table).await.unwrap().unwrap().version();
+            now.insert(table, version.unwrap());
+        }
+        if n == 0 {
+            outcome.unwrap();
+            assert_eq!(commits.len(), 4 + 2, "four tables and two hash tables");
+        } else {
+            match outcome {
+                Err(SinkError::Schema { table, .. }) => assert_eq!(table, "events"),
+                other => panic!("expected the events table's schema error, got {other:?}"),
+            }
+            for table in tables {
+                let moved = now[table] != versions[table];
+                let told = commits.iter().any(|c| c.table == table);
+                assert_eq!(moved, told, "{table}: moved {moved}, told {told}");
+                assert!(
+                    !(table.starts_with("events") && moved),
+                    "{table} moved after its root's commit failed"
+                );
+            }
+        }
+        versions = now;
+    }
+}
+
 async fn stage(lake: &Lake, meta: &Arc<TableMeta>, pages: &[Vec<Value>]) -> LoadWriter {
     stage_with(lake, meta, pages, ParquetSinkConfig::default()).await
 }
