@@ -252,20 +252,30 @@ impl LoadWriter {
 
     /// Closes every open file.
     ///
-    /// The tables close at once, each in a task of its own: closing a file encodes its last
-    /// row group, and at the end of a run, with the transform workers done, one task left
-    /// the other cores idle.
+    /// As many files close at once as there are cores, each in a task of its own: closing a
+    /// file encodes its last row group, and at the end of a run, with the transform workers
+    /// done, one task left the other cores idle. Not more at once: each closing file holds
+    /// its encoded pages and upload parts until it is done, and closing all of a
+    /// checkpoint's files at once raised a 1,000,000-event run's peak by up to 30 MB.
     pub(crate) async fn flush_all(&mut self) -> Result<()> {
+        let at_once = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut waiting: Vec<(String, TableWriter)> =
+            std::mem::take(&mut self.tables).into_iter().collect();
         let mut closing = tokio::task::JoinSet::new();
-        for (name, mut writer) in std::mem::take(&mut self.tables) {
-            let lake = self.lake.clone();
-            closing.spawn(async move {
-                let closed = close(&lake, &name, &mut writer).await;
-                (name, writer, closed)
-            });
-        }
         let mut outcome = Ok(());
-        while let Some(joined) = closing.join_next().await {
+        loop {
+            while closing.len() < at_once
+                && let Some((name, mut writer)) = waiting.pop()
+            {
+                let lake = self.lake.clone();
+                closing.spawn(async move {
+                    let closed = close(&lake, &name, &mut writer).await;
+                    (name, writer, closed)
+                });
+            }
+            let Some(joined) = closing.join_next().await else {
+                break;
+            };
             match joined {
                 Ok((name, writer, closed)) => {
                     self.tables.insert(name, writer);
