@@ -106,22 +106,11 @@ impl LoadWriter {
     }
 
     /// The commit of one root's tables (this writer holds that root alone): the root, then
-    /// its child tables, then its hash table, each commit noted in `progress` as made.
+    /// its child tables, then its hash table, each commit noted in `progress` as made. It
+    /// stops before a table's commit once another root's commit failed (`commit_into` notes
+    /// a failure as soon as the failed task ends).
     async fn commit_root(mut self, root: Arc<TableMeta>, progress: RootProgress) -> Result<()> {
-        let outcome = self.commit_root_tables(&root, &progress).await;
-        if outcome.is_err() {
-            progress.failed.store(true, Ordering::SeqCst);
-        }
-        outcome
-    }
-
-    /// The body of [`LoadWriter::commit_root`]: stops before a table's commit once another
-    /// root's commit failed.
-    async fn commit_root_tables(
-        &mut self,
-        root: &Arc<TableMeta>,
-        progress: &RootProgress,
-    ) -> Result<()> {
+        let root = &root;
         if progress.stopped() {
             return Ok(());
         }

@@ -567,7 +567,6 @@ async fn a_merge_into_one_row_group_of_a_file_keeps_the_others() {
     assert!(!items.values().flatten().any(|v| *v == 170));
 }
 
-/// Writes one load's pages without committing it.
 /// A root whose name begins with another root's name and `__` is a table of its own: the
 /// other root's merge neither sweeps it in as a child nor removes its children.
 #[tokio::test]
@@ -575,30 +574,17 @@ async fn a_root_named_like_a_child_of_another_root_keeps_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
     let events = root(WriteDisposition::Merge);
-    let archive = Arc::new(TableMeta {
-        name: "events__archive".into(),
-        root: "events__archive".into(),
-        ..(*events).clone()
-    });
+    let archive = another_root(&events, "events__archive");
     for v in [1, 2] {
         let registry = SchemaRegistry::new(lake.schemas().await.unwrap());
-        let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
-        let load_id = uuid::Uuid::new_v4().to_string();
-        let mut writer = LoadWriter::new(
-            lake.clone(),
-            ParquetSinkConfig::default(),
-            load_id.clone(),
-            vec![events.clone(), archive.clone()],
-        );
         // The same ids in both roots, so that their rows' keys are the same too.
-        for (seq, meta) in [&events, &archive].into_iter().enumerate() {
-            let records = vec![json!({"id": "a", "v": v, "items": [{"v": 10 * v}]})];
-            let batches = normalizer
-                .normalize(meta, &load_id, seq as u64, &records)
-                .unwrap();
-            writer.write(seq as u64, batches).await.unwrap();
-        }
-        writer.commit().await.unwrap();
+        let record = json!({"id": "a", "v": v, "items": [{"v": 10 * v}]});
+        let pages = [(&events, record.clone()), (&archive, record)];
+        stage_roots(&lake, registry, &pages)
+            .await
+            .commit()
+            .await
+            .unwrap();
     }
     for table in ["events", "events__archive"] {
         assert_eq!(
@@ -623,11 +609,7 @@ async fn a_failed_root_leaves_its_tables_and_every_commit_made_is_told() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
     let events = root(WriteDisposition::Merge);
-    let errors = Arc::new(TableMeta {
-        name: "errors".into(),
-        root: "errors".into(),
-        ..(*events).clone()
-    });
+    let errors = another_root(&events, "errors");
     let tables = ["events", "events__items", "errors", "errors__items"];
     let mut versions = BTreeMap::new();
     for (n, v) in [json!(1), json!("one")].into_iter().enumerate() {
@@ -644,24 +626,11 @@ async fn a_failed_root_leaves_its_tables_and_every_commit_made_is_told() {
                     .filter(|(t, _)| t.starts_with("errors")),
             ))
         };
-        let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
-        let load_id = uuid::Uuid::new_v4().to_string();
-        let mut writer = LoadWriter::new(
-            lake.clone(),
-            ParquetSinkConfig::default(),
-            load_id.clone(),
-            vec![events.clone(), errors.clone()],
-        );
-        for (seq, (meta, v)) in [(&events, v.clone()), (&errors, json!(n))]
-            .into_iter()
-            .enumerate()
-        {
-            let records = vec![json!({"id": "a", "v": v, "items": [{"v": 1}]})];
-            let batches = normalizer
-                .normalize(meta, &load_id, seq as u64, &records)
-                .unwrap();
-            writer.write(seq as u64, batches).await.unwrap();
-        }
+        let pages = [
+            (&events, json!({"id": "a", "v": v, "items": [{"v": 1}]})),
+            (&errors, json!({"id": "a", "v": n, "items": [{"v": 1}]})),
+        ];
+        let writer = stage_roots(&lake, registry, &pages).await;
         let mut commits = Vec::new();
         let outcome = writer.commit_into(&mut commits).await;
         let mut now = BTreeMap::new();
@@ -691,6 +660,41 @@ async fn a_failed_root_leaves_its_tables_and_every_commit_made_is_told() {
     }
 }
 
+/// A root table like `of` (its key and disposition) named `name`.
+fn another_root(of: &Arc<TableMeta>, name: &str) -> Arc<TableMeta> {
+    Arc::new(TableMeta {
+        name: name.into(),
+        root: name.into(),
+        ..(**of).clone()
+    })
+}
+
+/// Writes one load of several roots without committing it: each `(root, record)` is a
+/// page of its own, normalized against `registry`.
+async fn stage_roots(
+    lake: &Lake,
+    registry: SchemaRegistry,
+    pages: &[(&Arc<TableMeta>, Value)],
+) -> LoadWriter {
+    let mut normalizer = Normalizer::new(NormalizeConfig::default(), registry);
+    let load_id = uuid::Uuid::new_v4().to_string();
+    let roots = pages.iter().map(|(meta, _)| (*meta).clone()).collect();
+    let mut writer = LoadWriter::new(
+        lake.clone(),
+        ParquetSinkConfig::default(),
+        load_id.clone(),
+        roots,
+    );
+    for (seq, (meta, record)) in pages.iter().enumerate() {
+        let batches = normalizer
+            .normalize(meta, &load_id, seq as u64, std::slice::from_ref(record))
+            .unwrap();
+        writer.write(seq as u64, batches).await.unwrap();
+    }
+    writer
+}
+
+/// Writes one load's pages without committing it.
 async fn stage(lake: &Lake, meta: &Arc<TableMeta>, pages: &[Vec<Value>]) -> LoadWriter {
     stage_with(lake, meta, pages, ParquetSinkConfig::default()).await
 }
