@@ -603,7 +603,8 @@ async fn a_root_named_like_a_child_of_another_root_keeps_its_rows() {
 
 /// The roots of a load commit at once: when one root's commit fails, the load fails with
 /// its error, that root and its child tables stay where they were, and every table that
-/// moved (another root may have committed meanwhile) is among the commits handed back.
+/// moved (another root may have committed meanwhile) is among the commits handed back;
+/// nothing the failed root staged is left behind.
 #[tokio::test]
 async fn a_failed_root_leaves_its_tables_and_every_commit_made_is_told() {
     let dir = tempfile::tempdir().unwrap();
@@ -646,6 +647,9 @@ async fn a_failed_root_leaves_its_tables_and_every_commit_made_is_told() {
                 Err(SinkError::Schema { table, .. }) => assert_eq!(table, "events"),
                 other => panic!("expected the events table's schema error, got {other:?}"),
             }
+            // The hash file written while the root committed is deleted with its failure:
+            // the first load's file alone is left.
+            assert_eq!(parquet_files(dir.path(), "_errlake_hashes_events"), 1);
             for table in tables {
                 let moved = now[table] != versions[table];
                 let told = commits.iter().any(|c| c.table == table);
