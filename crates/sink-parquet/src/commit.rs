@@ -121,8 +121,9 @@ impl LoadWriter {
         }
         let (root_ids, new_hashes) = self.root_ids_of(&root, &progress.own_before).await?;
         let hash_file = new_hashes.map(|rows| {
-            let writer = self.hash_writer(&root.name);
-            tokio::spawn(stage_hashes(writer, root.name.clone(), rows))
+            let meta = hash_table_meta(&root.name);
+            let writer = self.hash_writer(meta.clone());
+            tokio::spawn(stage_hashes(writer, meta, rows))
         });
         let tables = self.commit_root_tables(&root, root_ids, &progress).await;
         let hash_file = match hash_file {
@@ -227,17 +228,10 @@ impl LoadWriter {
         Ok(root_own_files_untouched)
     }
 
-    /// A writer for the hash table of `root`, under this load (the root names of the load
-    /// tell which of the lake's tables are the hash table's: `_errlake_hashes_events__archive`
-    /// is not a child of `_errlake_hashes_events`).
-    fn hash_writer(&self, root: &str) -> LoadWriter {
-        let meta = Arc::new(TableMeta {
-            name: hash_table(root),
-            parent: None,
-            root: hash_table(root),
-            primary_key: Some(ROW_ID.into()),
-            write_disposition: WriteDisposition::Merge,
-        });
+    /// A writer for a root's hash table (`meta`), under this load (the root names of the
+    /// load tell which of the lake's tables are the hash table's:
+    /// `_errlake_hashes_events__archive` is not a child of `_errlake_hashes_events`).
+    fn hash_writer(&self, meta: Arc<TableMeta>) -> LoadWriter {
         let mut writer = LoadWriter::new(
             self.lake.clone(),
             self.config.clone(),
@@ -445,69 +439,70 @@ async fn check_files_present(
 /// Rows of the hash table per batch written.
 const HASH_ROWS_PER_BATCH: usize = 8192;
 
-/// Writes a root's `(row id, content hash)` rows into `writer` (a [`LoadWriter::hash_writer`])
-/// as its hash table's staged file, which [`commit_hashes`] then commits. On failure, what
-/// was staged is deleted.
+/// The hash table of root table `root`: merged on its row id.
+fn hash_table_meta(root: &str) -> Arc<TableMeta> {
+    Arc::new(TableMeta {
+        name: hash_table(root),
+        parent: None,
+        root: hash_table(root),
+        primary_key: Some(ROW_ID.into()),
+        write_disposition: WriteDisposition::Merge,
+    })
+}
+
+/// Writes a root's `(row id, content hash)` rows into `writer` (a [`LoadWriter::hash_writer`]
+/// of the hash table `meta`) as its staged file, which [`commit_hashes`] then commits. On
+/// failure, what was staged is deleted.
 async fn stage_hashes(
     mut writer: LoadWriter,
-    root: String,
-    (ids, hashes): (StringArray, StringArray),
+    meta: Arc<TableMeta>,
+    rows: (StringArray, StringArray),
 ) -> Result<LoadWriter> {
-    let Some(meta) = writer.roots.first().cloned() else {
-        return Err(SinkError::Internal {
-            message: format!("the hash table writer of `{root}` has no table"),
-        });
-    };
-    let schema = Arc::new(Schema::new(vec![
-        Field::new(ROW_ID, arrow_schema::DataType::Utf8, false),
-        Field::new(LOAD_ID, arrow_schema::DataType::Utf8, false),
-        Field::new(HASH, arrow_schema::DataType::Utf8, false),
-    ]));
-    let load_id = writer.load_id.clone();
-    let mut written = Ok(());
-    // In slices, each with its own load id column: a column of the load id on every row of
-    // a checkpoint's 250,000 would take 10 MB at once.
-    let n = ids.len();
-    for start in (0..n).step_by(HASH_ROWS_PER_BATCH) {
-        let len = HASH_ROWS_PER_BATCH.min(n - start);
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(ids.slice(start, len)),
-                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                    &load_id, len,
-                ))),
-                Arc::new(hashes.slice(start, len)),
-            ],
-        )
-        .map_err(|e| SinkError::Internal {
-            message: format!("hash table of `{root}`: {e}"),
-        });
-        let table = meta.clone();
-        written = match batch {
-            Ok(batch) => {
-                writer
-                    .write(0, vec![transform::TableBatch { table, batch }])
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if written.is_err() {
-            break;
-        }
-    }
-    // The rows are in the writer's file now; the arrays go before it closes.
-    drop((ids, hashes));
-    if written.is_ok() {
-        written = writer.flush_all().await;
-    }
-    match written {
+    match write_hashes(&mut writer, meta, rows).await {
         Ok(()) => Ok(writer),
         Err(e) => {
             writer.abort().await;
             Err(e)
         }
     }
+}
+
+/// The rows of [`stage_hashes`], written and their file closed.
+async fn write_hashes(
+    writer: &mut LoadWriter,
+    meta: Arc<TableMeta>,
+    (ids, hashes): (StringArray, StringArray),
+) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(ROW_ID, arrow_schema::DataType::Utf8, false),
+        Field::new(LOAD_ID, arrow_schema::DataType::Utf8, false),
+        Field::new(HASH, arrow_schema::DataType::Utf8, false),
+    ]));
+    // In slices, each with its own load id column: a column of the load id on every row of
+    // a checkpoint's 250,000 would take 10 MB at once.
+    let n = ids.len();
+    for start in (0..n).step_by(HASH_ROWS_PER_BATCH) {
+        let len = HASH_ROWS_PER_BATCH.min(n - start);
+        let load_ids = std::iter::repeat_n(writer.load_id.as_str(), len);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(ids.slice(start, len)),
+                Arc::new(StringArray::from_iter_values(load_ids)),
+                Arc::new(hashes.slice(start, len)),
+            ],
+        )
+        .map_err(|e| SinkError::Internal {
+            message: format!("hash table `{}`: {e}", meta.name),
+        })?;
+        let table = meta.clone();
+        writer
+            .write(0, vec![transform::TableBatch { table, batch }])
+            .await?;
+    }
+    // The rows are in the writer's file now; the arrays go before it closes.
+    drop((ids, hashes));
+    writer.flush_all().await
 }
 
 /// Merges a root's staged hash file ([`stage_hashes`]) into its hash table. The writer's
