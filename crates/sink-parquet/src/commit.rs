@@ -6,12 +6,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_array::{RecordBatch, StringArray};
 use arrow_schema::{Field, Schema};
 
 use transform::{CONTENT_HASH, LOAD_ID, ROW_ID, TableMeta, WriteDisposition};
 
 use crate::columns::root_key_column;
+use crate::hash_rows::HashRows;
 use crate::lake::Lake;
 use crate::load_ids::{HASH, RootIds, deleted_ids, hash_table, unchanged_ids};
 use crate::rewrite::without_rows;
@@ -297,7 +298,7 @@ impl LoadWriter {
         &mut self,
         root: &TableMeta,
         own_before: &HashMap<String, HashSet<String>>,
-    ) -> Result<(Option<RootIds>, Option<(StringArray, StringArray)>)> {
+    ) -> Result<(Option<RootIds>, Option<HashRows>)> {
         let Some(w) = self.tables.get_mut(&root.name) else {
             return Ok((None, None));
         };
@@ -345,7 +346,7 @@ impl LoadWriter {
         root: &TableMeta,
         ids: &mut RootIds,
         own_before: &HashMap<String, HashSet<String>>,
-    ) -> Result<Option<(StringArray, StringArray)>> {
+    ) -> Result<Option<HashRows>> {
         let Some(w) = self.tables.get(&root.name) else {
             return Ok(None);
         };
@@ -381,7 +382,7 @@ impl LoadWriter {
                 tw.staged = kept;
             }
         }
-        Ok(Some(rows).filter(|(ids, _)| !ids.is_empty()))
+        Ok(Some(rows).filter(|rows| !rows.is_empty()))
     }
 
     /// A root's tables in commit order: the root first, then its child tables, written this
@@ -456,7 +457,7 @@ fn hash_table_meta(root: &str) -> Arc<TableMeta> {
 async fn stage_hashes(
     mut writer: LoadWriter,
     meta: Arc<TableMeta>,
-    rows: (StringArray, StringArray),
+    rows: HashRows,
 ) -> Result<LoadWriter> {
     match write_hashes(&mut writer, meta, rows).await {
         Ok(()) => Ok(writer),
@@ -468,11 +469,7 @@ async fn stage_hashes(
 }
 
 /// The rows of [`stage_hashes`], written and their file closed.
-async fn write_hashes(
-    writer: &mut LoadWriter,
-    meta: Arc<TableMeta>,
-    (ids, hashes): (StringArray, StringArray),
-) -> Result<()> {
+async fn write_hashes(writer: &mut LoadWriter, meta: Arc<TableMeta>, rows: HashRows) -> Result<()> {
     let schema = Arc::new(Schema::new(vec![
         Field::new(ROW_ID, arrow_schema::DataType::Utf8, false),
         Field::new(LOAD_ID, arrow_schema::DataType::Utf8, false),
@@ -480,16 +477,17 @@ async fn write_hashes(
     ]));
     // In slices, each with its own load id column: a column of the load id on every row of
     // a checkpoint's 250,000 would take 10 MB at once.
-    let n = ids.len();
+    let n = rows.len();
     for start in (0..n).step_by(HASH_ROWS_PER_BATCH) {
         let len = HASH_ROWS_PER_BATCH.min(n - start);
         let load_ids = std::iter::repeat_n(writer.load_id.as_str(), len);
+        let (ids, hashes) = rows.columns(start, len);
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(ids.slice(start, len)),
+                Arc::new(ids),
                 Arc::new(StringArray::from_iter_values(load_ids)),
-                Arc::new(hashes.slice(start, len)),
+                Arc::new(hashes),
             ],
         )
         .map_err(|e| SinkError::Internal {
@@ -500,8 +498,8 @@ async fn write_hashes(
             .write(0, vec![transform::TableBatch { table, batch }])
             .await?;
     }
-    // The rows are in the writer's file now; the arrays go before it closes.
-    drop((ids, hashes));
+    // The rows are in the writer's file now; they go before it closes.
+    drop(rows);
     writer.flush_all().await
 }
 

@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 
-use arrow_array::StringArray;
 use arrow_array::cast::AsArray;
 use futures::TryStreamExt;
 use parquet::arrow::ProjectionMask;
@@ -102,7 +101,7 @@ pub(crate) async fn unchanged_ids(
     staged: &[StagedFile],
     ids: &RootIds,
     not_read: Option<&HashSet<String>>,
-) -> Result<(IdSet, (StringArray, StringArray))> {
+) -> Result<(IdSet, HashRows)> {
     let mut incoming =
         HashRowsBuilder::with_capacity(staged.iter().map(|f| f.n_rows as usize).sum());
     for f in staged {
@@ -117,7 +116,7 @@ pub(crate) async fn unchanged_ids(
         })
         .await?;
     }
-    let incoming = incoming.finish();
+    let mut incoming = incoming.finish()?;
     // Another writer's merge of the hash table (another shard, a concurrent run) may replace
     // and delete a file of the version read here: read the new version then.
     let mut attempt = 0;
@@ -130,8 +129,8 @@ pub(crate) async fn unchanged_ids(
             read => break read?,
         }
     };
-    let rows = incoming.columns_without(|k| unchanged.contains(&k))?;
-    Ok((unchanged, rows))
+    incoming.remove(|k| unchanged.contains(&k))?;
+    Ok((unchanged, incoming))
 }
 
 /// How many times the hash table is read while other writers keep replacing its files.
@@ -164,8 +163,8 @@ async fn stored_unchanged(
                 size: *size,
                 row_groups: row_groups.as_deref(),
             };
-            for_each_id_with(lake, &hashes, file, HASH, |k, _, h| {
-                if !h.is_empty() && incoming.hash_of(k) == Some(h) {
+            for_each_id_with(lake, &hashes, file, HASH, |k, id, h| {
+                if incoming.has_hash(k, id, h) {
                     unchanged.insert(k);
                 }
             })
