@@ -45,6 +45,7 @@ pub(crate) async fn execute(
     options.full_refresh = flags.full_refresh.clone();
     options.keep_going = flags.keep_going;
     options.adopt_foreign_files = flags.adopt_foreign_files;
+    options.release_memory = Some(crate::release_freed_memory);
     let live = source_errors::LiveStats::default();
     let http = Arc::new(OnceLock::new());
     options.live = Some(live.clone());

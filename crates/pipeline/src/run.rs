@@ -50,6 +50,10 @@ pub struct RunOptions {
     /// `client.rate_limit.requests_per_minute`. Unset, a split run takes the file's budget
     /// divided by the number of shards (a budget is per token, and the shards share one).
     pub requests_per_minute: Option<u32>,
+    /// Called each time a checkpoint or the final commit has closed its data files: the
+    /// program's hook to hand its allocator's freed pages back to the system (see
+    /// [`LoadWriter::releasing_memory_with`]).
+    pub release_memory: Option<fn()>,
 }
 
 /// A handle that stops a run gracefully; clones share it.
@@ -204,6 +208,9 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
     // Stage: one writer per table, fed by one task, committing at checkpoints.
     let mut sink = Sink::new(pipeline, &lake, &registry, &load_id, tables, stored);
     sink.shard = options.shard;
+    if let Some(release) = options.release_memory {
+        sink.writer = sink.writer.take().map(|w| w.releasing_memory_with(release));
+    }
     let sink_task = tokio::spawn(sink.land_all(batches_rx));
 
     let mut ended = Ended::join(source_task, workers, sink_task).await?;

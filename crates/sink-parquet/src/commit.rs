@@ -59,6 +59,9 @@ impl LoadWriter {
     /// root's commit fails, the others start no further table's commit.
     pub async fn commit_into(mut self, commits: &mut Vec<TableCommit>) -> Result<()> {
         self.flush_all().await?;
+        if let Some(release) = self.release_memory {
+            release();
+        }
         let existing: Arc<[String]> = self.lake.table_names().await?.into();
         check_files_present(&self.lake, &self.roots, &existing).await?;
         // The files earlier checkpoints committed (a poisoned lock only means a panic

@@ -93,6 +93,8 @@ pub struct LoadWriter {
     /// in the load's earlier root files: their hash rows are in the load's earlier hash
     /// files, and only theirs).
     pub(crate) skip_own_root_files: bool,
+    /// Called once a commit's files have closed (see [`LoadWriter::releasing_memory_with`]).
+    pub(crate) release_memory: Option<fn()>,
     /// Tests: a pause between a root table's commit and its children's, to let another
     /// writer in.
     #[cfg(test)]
@@ -121,6 +123,7 @@ impl LoadWriter {
             registry: None,
             own_files: Arc::default(),
             skip_own_root_files: false,
+            release_memory: None,
             #[cfg(test)]
             pause_after_root: None,
         }
@@ -152,9 +155,23 @@ impl LoadWriter {
             registry: self.registry.clone(),
             own_files: self.own_files.clone(),
             skip_own_root_files: self.skip_own_root_files,
+            release_memory: self.release_memory,
             #[cfg(test)]
             pause_after_root: self.pause_after_root,
         }
+    }
+
+    /// Calls `release` each time a commit or checkpoint has closed its files, before it
+    /// reads anything back: the program's hook to hand the memory its allocator keeps back
+    /// to the system (jemalloc's purge, glibc's `malloc_trim`).
+    ///
+    /// Closing a checkpoint's files frees their row groups, tens of megabytes at once, while
+    /// the checkpoint goes on to read its root ids back and commit. An allocator that
+    /// returns freed pages on a timer still counts them then, and the new reads came on top:
+    /// a 1,000,000-event run's peak was at its first checkpoint, 20 MB over the streaming.
+    pub fn releasing_memory_with(mut self, release: fn()) -> Self {
+        self.release_memory = Some(release);
+        self
     }
 
     /// The load id.

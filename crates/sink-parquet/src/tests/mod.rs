@@ -209,6 +209,60 @@ async fn merge_replaces_rows_and_their_children_and_the_later_page_wins() {
     );
 }
 
+/// The program's memory hook ([`LoadWriter::releasing_memory_with`]) runs once per
+/// checkpoint and once at the commit, each time after the files closed: the file just
+/// staged is on disk when it runs.
+#[tokio::test]
+async fn the_memory_hook_runs_once_a_commits_files_have_closed() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static DIR: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+    static FILES_SEEN: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    fn release() {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        if let Some(dir) = DIR.lock().unwrap().as_ref() {
+            FILES_SEEN.lock().unwrap().push(parquet_files(dir, "events"));
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    *DIR.lock().unwrap() = Some(dir.path().to_owned());
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    let mut normalizer = Normalizer::new(NormalizeConfig::default(), SchemaRegistry::default());
+    let load_id = uuid::Uuid::new_v4().to_string();
+    let mut writer = LoadWriter::new(
+        lake.clone(),
+        ParquetSinkConfig::default(),
+        load_id.clone(),
+        vec![m.clone()],
+    )
+    .releasing_memory_with(release);
+    let pages = [
+        vec![json!({"id": "a", "v": 1})],
+        vec![json!({"id": "b", "v": 2})],
+    ];
+    for (seq, records) in pages.iter().enumerate() {
+        let batches = normalizer
+            .normalize(&m, &load_id, seq as u64, records)
+            .unwrap();
+        writer.write(seq as u64, batches).await.unwrap();
+        if seq == 0 {
+            writer.checkpoint().await.unwrap();
+            assert_eq!(CALLS.load(Ordering::SeqCst), 1, "once at the checkpoint");
+        }
+    }
+    writer.commit().await.unwrap();
+    assert_eq!(CALLS.load(Ordering::SeqCst), 2, "once more at the commit");
+    // Each time, the file just closed was on disk beside those committed before.
+    assert_eq!(*FILES_SEEN.lock().unwrap(), vec![1, 2]);
+    assert_eq!(
+        rows(&lake, "events", "id").await,
+        BTreeMap::from([("a".into(), vec![1]), ("b".into(), vec![2])])
+    );
+}
+
 /// Checkpoints leave the load's earlier child and hash files out of the merge's probe while
 /// the root's commit finds no incoming id in the load's earlier root files (and its earlier
 /// hash files out of the unchanged-record lookup); a record that comes again in a later
