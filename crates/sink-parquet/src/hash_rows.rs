@@ -12,9 +12,8 @@ use crate::{Result, SinkError};
 ///
 /// Row ids and hashes are the normalizer's digests, 32 and 16 lowercase hex digits: held as
 /// their bytes, sorted by id, a record takes 32 bytes (250,000 records at a checkpoint, 8 MB).
-/// Held as text with a sorted index of id keys, as any other ids are, it took 88, and that
-/// came at every checkpoint, while the checkpoint's files were closing: the peak of a
-/// 1,000,000-event run.
+/// Held as text with a sorted index of id keys, as any other ids are, it took 88, on top of
+/// the streaming working set at every checkpoint.
 pub(crate) struct HashRows {
     rows: Rows,
 }
@@ -103,11 +102,12 @@ impl HashRowsBuilder {
         let mut ids = StringBuilder::with_capacity(rows, rows * 32);
         let mut hashes = StringBuilder::with_capacity(rows, rows * 16);
         let mut keys = Vec::with_capacity(rows);
+        let mut buf = [0u8; 48];
         for row in packed {
-            let (id, hash) = row.text();
-            keys.push((id_key(&id), keys.len() as u32));
-            ids.append_value(&id);
-            hashes.append_value(&hash);
+            let (id, hash) = row.text(&mut buf);
+            keys.push((id_key(id), keys.len() as u32));
+            ids.append_value(id);
+            hashes.append_value(hash);
         }
         self.rows = BuildRows::Text(Box::new(TextBuilder { ids, hashes, keys }));
     }
@@ -174,14 +174,16 @@ impl PackedRow {
         })
     }
 
-    /// The row's id and hash as text, as they were read.
-    fn text(&self) -> (String, String) {
+    /// The row's id and hash as text, as they were read, written into `buf`.
+    fn text<'b>(&self, buf: &'b mut [u8; 48]) -> (&'b str, &'b str) {
+        let (id, hash) = buf.split_at_mut(32);
+        let id = hex(&self.id, id);
         let hash = if self.has_hash {
-            hex(&self.hash.to_be_bytes())
+            hex(&self.hash.to_be_bytes(), hash)
         } else {
-            String::new()
+            ""
         };
-        (hex(&self.id), hash)
+        (id, hash)
     }
 }
 
@@ -202,15 +204,15 @@ fn unhex(digits: &[u8], out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
-/// `bytes` as lowercase hex digits.
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex digits, written into `out` (twice as long as `bytes`).
+fn hex<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    out
+    // Hex digits are ASCII: this never fails.
+    std::str::from_utf8(&out[..2 * bytes.len()]).unwrap_or_default()
 }
 
 impl HashRows {
@@ -260,7 +262,8 @@ impl HashRows {
     pub(crate) fn remove(&mut self, skip: impl Fn(u128) -> bool) -> Result<()> {
         match &mut self.rows {
             Rows::Packed(rows) => {
-                rows.retain(|r| !skip(id_key(&hex(&r.id))));
+                let mut buf = [0u8; 32];
+                rows.retain(|r| !skip(id_key(hex(&r.id, &mut buf))));
                 Ok(())
             }
             Rows::Text(text) => {
@@ -277,8 +280,9 @@ impl HashRows {
                 let rows = &rows[start..start + len];
                 let mut ids = StringBuilder::with_capacity(len, 32 * len);
                 let mut hashes = StringBuilder::with_capacity(len, 16 * len);
+                let mut buf = [0u8; 48];
                 for row in rows {
-                    let (id, hash) = row.text();
+                    let (id, hash) = row.text(&mut buf);
                     ids.append_value(id);
                     hashes.append_value(hash);
                 }

@@ -129,7 +129,9 @@ pub(crate) async fn unchanged_ids(
             read => break read?,
         }
     };
-    incoming.remove(|k| unchanged.contains(&k))?;
+    if !unchanged.is_empty() {
+        incoming.remove(|k| unchanged.contains(&k))?;
+    }
     Ok((unchanged, incoming))
 }
 

@@ -222,7 +222,10 @@ async fn the_memory_hook_runs_once_a_commits_files_have_closed() {
     fn release() {
         CALLS.fetch_add(1, Ordering::SeqCst);
         if let Some(dir) = DIR.lock().unwrap().as_ref() {
-            FILES_SEEN.lock().unwrap().push(parquet_files(dir, "events"));
+            FILES_SEEN
+                .lock()
+                .unwrap()
+                .push(parquet_files(dir, "events"));
         }
     }
 
