@@ -1,35 +1,33 @@
 //! The content-hash rows a load stores for its root records (`_errlake_hashes_<root>`), held
 //! between the probe of the stored hashes and the hash table's commit.
 
+use arrow_array::StringArray;
 use arrow_array::builder::StringBuilder;
-use arrow_array::cast::AsArray;
-use arrow_array::{Array, BooleanArray, StringArray};
 
 use crate::writer::id_key;
-use crate::{Result, SinkError};
 
-/// The `(row id, hash)` rows of a load's root records, each id once (its last copy).
+/// The `(row id, hash)` rows of a load's root records, each id once (its last copy), sorted
+/// by id.
 ///
 /// Row ids and hashes are the normalizer's digests, 32 and 16 lowercase hex digits: held as
-/// their bytes, sorted by id, a record takes 32 bytes (250,000 records at a checkpoint, 8 MB).
-/// Held as text with a sorted index of id keys, as any other ids are, it took 88, on top of
-/// the streaming working set at every checkpoint.
+/// their bytes, a record takes 32 bytes (250,000 records at a checkpoint, 8 MB). Held as
+/// text with a sorted index of id keys, as other ids still are, it took 88, on top of the
+/// streaming working set at every checkpoint.
 pub(crate) struct HashRows {
+    /// The records expected (the staged files' rows), to size the rows at the first one.
+    expected: usize,
     rows: Rows,
 }
 
-enum Rows {
-    /// Every id and hash in hex, sorted by id, one row per id.
-    Packed(Vec<PackedRow>),
-    /// Otherwise, as read (see [`TextRows`]).
-    Text(Box<TextRows>),
-}
+/// Collects [`HashRows`]: one call of [`HashRows::push`] per record read, then
+/// [`HashRowsBuilder::finish`].
+pub(crate) struct HashRowsBuilder(HashRows);
 
-/// Rows of any text, as read: each id key with the row of its last copy, sorted by key.
-struct TextRows {
-    ids: StringArray,
-    hashes: StringArray,
-    keys: Vec<(u128, u32)>,
+enum Rows {
+    /// Every id and hash in hex, sorted by id once finished.
+    Packed(Vec<PackedRow>),
+    /// Otherwise, as read, sorted by id key once finished.
+    Text(Vec<TextRow>),
 }
 
 /// A row id of 32 hex digits and its hash of 16 (or none: an id the load brings twice or
@@ -43,40 +41,32 @@ struct PackedRow {
     has_hash: bool,
 }
 
-/// Collects [`HashRows`]: one call of [`HashRowsBuilder::push`] per record read.
-pub(crate) struct HashRowsBuilder {
-    /// The records expected (the staged files' rows), to size the rows at the first one.
-    expected: usize,
-    rows: BuildRows,
-}
-
-enum BuildRows {
-    Packed(Vec<PackedRow>),
-    Text(Box<TextBuilder>),
-}
-
-struct TextBuilder {
-    ids: StringBuilder,
-    hashes: StringBuilder,
-    keys: Vec<(u128, u32)>,
+/// A row whose id or hash is not a digest.
+struct TextRow {
+    key: u128,
+    seq: u32,
+    id: Box<str>,
+    hash: Box<str>,
 }
 
 impl HashRowsBuilder {
     /// A builder for about `expected` records.
     pub(crate) fn with_capacity(expected: usize) -> Self {
-        HashRowsBuilder {
+        HashRowsBuilder(HashRows {
             expected,
-            rows: BuildRows::Packed(Vec::new()),
-        }
+            rows: Rows::Packed(Vec::new()),
+        })
     }
 
     /// A record's id key, row id and hash (empty: none).
     pub(crate) fn push(&mut self, key: u128, id: &str, hash: &str) {
-        if let BuildRows::Packed(rows) = &mut self.rows {
-            match PackedRow::of(id, hash, rows.len() as u32) {
+        let expected = self.0.expected.max(1);
+        let seq = self.0.len() as u32;
+        if let Rows::Packed(rows) = &mut self.0.rows {
+            match PackedRow::of(id, hash, seq) {
                 Some(row) => {
                     if rows.capacity() == 0 {
-                        rows.reserve_exact(self.expected.max(1));
+                        rows.reserve_exact(expected);
                     }
                     rows.push(row);
                     return;
@@ -84,73 +74,63 @@ impl HashRowsBuilder {
                 None => self.switch_to_text(),
             }
         }
-        if let BuildRows::Text(text) = &mut self.rows {
-            text.keys.push((key, text.keys.len() as u32));
-            text.ids.append_value(id);
-            text.hashes.append_value(hash);
+        if let Rows::Text(rows) = &mut self.0.rows {
+            rows.push(TextRow {
+                key,
+                seq,
+                id: id.into(),
+                hash: hash.into(),
+            });
         }
     }
 
-    /// From packed rows to text, at the first id or hash that is not in hex: the rows read
-    /// so far are written out as text, in their order.
+    /// From packed rows to text, at the first id or hash that is not a digest: the rows
+    /// read so far are written out as text.
     #[cold]
     fn switch_to_text(&mut self) {
-        let BuildRows::Packed(packed) = &self.rows else {
+        let Rows::Packed(packed) = &self.0.rows else {
             return;
         };
-        let rows = self.expected.max(packed.len()).max(1);
-        let mut ids = StringBuilder::with_capacity(rows, rows * 32);
-        let mut hashes = StringBuilder::with_capacity(rows, rows * 16);
-        let mut keys = Vec::with_capacity(rows);
         let mut buf = [0u8; 48];
-        for row in packed {
-            let (id, hash) = row.text(&mut buf);
-            keys.push((id_key(id), keys.len() as u32));
-            ids.append_value(id);
-            hashes.append_value(hash);
-        }
-        self.rows = BuildRows::Text(Box::new(TextBuilder { ids, hashes, keys }));
+        let text = packed
+            .iter()
+            .map(|row| {
+                let (id, hash) = row.text(&mut buf);
+                TextRow {
+                    key: id_key(id),
+                    seq: row.seq,
+                    id: id.into(),
+                    hash: hash.into(),
+                }
+            })
+            .collect();
+        self.0.rows = Rows::Text(text);
     }
 
     /// The rows; of an id read twice, the later copy is the one looked up and kept.
-    pub(crate) fn finish(self) -> Result<HashRows> {
-        let rows = match self.rows {
-            BuildRows::Packed(mut rows) => {
-                // Of two copies of an id, the later one comes last and stays. (A stable sort
-                // would take a buffer as large as the rows.)
-                rows.sort_unstable_by_key(|r| (r.id, r.seq));
-                rows.dedup_by(|later, kept| {
-                    let same_id = later.id == kept.id;
-                    if same_id {
-                        *kept = *later;
-                    }
-                    same_id
-                });
+    pub(crate) fn finish(mut self) -> HashRows {
+        match &mut self.0.rows {
+            Rows::Packed(rows) => {
+                last_copies(rows, |r| (r.id, r.seq));
                 rows.shrink_to_fit();
-                Rows::Packed(rows)
             }
-            BuildRows::Text(text) => {
-                let TextBuilder {
-                    mut ids,
-                    mut hashes,
-                    mut keys,
-                } = *text;
-                // Sorted by row too: of two copies of an id, the later one comes last.
-                keys.sort_unstable();
-                keys.dedup_by(|later, kept| {
-                    let same_id = later.0 == kept.0;
-                    if same_id {
-                        kept.1 = later.1;
-                    }
-                    same_id
-                });
-                let (mut ids, mut hashes) = (ids.finish(), hashes.finish());
-                keep_text(&mut ids, &mut hashes, &mut keys, |_| true)?;
-                Rows::Text(Box::new(TextRows { ids, hashes, keys }))
-            }
-        };
-        Ok(HashRows { rows })
+            Rows::Text(rows) => last_copies(rows, |r| (r.key, r.seq)),
+        }
+        self.0
     }
+}
+
+/// Sorts `rows` by the id `place` gives (an unstable sort: a stable one would take a buffer
+/// as large as the rows) and keeps the last read copy of each id.
+fn last_copies<T, K: Ord + Copy>(rows: &mut Vec<T>, place: impl Fn(&T) -> (K, u32)) {
+    rows.sort_unstable_by_key(&place);
+    rows.dedup_by(|later, kept| {
+        let same_id = place(later).0 == place(kept).0;
+        if same_id {
+            std::mem::swap(later, kept);
+        }
+        same_id
+    });
 }
 
 impl PackedRow {
@@ -220,7 +200,7 @@ impl HashRows {
     pub(crate) fn len(&self) -> usize {
         match &self.rows {
             Rows::Packed(rows) => rows.len(),
-            Rows::Text(text) => text.keys.len(),
+            Rows::Text(rows) => rows.len(),
         }
     }
 
@@ -236,108 +216,58 @@ impl HashRows {
         }
         match &self.rows {
             Rows::Packed(rows) => {
-                let mut bytes = [0u8; 16];
-                if unhex(id.as_bytes(), &mut bytes).is_none() {
-                    return false;
-                }
-                match rows.binary_search_by_key(&bytes, |r| r.id) {
-                    Ok(at) => {
-                        let row = rows[at];
-                        let mut h = [0u8; 8];
-                        row.has_hash
-                            && unhex(hash.as_bytes(), &mut h).is_some()
-                            && u64::from_be_bytes(h) == row.hash
-                    }
-                    Err(_) => false,
-                }
+                let (mut id_bytes, mut h) = ([0u8; 16], [0u8; 8]);
+                unhex(id.as_bytes(), &mut id_bytes).is_some()
+                    && unhex(hash.as_bytes(), &mut h).is_some()
+                    && rows
+                        .binary_search_by_key(&id_bytes, |r| r.id)
+                        .is_ok_and(|at| rows[at].has_hash && rows[at].hash == u64::from_be_bytes(h))
             }
-            Rows::Text(text) => text
-                .keys
-                .binary_search_by_key(&key, |&(k, _)| k)
-                .is_ok_and(|at| text.hashes.value(text.keys[at].1 as usize) == hash),
+            Rows::Text(rows) => rows
+                .binary_search_by_key(&key, |r| r.key)
+                .is_ok_and(|at| *rows[at].hash == *hash),
         }
     }
 
     /// Leaves out the rows whose id key `skip` picks.
-    pub(crate) fn remove(&mut self, skip: impl Fn(u128) -> bool) -> Result<()> {
+    pub(crate) fn remove(&mut self, skip: impl Fn(u128) -> bool) {
         match &mut self.rows {
             Rows::Packed(rows) => {
                 let mut buf = [0u8; 32];
                 rows.retain(|r| !skip(id_key(hex(&r.id, &mut buf))));
-                Ok(())
             }
-            Rows::Text(text) => {
-                let TextRows { ids, hashes, keys } = &mut **text;
-                keep_text(ids, hashes, keys, |k| !skip(k))
-            }
+            Rows::Text(rows) => rows.retain(|r| !skip(r.key)),
         }
     }
 
     /// The ids and hashes of rows `start..start + len`, as text columns.
     pub(crate) fn columns(&self, start: usize, len: usize) -> (StringArray, StringArray) {
+        let mut ids = StringBuilder::with_capacity(len, 32 * len);
+        let mut hashes = StringBuilder::with_capacity(len, 16 * len);
         match &self.rows {
             Rows::Packed(rows) => {
-                let rows = &rows[start..start + len];
-                let mut ids = StringBuilder::with_capacity(len, 32 * len);
-                let mut hashes = StringBuilder::with_capacity(len, 16 * len);
                 let mut buf = [0u8; 48];
-                for row in rows {
+                for row in &rows[start..start + len] {
                     let (id, hash) = row.text(&mut buf);
                     ids.append_value(id);
                     hashes.append_value(hash);
                 }
-                (ids.finish(), hashes.finish())
             }
-            Rows::Text(text) => (text.ids.slice(start, len), text.hashes.slice(start, len)),
+            Rows::Text(rows) => {
+                for row in &rows[start..start + len] {
+                    ids.append_value(&row.id);
+                    hashes.append_value(&row.hash);
+                }
+            }
         }
+        (ids.finish(), hashes.finish())
     }
-}
-
-/// Text rows without those whose id key `keep` does not keep, nor the copies of an id that
-/// `keys` (one entry per id, sorted by key) does not point to: the rest stay in the order
-/// they were read, and `keys` points to their new places.
-fn keep_text(
-    ids: &mut StringArray,
-    hashes: &mut StringArray,
-    keys: &mut Vec<(u128, u32)>,
-    keep: impl Fn(u128) -> bool,
-) -> Result<()> {
-    let mut mask = vec![false; ids.len()];
-    keys.retain(|&(key, row)| {
-        let stays = keep(key);
-        mask[row as usize] = stays;
-        stays
-    });
-    // Every row stays (no repeated id, nothing left out): the columns as they are.
-    if keys.len() == ids.len() {
-        return Ok(());
-    }
-    let mask = BooleanArray::from(mask);
-    let filter = |column: &StringArray| -> Result<StringArray> {
-        let kept =
-            arrow_select::filter::filter(column, &mask).map_err(|e| SinkError::Internal {
-                message: format!("selecting the hash rows to store: {e}"),
-            })?;
-        kept.as_string_opt::<i32>()
-            .cloned()
-            .ok_or_else(|| SinkError::Internal {
-                message: "selecting the hash rows to store gave no text column".into(),
-            })
-    };
-    *ids = filter(ids)?;
-    *hashes = filter(hashes)?;
-    // A kept row's new place is its rank among the kept rows.
-    let mut by_row: Vec<usize> = (0..keys.len()).collect();
-    by_row.sort_unstable_by_key(|&i| keys[i].1);
-    for (new_row, i) in by_row.into_iter().enumerate() {
-        keys[i].1 = new_row as u32;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
 
     fn texts(rows: &HashRows) -> (Vec<String>, Vec<String>) {
         let (ids, hashes) = rows.columns(0, rows.len());
@@ -350,8 +280,8 @@ mod tests {
     }
 
     /// Ids that are not digests are held as text: the later copy of a repeated id is the
-    /// one looked up and stored, once; removed ids are not stored; the rows keep the order
-    /// they were read in.
+    /// one looked up and stored, once; removed ids are not stored; the rows come in the
+    /// order of their id keys.
     #[test]
     fn an_ids_last_copy_is_looked_up_and_stored_once() {
         let mut b = HashRowsBuilder::with_capacity(4);
@@ -359,13 +289,13 @@ mod tests {
         b.push(3, "id-3", "h3");
         b.push(9, "id-9", "h9");
         b.push(7, "id-7", "new");
-        let mut rows = b.finish().unwrap();
+        let mut rows = b.finish();
         assert!(rows.has_hash(7, "id-7", "new"));
         assert!(!rows.has_hash(7, "id-7", "old"));
         assert!(rows.has_hash(3, "id-3", "h3"));
         assert!(!rows.has_hash(4, "id-4", "h3"));
         assert_eq!(rows.len(), 3);
-        rows.remove(|k| k == 9).unwrap();
+        rows.remove(|k| k == 9);
         assert_eq!(
             texts(&rows),
             (
@@ -376,22 +306,22 @@ mod tests {
         assert!(rows.has_hash(7, "id-7", "new"), "looked up after a removal");
     }
 
-    /// Text rows that all stay come back as they were read; a builder that read nothing
-    /// gives no rows.
+    /// Text rows that all stay come back whole, in the order of their id keys; a builder
+    /// that read nothing gives no rows.
     #[test]
     fn rows_that_all_stay_are_returned_whole_and_no_rows_give_none() {
         let mut b = HashRowsBuilder::with_capacity(1);
         b.push(2, "id-2", "h2");
         b.push(1, "id-1", "a longer hash than the first");
-        let rows = b.finish().unwrap();
+        let rows = b.finish();
         assert_eq!(
             texts(&rows),
             (
-                vec!["id-2".to_owned(), "id-1".to_owned()],
-                vec!["h2".to_owned(), "a longer hash than the first".to_owned()]
+                vec!["id-1".to_owned(), "id-2".to_owned()],
+                vec!["a longer hash than the first".to_owned(), "h2".to_owned()]
             )
         );
-        let none = HashRowsBuilder::with_capacity(0).finish().unwrap();
+        let none = HashRowsBuilder::with_capacity(0).finish();
         assert!(none.is_empty());
         assert_eq!(none.columns(0, 0).0.len(), 0);
     }
@@ -407,7 +337,7 @@ mod tests {
         builder.push(id_key(&b), &b, "");
         builder.push(id_key(&c), &c, "0123456789abcdef");
         builder.push(id_key(&a), &a, "ffffffffffffffff");
-        let mut rows = builder.finish().unwrap();
+        let mut rows = builder.finish();
         assert!(matches!(rows.rows, Rows::Packed(_)));
         assert_eq!(rows.len(), 3);
         assert!(rows.has_hash(id_key(&a), &a, "ffffffffffffffff"));
@@ -428,12 +358,12 @@ mod tests {
             )
         );
         let ka = id_key(&a);
-        rows.remove(|k| k == ka).unwrap();
+        rows.remove(|k| k == ka);
         assert_eq!(texts(&rows).0, vec![b, c]);
     }
 
     /// A row that is not a digest's (an upper-case digit, another width) turns the rows
-    /// read before it into text, in their order, and nothing is lost.
+    /// read before it into text, and nothing is lost.
     #[test]
     fn one_id_that_is_no_digest_keeps_every_row_as_text() {
         let a = digest_id(0x10);
@@ -442,17 +372,19 @@ mod tests {
         builder.push(id_key(&a), &a, "0123456789abcdef");
         builder.push(id_key(&upper), &upper, "0123456789abcdef");
         builder.push(id_key("short"), "short", "not hex");
-        let rows = builder.finish().unwrap();
+        let rows = builder.finish();
         assert!(matches!(rows.rows, Rows::Text(_)));
+        let mut expected = [
+            (a.clone(), "0123456789abcdef"),
+            (upper.clone(), "0123456789abcdef"),
+            ("short".to_owned(), "not hex"),
+        ];
+        expected.sort_by_key(|(id, _)| id_key(id));
         assert_eq!(
             texts(&rows),
             (
-                vec![a.clone(), upper.clone(), "short".to_owned()],
-                vec![
-                    "0123456789abcdef".to_owned(),
-                    "0123456789abcdef".to_owned(),
-                    "not hex".to_owned()
-                ]
+                expected.iter().map(|(id, _)| id.clone()).collect(),
+                expected.iter().map(|(_, h)| (*h).to_owned()).collect()
             )
         );
         assert!(rows.has_hash(id_key(&a), &a, "0123456789abcdef"));

@@ -116,7 +116,7 @@ pub(crate) async fn unchanged_ids(
         })
         .await?;
     }
-    let mut incoming = incoming.finish()?;
+    let mut incoming = incoming.finish();
     // Another writer's merge of the hash table (another shard, a concurrent run) may replace
     // and delete a file of the version read here: read the new version then.
     let mut attempt = 0;
@@ -130,7 +130,7 @@ pub(crate) async fn unchanged_ids(
         }
     };
     if !unchanged.is_empty() {
-        incoming.remove(|k| unchanged.contains(&k))?;
+        incoming.remove(|k| unchanged.contains(&k));
     }
     Ok((unchanged, incoming))
 }
