@@ -21,8 +21,15 @@ struct Figures {
     peak_rss_bytes: u64,
 }
 
-/// Runs the comparison once per size in `sizes` (events), in `scratch`.
-pub(crate) fn against_dlt(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+}
+
+/// Runs the comparison per size in `sizes` (events), in `scratch`: `rounds` times each tool,
+/// dlt and errlake in turn, and compares the medians.
+pub(crate) fn against_dlt(sizes: &[usize], rounds: usize, scratch: &Path) -> anyhow::Result<()> {
     let python = python_with_dlt()?;
     let exe = std::env::current_exe().context("bench: locating the xtask binary")?;
     std::fs::create_dir_all(scratch)?;
@@ -30,78 +37,129 @@ pub(crate) fn against_dlt(sizes: &[usize], scratch: &Path) -> anyhow::Result<()>
     std::fs::write(&script, include_str!("dlt_bench.py"))?;
     println!();
     println!(
-        "errlake against {DLT} (rest_api_source, parquet files), the same mock in a process of its own"
+        "errlake against {DLT} (rest_api_source, parquet files), the same mock in a process of its own; {rounds} round(s) of dlt then errlake per size"
     );
     println!(
-        "{:>8} {:>9} {:>8} {:>10} {:>7} {:>14}",
-        "events", "tool", "seconds", "events/s", "MB/s", "peak RSS (MB)"
+        "{:>8} {:>9} {:>8} {:>8} {:>10} {:>7} {:>14}",
+        "events", "tool", "round", "seconds", "events/s", "MB/s", "peak RSS (MB)"
     );
     for &events in sizes {
         let mock = Mock::start(&exe, events.div_ceil(10))?;
-        let dlt_dir = scratch.join(format!("dlt-{events}"));
-        let _ = std::fs::remove_dir_all(&dlt_dir);
-        let output = Command::new(&python)
-            .arg(&script)
-            .arg(&mock.base_url)
-            .arg(TOKEN)
-            .arg(&dlt_dir)
-            .stderr(Stdio::null())
-            .output()
-            .context("bench: running dlt")?;
-        let last = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned();
-        if !output.status.success() {
-            bail!("bench: the dlt run failed ({}): {last}", output.status);
-        }
-        let dlt: serde_json::Value =
-            serde_json::from_str(&last).context("bench: dlt's figures are not JSON")?;
-        let dlt = Figures {
-            seconds: dlt["seconds"].as_f64().unwrap_or(f64::NAN),
-            events: dlt["events"].as_u64().unwrap_or(0),
-            peak_rss_bytes: dlt["peak_rss_bytes"].as_u64().unwrap_or(0),
-        };
-
-        let lake = scratch.join(format!("errlake-{events}"));
-        let _ = std::fs::remove_dir_all(&lake);
-        let report = scratch.join(format!("errlake-{events}.json"));
-        let status = mock
-            .seed_run(&exe, &lake, &report)
-            .status()
-            .context("bench: running errlake")?;
-        if !status.success() {
-            bail!("bench: the errlake run failed ({status})");
-        }
-        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-        let errlake = Figures {
-            seconds: report["seconds"].as_f64().unwrap_or(f64::NAN),
-            events: report["rows"]["events"].as_u64().unwrap_or(0),
-            peak_rss_bytes: report["peak_rss_bytes"].as_u64().unwrap_or(0),
-        };
+        let (mut dlt_runs, mut errlake_runs) = (Vec::new(), Vec::new());
         // Both read the same pages; errlake counts their bytes.
-        let json_bytes = report["http"]["bytes"].as_u64().unwrap_or(0) as f64;
-        for (tool, f) in [("errlake", &errlake), ("dlt", &dlt)] {
+        let mut json_bytes = 0.0;
+        let line = |tool: &str, round: &str, f: &Figures, json_bytes: f64| {
             println!(
-                "{:>8} {:>9} {:>8.2} {:>10.0} {:>7.1} {:>14.0}",
+                "{:>8} {:>9} {:>8} {:>8.2} {:>10.0} {:>7.1} {:>14.0}",
                 f.events,
                 tool,
+                round,
                 f.seconds,
-                f.events as f64 / f.seconds,
+                f.rate(),
                 json_bytes / 1e6 / f.seconds,
                 f.peak_rss_bytes as f64 / 1e6
             );
+        };
+        for round in 1..=rounds {
+            let dlt = dlt_run(
+                &python,
+                &script,
+                &mock,
+                &scratch.join(format!("dlt-{events}")),
+            )?;
+            let (errlake, bytes) = errlake_run(&exe, &mock, scratch, events)?;
+            json_bytes = bytes;
+            line("dlt", &round.to_string(), &dlt, json_bytes);
+            line("errlake", &round.to_string(), &errlake, json_bytes);
+            dlt_runs.push(dlt);
+            errlake_runs.push(errlake);
+        }
+        let (dlt, errlake) = (median(&dlt_runs), median(&errlake_runs));
+        if rounds > 1 {
+            line("dlt", "median", &dlt, json_bytes);
+            line("errlake", "median", &errlake, json_bytes);
         }
         println!(
-            "{:>8} errlake / dlt events per second: {:.1}x",
+            "{:>8} errlake / dlt events per second: {:.1}x; peak RSS: {:.0}%",
             "",
-            (errlake.events as f64 / errlake.seconds) / (dlt.events as f64 / dlt.seconds)
+            errlake.rate() / dlt.rate(),
+            100.0 * errlake.peak_rss_bytes as f64 / dlt.peak_rss_bytes as f64
         );
-        let _ = std::fs::remove_dir_all(&dlt_dir);
-        let _ = std::fs::remove_dir_all(&lake);
     }
     Ok(())
+}
+
+/// The median of each figure of `runs` apart (the upper one of an even count).
+fn median(runs: &[Figures]) -> Figures {
+    let middle = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    Figures {
+        seconds: middle(runs.iter().map(|r| r.seconds).collect()),
+        events: runs.first().map_or(0, |r| r.events),
+        peak_rss_bytes: middle(runs.iter().map(|r| r.peak_rss_bytes as f64).collect()) as u64,
+    }
+}
+
+/// One dlt run against `mock`, landing into `dir` (deleted afterwards).
+fn dlt_run(python: &Path, script: &Path, mock: &Mock, dir: &Path) -> anyhow::Result<Figures> {
+    let _ = std::fs::remove_dir_all(dir);
+    let output = Command::new(python)
+        .arg(script)
+        .arg(&mock.base_url)
+        .arg(TOKEN)
+        .arg(dir)
+        .stderr(Stdio::null())
+        .output()
+        .context("bench: running dlt")?;
+    let _ = std::fs::remove_dir_all(dir);
+    let last = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    if !output.status.success() {
+        bail!("bench: the dlt run failed ({}): {last}", output.status);
+    }
+    let dlt: serde_json::Value =
+        serde_json::from_str(&last).context("bench: dlt's figures are not JSON")?;
+    Ok(Figures {
+        seconds: dlt["seconds"].as_f64().unwrap_or(f64::NAN),
+        events: dlt["events"].as_u64().unwrap_or(0),
+        peak_rss_bytes: dlt["peak_rss_bytes"].as_u64().unwrap_or(0),
+    })
+}
+
+/// One errlake run of the seed pipeline against `mock`: its figures and the bytes of JSON
+/// it read.
+fn errlake_run(
+    exe: &Path,
+    mock: &Mock,
+    scratch: &Path,
+    events: usize,
+) -> anyhow::Result<(Figures, f64)> {
+    let lake = scratch.join(format!("errlake-{events}"));
+    let _ = std::fs::remove_dir_all(&lake);
+    let report = scratch.join(format!("errlake-{events}.json"));
+    let status = mock
+        .seed_run(exe, &lake, &report)
+        .status()
+        .context("bench: running errlake")?;
+    let _ = std::fs::remove_dir_all(&lake);
+    if !status.success() {
+        bail!("bench: the errlake run failed ({status})");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    let figures = Figures {
+        seconds: report["seconds"].as_f64().unwrap_or(f64::NAN),
+        events: report["rows"]["events"].as_u64().unwrap_or(0),
+        peak_rss_bytes: report["peak_rss_bytes"].as_u64().unwrap_or(0),
+    };
+    Ok((
+        figures,
+        report["http"]["bytes"].as_u64().unwrap_or(0) as f64,
+    ))
 }
 
 /// The test virtual environment's Python, with dlt installed into it when missing.

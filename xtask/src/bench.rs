@@ -29,9 +29,14 @@ pub(crate) struct BenchArgs {
     /// Events normalized in the normalization bench (about 4 KB of JSON each).
     #[arg(long, default_value_t = 20_000)]
     normalize_events: usize,
-    /// Events landed by each pipeline run; the pipeline bench runs each size once.
+    /// Events landed by each pipeline run; the pipeline bench runs each size once a round.
     #[arg(long, value_delimiter = ',', default_values_t = [50_000usize, 200_000])]
     pipeline_events: Vec<usize>,
+    /// Rounds of the whole-run benches (pipeline, against another tool): every size once a
+    /// round, the rounds one after the other, so that a change in the shared host's speed
+    /// falls on every size alike; the median of each figure over the rounds is compared.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Repetitions of the normalization bench (the median is printed).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
@@ -101,13 +106,21 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         args.repeat
     );
     if let Some(Against::Dlt) = args.against {
-        return crate::against_dlt::against_dlt(&args.against_events, Path::new(&args.scratch));
+        return crate::against_dlt::against_dlt(
+            &args.against_events,
+            args.rounds.max(1),
+            Path::new(&args.scratch),
+        );
     }
     if args.only.contains(&Bench::Normalize) {
         normalize_bench(args.normalize_events, args.repeat.max(1))?;
     }
     if args.only.contains(&Bench::Pipeline) {
-        pipeline_bench(&args.pipeline_events, Path::new(&args.scratch))?;
+        pipeline_bench(
+            &args.pipeline_events,
+            args.rounds.max(1),
+            Path::new(&args.scratch),
+        )?;
     }
     if args.only.contains(&Bench::Encoding) {
         crate::bench_encoding::encoding_bench(args.normalize_events, args.repeat.max(1))?;
@@ -258,73 +271,140 @@ fn normalize_bench(n_events: usize, repeat: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pipeline_bench(sizes: &[usize], scratch: &Path) -> anyhow::Result<()> {
+/// One whole run of the pipeline bench.
+struct PipelineRun {
+    seconds: f64,
+    events: u64,
+    http_bytes: u64,
+    peak_rss_bytes: u64,
+    /// The events table's data files, and their average size in MB.
+    events_files: (usize, f64),
+}
+
+impl PipelineRun {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+}
+
+fn pipeline_bench(sizes: &[usize], rounds: usize, scratch: &Path) -> anyhow::Result<()> {
     println!();
     println!(
-        "pipeline: `xtask run pipelines/errors.toml` against the mock (2 organizations x 5 projects), each in a process of its own"
+        "pipeline: `xtask run pipelines/errors.toml` against the mock (2 organizations x 5 projects), each in a process of its own; every size once a round, {rounds} round(s)"
     );
-    println!(
-        "  {:>9} {:>10} {:>12} {:>10} {:>14} {:>22} {:>20}",
-        "events",
-        "seconds",
-        "events/s",
-        "MB/s",
-        "peak RSS (MB)",
-        "events files (avg MB)",
-        "rate, RSS vs first"
-    );
-    // The first size's events per second and peak memory: what "flat in the size of the
-    // run" is measured against.
-    let mut first: Option<(f64, f64)> = None;
-    let exe = std::env::current_exe().context("bench: locating the xtask binary")?;
-    for &events in sizes {
-        let lake = scratch.join(format!("pipeline-{events}"));
-        let _ = std::fs::remove_dir_all(&lake);
-        let report = scratch.join(format!("pipeline-{events}.json"));
-        std::fs::create_dir_all(scratch)?;
-        // The mock in a process of its own: the run's peak memory is the pipeline's alone.
-        let mock = crate::against_dlt::Mock::start(&exe, events.div_ceil(10))?;
-        let status = run_child(&mut mock.seed_run(&exe, &lake, &report))?;
-        drop(mock);
-        anyhow::ensure!(
-            status.success(),
-            "bench: the pipeline run failed ({status})"
-        );
-        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-        let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
-        let landed = report["rows"]["events"].as_u64().unwrap_or(0);
-        let bytes = report["http"]["bytes"].as_u64().unwrap_or(0);
-        // Read by the child itself: a parent's rusage of a child counts the parent's own
-        // footprint at fork time.
-        let peak_rss = report["peak_rss_bytes"].as_u64().unwrap_or(0);
-        // The events table's data files: how the sink sized them for this many pages.
-        let events = crate::runtime()?.block_on(async {
-            sink_parquet::Lake::open(&lake.display().to_string())?
-                .table_info("events")
-                .await
-        })?;
-        let (n_files, avg_mb) = events.map_or((0, 0.0), |t| {
-            (t.files, t.bytes as f64 / t.files.max(1) as f64 / 1e6)
-        });
-        let rate = landed as f64 / seconds;
-        let (first_rate, first_rss) = *first.get_or_insert((rate, peak_rss as f64));
+    let header = |first: &str| {
         println!(
-            "  {:>9} {:>10.2} {:>12.0} {:>10.0} {:>14.0} {:>22} {:>20}",
-            landed,
-            seconds,
-            rate,
-            bytes as f64 / 1e6 / seconds,
-            peak_rss as f64 / 1e6,
-            format!("{n_files} ({avg_mb:.1})"),
+            "  {:>6} {:>9} {:>10} {:>12} {:>10} {:>14} {:>22} {:>20}",
+            first,
+            "events",
+            "seconds",
+            "events/s",
+            "MB/s",
+            "peak RSS (MB)",
+            "events files (avg MB)",
+            "rate, RSS vs first"
+        );
+    };
+    let line = |label: &str, run: &PipelineRun, first: &PipelineRun| {
+        println!(
+            "  {:>6} {:>9} {:>10.2} {:>12.0} {:>10.0} {:>14.0} {:>22} {:>20}",
+            label,
+            run.events,
+            run.seconds,
+            run.rate(),
+            run.http_bytes as f64 / 1e6 / run.seconds,
+            run.peak_rss_bytes as f64 / 1e6,
+            format!("{} ({:.1})", run.events_files.0, run.events_files.1),
             format!(
                 "{:.0}%, {:.0}%",
-                100.0 * rate / first_rate,
-                100.0 * peak_rss as f64 / first_rss
+                100.0 * run.rate() / first.rate(),
+                100.0 * run.peak_rss_bytes as f64 / first.peak_rss_bytes as f64
             )
         );
-        let _ = std::fs::remove_dir_all(&lake);
+    };
+    header("round");
+    let exe = std::env::current_exe().context("bench: locating the xtask binary")?;
+    // Each size's runs, in the order of `sizes`.
+    let mut runs: Vec<Vec<PipelineRun>> = sizes.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (i, &events) in sizes.iter().enumerate() {
+            let run = pipeline_run(&exe, events, scratch)?;
+            // Within a round, against the round's first size.
+            let first = match i {
+                0 => &run,
+                _ => runs[0].last().unwrap_or(&run),
+            };
+            line(&round.to_string(), &run, first);
+            runs[i].push(run);
+        }
+    }
+    if rounds > 1 {
+        // The median of each figure apart: "flat in the size of the run" is judged on these.
+        let medians: Vec<PipelineRun> = runs
+            .iter()
+            .map(|runs| PipelineRun {
+                seconds: median_of(runs.iter().map(|r| r.seconds)),
+                events: runs[0].events,
+                http_bytes: runs[0].http_bytes,
+                peak_rss_bytes: median_of(runs.iter().map(|r| r.peak_rss_bytes as f64)) as u64,
+                events_files: runs[0].events_files,
+            })
+            .collect();
+        println!("  medians over the rounds (each figure apart), and each size's range of peaks:");
+        header("");
+        for (median, runs) in medians.iter().zip(&runs) {
+            line("median", median, &medians[0]);
+            let peaks = runs.iter().map(|r| r.peak_rss_bytes as f64 / 1e6);
+            let (low, high) = peaks.fold((f64::MAX, 0.0f64), |(l, h), p| (l.min(p), h.max(p)));
+            println!(
+                "  {:>6} {:>9} peak RSS {low:.0} to {high:.0} MB",
+                "", median.events
+            );
+        }
     }
     Ok(())
+}
+
+/// The median of `xs` (the upper one of an even count).
+fn median_of(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut xs: Vec<f64> = xs.collect();
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// One run of the seed pipeline landing `events` from a mock in a process of its own.
+fn pipeline_run(exe: &Path, events: usize, scratch: &Path) -> anyhow::Result<PipelineRun> {
+    let lake = scratch.join(format!("pipeline-{events}"));
+    let _ = std::fs::remove_dir_all(&lake);
+    let report = scratch.join(format!("pipeline-{events}.json"));
+    std::fs::create_dir_all(scratch)?;
+    // The mock in a process of its own: the run's peak memory is the pipeline's alone.
+    let mock = crate::against_dlt::Mock::start(exe, events.div_ceil(10))?;
+    let status = run_child(&mut mock.seed_run(exe, &lake, &report))?;
+    drop(mock);
+    anyhow::ensure!(
+        status.success(),
+        "bench: the pipeline run failed ({status})"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    // The events table's data files: how the sink sized them for this many pages.
+    let table = crate::runtime()?.block_on(async {
+        sink_parquet::Lake::open(&lake.display().to_string())?
+            .table_info("events")
+            .await
+    })?;
+    let _ = std::fs::remove_dir_all(&lake);
+    Ok(PipelineRun {
+        seconds: report["seconds"].as_f64().unwrap_or(f64::NAN),
+        events: report["rows"]["events"].as_u64().unwrap_or(0),
+        http_bytes: report["http"]["bytes"].as_u64().unwrap_or(0),
+        // Read by the child itself: a parent's rusage of a child counts the parent's own
+        // footprint at fork time.
+        peak_rss_bytes: report["peak_rss_bytes"].as_u64().unwrap_or(0),
+        events_files: table.map_or((0, 0.0), |t| {
+            (t.files, t.bytes as f64 / t.files.max(1) as f64 / 1e6)
+        }),
+    })
 }
 
 /// Runs a child to its end.
