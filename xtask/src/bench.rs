@@ -101,9 +101,10 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         return crate::runtime()?.block_on(land_child(spec));
     }
     println!(
-        "machine: {} cores; figures are medians of {} repetitions where repeated",
+        "machine: {} cores; one-core figures are medians of {} repetitions, whole runs of {} round(s)",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        args.repeat
+        args.repeat,
+        args.rounds
     );
     if let Some(Against::Dlt) = args.against {
         return crate::against_dlt::against_dlt(
