@@ -89,16 +89,13 @@ pub(crate) fn against_dlt(sizes: &[usize], rounds: usize, scratch: &Path) -> any
     Ok(())
 }
 
-/// The median of each figure of `runs` apart (the upper one of an even count).
+/// The median of each figure of `runs` apart.
 fn median(runs: &[Figures]) -> Figures {
-    let middle = |mut xs: Vec<f64>| {
-        xs.sort_by(f64::total_cmp);
-        xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
-    };
+    use crate::bench::median_of;
     Figures {
-        seconds: middle(runs.iter().map(|r| r.seconds).collect()),
+        seconds: median_of(runs.iter().map(|r| r.seconds)),
         events: runs.first().map_or(0, |r| r.events),
-        peak_rss_bytes: middle(runs.iter().map(|r| r.peak_rss_bytes as f64).collect()) as u64,
+        peak_rss_bytes: median_of(runs.iter().map(|r| r.peak_rss_bytes as f64)) as u64,
     }
 }
 

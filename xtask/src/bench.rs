@@ -367,7 +367,7 @@ fn pipeline_bench(sizes: &[usize], rounds: usize, scratch: &Path) -> anyhow::Res
 }
 
 /// The median of `xs` (the upper one of an even count).
-fn median_of(xs: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn median_of(xs: impl Iterator<Item = f64>) -> f64 {
     let mut xs: Vec<f64> = xs.collect();
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
