@@ -3,6 +3,7 @@
 
 use arrow_array::StringArray;
 use arrow_array::builder::StringBuilder;
+use transform::Hex;
 
 use crate::writer::id_key;
 
@@ -14,14 +15,16 @@ use crate::writer::id_key;
 /// text with a sorted index of id keys, as other ids still are, it took 88, on top of the
 /// streaming working set at every checkpoint.
 pub(crate) struct HashRows {
-    /// The records expected (the staged files' rows), to size the rows at the first one.
-    expected: usize,
     rows: Rows,
 }
 
-/// Collects [`HashRows`]: one call of [`HashRows::push`] per record read, then
+/// Collects [`HashRows`]: one call of [`HashRowsBuilder::push`] per record read, then
 /// [`HashRowsBuilder::finish`].
-pub(crate) struct HashRowsBuilder(HashRows);
+pub(crate) struct HashRowsBuilder {
+    /// The records expected (the staged files' rows), to size the rows at the first one.
+    expected: usize,
+    rows: HashRows,
+}
 
 enum Rows {
     /// Every id and hash in hex, sorted by id once finished.
@@ -52,17 +55,19 @@ struct TextRow {
 impl HashRowsBuilder {
     /// A builder for about `expected` records.
     pub(crate) fn with_capacity(expected: usize) -> Self {
-        HashRowsBuilder(HashRows {
+        HashRowsBuilder {
             expected,
-            rows: Rows::Packed(Vec::new()),
-        })
+            rows: HashRows {
+                rows: Rows::Packed(Vec::new()),
+            },
+        }
     }
 
     /// A record's id key, row id and hash (empty: none).
     pub(crate) fn push(&mut self, key: u128, id: &str, hash: &str) {
-        let expected = self.0.expected.max(1);
-        let seq = self.0.len() as u32;
-        if let Rows::Packed(rows) = &mut self.0.rows {
+        let expected = self.expected.max(1);
+        let seq = self.rows.len() as u32;
+        if let Rows::Packed(rows) = &mut self.rows.rows {
             match PackedRow::of(id, hash, seq) {
                 Some(row) => {
                     if rows.capacity() == 0 {
@@ -74,7 +79,7 @@ impl HashRowsBuilder {
                 None => self.switch_to_text(),
             }
         }
-        if let Rows::Text(rows) = &mut self.0.rows {
+        if let Rows::Text(rows) = &mut self.rows.rows {
             rows.push(TextRow {
                 key,
                 seq,
@@ -88,35 +93,34 @@ impl HashRowsBuilder {
     /// read so far are written out as text.
     #[cold]
     fn switch_to_text(&mut self) {
-        let Rows::Packed(packed) = &self.0.rows else {
+        let Rows::Packed(packed) = &self.rows.rows else {
             return;
         };
-        let mut buf = [0u8; 48];
         let text = packed
             .iter()
             .map(|row| {
-                let (id, hash) = row.text(&mut buf);
+                let id = row.id_text();
                 TextRow {
-                    key: id_key(id),
+                    key: id_key(id.as_str()),
                     seq: row.seq,
-                    id: id.into(),
-                    hash: hash.into(),
+                    id: id.as_str().into(),
+                    hash: row.hash_text().as_ref().map_or("", Hex::as_str).into(),
                 }
             })
             .collect();
-        self.0.rows = Rows::Text(text);
+        self.rows.rows = Rows::Text(text);
     }
 
     /// The rows; of an id read twice, the later copy is the one looked up and kept.
     pub(crate) fn finish(mut self) -> HashRows {
-        match &mut self.0.rows {
+        match &mut self.rows.rows {
             Rows::Packed(rows) => {
                 last_copies(rows, |r| (r.id, r.seq));
                 rows.shrink_to_fit();
             }
             Rows::Text(rows) => last_copies(rows, |r| (r.key, r.seq)),
         }
-        self.0
+        self.rows
     }
 }
 
@@ -154,16 +158,14 @@ impl PackedRow {
         })
     }
 
-    /// The row's id and hash as text, as they were read, written into `buf`.
-    fn text<'b>(&self, buf: &'b mut [u8; 48]) -> (&'b str, &'b str) {
-        let (id, hash) = buf.split_at_mut(32);
-        let id = hex(&self.id, id);
-        let hash = if self.has_hash {
-            hex(&self.hash.to_be_bytes(), hash)
-        } else {
-            ""
-        };
-        (id, hash)
+    /// The row's id as text, as it was read.
+    fn id_text(&self) -> Hex<32> {
+        Hex::of(u128::from_be_bytes(self.id))
+    }
+
+    /// The row's hash as text, as it was read (`None`: it had none).
+    fn hash_text(&self) -> Option<Hex<16>> {
+        self.has_hash.then(|| Hex::of(u128::from(self.hash)))
     }
 }
 
@@ -182,17 +184,6 @@ fn unhex(digits: &[u8], out: &mut [u8]) -> Option<()> {
         *byte = (value(pair[0])? << 4) | value(pair[1])?;
     }
     Some(())
-}
-
-/// `bytes` as lowercase hex digits, written into `out` (twice as long as `bytes`).
-fn hex<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-    // Hex digits are ASCII: this never fails.
-    std::str::from_utf8(&out[..2 * bytes.len()]).unwrap_or_default()
 }
 
 impl HashRows {
@@ -232,10 +223,7 @@ impl HashRows {
     /// Leaves out the rows whose id key `skip` picks.
     pub(crate) fn remove(&mut self, skip: impl Fn(u128) -> bool) {
         match &mut self.rows {
-            Rows::Packed(rows) => {
-                let mut buf = [0u8; 32];
-                rows.retain(|r| !skip(id_key(hex(&r.id, &mut buf))));
-            }
+            Rows::Packed(rows) => rows.retain(|r| !skip(id_key(r.id_text().as_str()))),
             Rows::Text(rows) => rows.retain(|r| !skip(r.key)),
         }
     }
@@ -246,11 +234,9 @@ impl HashRows {
         let mut hashes = StringBuilder::with_capacity(len, 16 * len);
         match &self.rows {
             Rows::Packed(rows) => {
-                let mut buf = [0u8; 48];
                 for row in &rows[start..start + len] {
-                    let (id, hash) = row.text(&mut buf);
-                    ids.append_value(id);
-                    hashes.append_value(hash);
+                    ids.append_value(row.id_text().as_str());
+                    hashes.append_value(row.hash_text().as_ref().map_or("", Hex::as_str));
                 }
             }
             Rows::Text(rows) => {

@@ -136,14 +136,16 @@ pub(crate) fn digest(bytes: &[u8]) -> Hex<16> {
 }
 
 /// A hash as `N` lowercase hex digits, on the stack (row ids and content hashes are made for
-/// every row: formatting them into a `String` each was a twentieth of normalization).
+/// every row: formatting them into a `String` each was a twentieth of normalization). Row
+/// ids are `Hex<32>` of a 128-bit hash, content hashes `Hex<16>` of a 64-bit one; the sink
+/// writes the digests it holds as bytes back to text with it.
 #[derive(Clone, Copy)]
-pub(crate) struct Hex<const N: usize>([u8; N]);
+pub struct Hex<const N: usize>([u8; N]);
 
 impl<const N: usize> Hex<N> {
     /// The low `4 * N` bits of `value`, most significant digit first.
     #[inline]
-    pub(crate) fn of(value: u128) -> Self {
+    pub fn of(value: u128) -> Self {
         // The two digits of each byte value, looked up at once: digit by digit, a row id
         // took about 290 instructions.
         const PAIRS: [[u8; 2]; 256] = {
@@ -165,7 +167,8 @@ impl<const N: usize> Hex<N> {
         Hex(out)
     }
 
-    pub(crate) fn as_str(&self) -> &str {
+    /// The digits.
+    pub fn as_str(&self) -> &str {
         // SAFETY: `of` writes only the ASCII digits of `PAIRS` (or `0`), so the bytes are
         // UTF-8 (checking them took about 50 instructions a row id).
         unsafe { std::str::from_utf8_unchecked(&self.0) }

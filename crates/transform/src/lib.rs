@@ -88,6 +88,7 @@ mod normalize;
 mod schema;
 
 pub use config::{ColumnHint, ContractMode, HintType, NormalizeConfig, SchemaContract, TableHints};
+pub use content_hash::Hex;
 pub use json_tape::{Document, Records};
 pub use normalize::{
     CONTENT_HASH, Discarded, LIST, LIST_IDX, LOAD_ID, Normalizer, PARENT_ID, ROOT_ID, ROW_ID,
