@@ -67,8 +67,18 @@ pub(crate) fn against_dlt(sizes: &[usize], rounds: usize, scratch: &Path) -> any
                 &mock,
                 &scratch.join(format!("dlt-{events}")),
             )?;
-            let (errlake, bytes) = errlake_run(&exe, &mock, scratch, events)?;
-            json_bytes = bytes;
+            let run = crate::bench::seeded_run(
+                &exe,
+                &mock,
+                &scratch.join(format!("errlake-{events}")),
+                &scratch.join(format!("errlake-{events}.json")),
+            )?;
+            json_bytes = run.http_bytes as f64;
+            let errlake = Figures {
+                seconds: run.seconds,
+                events: run.events,
+                peak_rss_bytes: run.peak_rss_bytes,
+            };
             line("dlt", &round.to_string(), &dlt, json_bytes);
             line("errlake", &round.to_string(), &errlake, json_bytes);
             dlt_runs.push(dlt);
@@ -126,37 +136,6 @@ fn dlt_run(python: &Path, script: &Path, mock: &Mock, dir: &Path) -> anyhow::Res
         events: dlt["events"].as_u64().unwrap_or(0),
         peak_rss_bytes: dlt["peak_rss_bytes"].as_u64().unwrap_or(0),
     })
-}
-
-/// One errlake run of the seed pipeline against `mock`: its figures and the bytes of JSON
-/// it read.
-fn errlake_run(
-    exe: &Path,
-    mock: &Mock,
-    scratch: &Path,
-    events: usize,
-) -> anyhow::Result<(Figures, f64)> {
-    let lake = scratch.join(format!("errlake-{events}"));
-    let _ = std::fs::remove_dir_all(&lake);
-    let report = scratch.join(format!("errlake-{events}.json"));
-    let status = mock
-        .seed_run(exe, &lake, &report)
-        .status()
-        .context("bench: running errlake")?;
-    let _ = std::fs::remove_dir_all(&lake);
-    if !status.success() {
-        bail!("bench: the errlake run failed ({status})");
-    }
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-    let figures = Figures {
-        seconds: report["seconds"].as_f64().unwrap_or(f64::NAN),
-        events: report["rows"]["events"].as_u64().unwrap_or(0),
-        peak_rss_bytes: report["peak_rss_bytes"].as_u64().unwrap_or(0),
-    };
-    Ok((
-        figures,
-        report["http"]["bytes"].as_u64().unwrap_or(0) as f64,
-    ))
 }
 
 /// The test virtual environment's Python, with dlt installed into it when missing.

@@ -192,9 +192,8 @@ pub(crate) fn page_records(body: Vec<u8>) -> anyhow::Result<transform::Records> 
     transform::Records::select(doc, 0).map_err(|_| anyhow::anyhow!("bench: a page is not a list"))
 }
 
-pub(crate) fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
+pub(crate) fn median(xs: Vec<Duration>) -> Duration {
+    Duration::from_secs_f64(median_of(xs.iter().map(Duration::as_secs_f64)))
 }
 
 fn normalize_bench(n_events: usize, repeat: usize) -> anyhow::Result<()> {
@@ -272,12 +271,12 @@ fn normalize_bench(n_events: usize, repeat: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One whole run of the pipeline bench.
-struct PipelineRun {
-    seconds: f64,
-    events: u64,
-    http_bytes: u64,
-    peak_rss_bytes: u64,
+/// One whole run of the seed pipeline.
+pub(crate) struct PipelineRun {
+    pub(crate) seconds: f64,
+    pub(crate) events: u64,
+    pub(crate) http_bytes: u64,
+    pub(crate) peak_rss_bytes: u64,
     /// The events table's data files, and their average size in MB.
     events_files: (usize, f64),
 }
@@ -375,26 +374,39 @@ pub(crate) fn median_of(xs: impl Iterator<Item = f64>) -> f64 {
 
 /// One run of the seed pipeline landing `events` from a mock in a process of its own.
 fn pipeline_run(exe: &Path, events: usize, scratch: &Path) -> anyhow::Result<PipelineRun> {
-    let lake = scratch.join(format!("pipeline-{events}"));
-    let _ = std::fs::remove_dir_all(&lake);
-    let report = scratch.join(format!("pipeline-{events}.json"));
     std::fs::create_dir_all(scratch)?;
     // The mock in a process of its own: the run's peak memory is the pipeline's alone.
     let mock = crate::against_dlt::Mock::start(exe, events.div_ceil(10))?;
-    let status = run_child(&mut mock.seed_run(exe, &lake, &report))?;
-    drop(mock);
+    seeded_run(
+        exe,
+        &mock,
+        &scratch.join(format!("pipeline-{events}")),
+        &scratch.join(format!("pipeline-{events}.json")),
+    )
+}
+
+/// One run of the seed pipeline against `mock` into `lake` (deleted before and after), its
+/// report written to `report`: the run's figures, as the child measured them.
+pub(crate) fn seeded_run(
+    exe: &Path,
+    mock: &crate::against_dlt::Mock,
+    lake: &Path,
+    report: &Path,
+) -> anyhow::Result<PipelineRun> {
+    let _ = std::fs::remove_dir_all(lake);
+    let status = run_child(&mut mock.seed_run(exe, lake, report))?;
     anyhow::ensure!(
         status.success(),
         "bench: the pipeline run failed ({status})"
     );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(report)?)?;
     // The events table's data files: how the sink sized them for this many pages.
     let table = crate::runtime()?.block_on(async {
         sink_parquet::Lake::open(&lake.display().to_string())?
             .table_info("events")
             .await
     })?;
-    let _ = std::fs::remove_dir_all(&lake);
+    let _ = std::fs::remove_dir_all(lake);
     Ok(PipelineRun {
         seconds: report["seconds"].as_f64().unwrap_or(f64::NAN),
         events: report["rows"]["events"].as_u64().unwrap_or(0),
