@@ -37,9 +37,14 @@ const MIN_SAMPLE_VALUES: usize = 16;
 /// writer to fall back to plain encoding once it is full. Whether a column's values repeat
 /// is decided from the file's first batch: a column whose sampled values are more than half
 /// distinct is written plain.
+///
+/// The same sample sizes the key column's bloom filters (see [`key_filter_ndv`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ColumnEncodings {
     plain: BTreeSet<String>,
+    /// Of the sample's key values (`_dlt_root_id` in a child table), how many were distinct
+    /// and how many there were; `None` when not sampled (a rewrite, a table without a key).
+    key_sample: Option<(usize, usize)>,
 }
 
 impl ColumnEncodings {
@@ -52,6 +57,7 @@ impl ColumnEncodings {
     pub fn all_plain(schema: &SchemaRef) -> Self {
         ColumnEncodings {
             plain: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            key_sample: None,
         }
     }
 
@@ -66,7 +72,15 @@ impl ColumnEncodings {
             .filter(|(_, column)| rarely_repeats(&column.slice(0, rows)))
             .map(|(field, _)| field.name().clone())
             .collect();
-        ColumnEncodings { plain }
+        let key_sample = key_column_of(&batch.schema())
+            .and_then(|key| batch.column_by_name(key))
+            .and_then(|keys| {
+                let keys = keys.slice(0, rows);
+                let keys = keys.as_string_opt::<i32>()?;
+                let distinct: HashSet<&str> = keys.iter().flatten().collect();
+                Some((distinct.len(), keys.len() - keys.null_count()))
+            });
+        ColumnEncodings { plain, key_sample }
     }
 
     /// The choice an existing file made (a rewrite keeps it): the columns whose chunks in its
@@ -83,7 +97,10 @@ impl ColumnEncodings {
                 _ => None,
             })
             .collect();
-        ColumnEncodings { plain }
+        ColumnEncodings {
+            plain,
+            key_sample: None,
+        }
     }
 
     /// The columns written plain.
@@ -132,6 +149,34 @@ pub(crate) const DATA_PAGE_BYTES: usize = 256 * 1024;
 /// The false-positive rate a key column's bloom filters are written for.
 pub(crate) const KEY_FILTER_FPP: f64 = 1e-7;
 
+/// The fewest distinct keys a key column's bloom filter is sized for (about 64 KiB at
+/// [`KEY_FILTER_FPP`]), however much the sample's keys repeat.
+const MIN_KEY_FILTER_NDV: usize = 8192;
+
+/// The distinct keys a row group's key-column bloom filter is sized for: twice the row
+/// group's rows times the share of distinct keys in the file's first batch, at least
+/// [`MIN_KEY_FILTER_NDV`], at most the row group's rows (without a sample: its rows).
+///
+/// A root table's ids are all distinct, so its filters are sized for every row. A child
+/// table's rows share their root's id (nine stack frames to an event in the mock), and a
+/// filter sized for every row (512 KiB at 65,536 rows) was mostly empty: parquet folds it
+/// down to the target rate once the row group is written, so the file held the same bits
+/// either way, but filling it was a cache miss a row, and each open child file held 512 KiB
+/// more while its row group lasted. Twice the sampled share, and parquet's rounding up to a
+/// power of two, leave room for later pages whose lists are shorter than the first's; keys
+/// beyond that make the filter answer yes more often (a merge then reads that row group's
+/// keys for nothing), never answer no wrongly.
+fn key_filter_ndv(row_group_rows: usize, key_sample: Option<(usize, usize)>) -> u64 {
+    let rows = row_group_rows.max(1);
+    let ndv = match key_sample {
+        Some((distinct, values)) if values >= MIN_SAMPLE_VALUES => {
+            (rows.saturating_mul(distinct).saturating_mul(2) / values).max(MIN_KEY_FILTER_NDV)
+        }
+        _ => rows,
+    };
+    ndv.min(rows) as u64
+}
+
 /// Parquet settings of a data file: zstd at the configured level, dictionaries as `encodings`
 /// says, and a bloom filter per row group on the key column (the id a merge looks rows up
 /// by), so a merge reads only files that may hold an incoming id.
@@ -157,7 +202,10 @@ pub(crate) fn writer_properties(
             // 10^-7, one row group in five still reads its key column for nothing, against
             // nearly all at 10^-5, for files about 4% larger in all.
             .set_column_bloom_filter_fpp(path.clone(), KEY_FILTER_FPP)
-            .set_column_bloom_filter_max_ndv(path, config.row_group_rows as u64);
+            .set_column_bloom_filter_max_ndv(
+                path,
+                key_filter_ndv(config.row_group_rows, encodings.key_sample),
+            );
     }
     // Row ids, their parents' and roots' ids and content hashes are hex digests, unique or
     // repeated only by the few children of one parent: a dictionary of them never pays, and
@@ -331,6 +379,112 @@ mod tests {
             .map(|(_, name)| name)
             .collect();
         assert_eq!(with_statistics, ["id", "error_id", "severity"]);
+    }
+}
+
+#[cfg(test)]
+mod key_filter_tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, StringArray};
+    use arrow_schema::{Field, Schema};
+    use parquet::file::properties::ReaderProperties;
+    use parquet::file::reader::FileReader;
+    use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+
+    use super::*;
+
+    /// Child rows: `per_root` rows to each root id, from root `first` on.
+    fn child_batch(first: usize, roots: usize, per_root: usize) -> RecordBatch {
+        let root_ids: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..roots * per_root).map(|row| format!("{:032x}", first + row / per_root)),
+        ));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            ROOT_ID,
+            DataType::Utf8,
+            false,
+        )]));
+        RecordBatch::try_new(schema, vec![root_ids]).unwrap()
+    }
+
+    fn sized_ndv(encodings: &ColumnEncodings, schema: &SchemaRef) -> u64 {
+        let config = ParquetSinkConfig::default();
+        writer_properties(&config, schema, encodings)
+            .bloom_filter_properties(&ColumnPath::from(ROOT_ID))
+            .map(|p| p.ndv())
+            .unwrap()
+    }
+
+    #[test]
+    fn filters_are_sized_for_the_distinct_keys_the_sample_shows() {
+        let rows = ParquetSinkConfig::default().row_group_rows;
+        assert_eq!(key_filter_ndv(rows, None), rows as u64);
+        // Ids that never repeat (a root table): every row.
+        assert_eq!(key_filter_ndv(rows, Some((1000, 1000))), rows as u64);
+        // Too few values to say.
+        assert_eq!(key_filter_ndv(rows, Some((1, 10))), rows as u64);
+        // Nine rows to a key: twice a ninth of the rows.
+        assert_eq!(key_filter_ndv(90_000, Some((100, 900))), 20_000);
+        // Keys that repeat a thousand times still get the smallest filter.
+        assert_eq!(
+            key_filter_ndv(rows, Some((1, 1000))),
+            MIN_KEY_FILTER_NDV as u64
+        );
+
+        let batch = child_batch(0, 100, 9);
+        let sampled = ColumnEncodings::sample(&batch);
+        assert_eq!(sampled.key_sample, Some((100, 900)));
+        assert_eq!(
+            sized_ndv(&sampled, &batch.schema()),
+            key_filter_ndv(rows, Some((100, 900)))
+        );
+        assert!(sized_ndv(&sampled, &batch.schema()) < rows as u64);
+        // A rewrite, which has no sample, sizes for every row.
+        assert_eq!(
+            sized_ndv(&ColumnEncodings::dictionaries(), &batch.schema()),
+            rows as u64
+        );
+    }
+
+    /// A filter sized from a first batch whose keys repeat nine times still holds every key
+    /// when the later rows' keys repeat far less and outnumber what it was sized for.
+    #[test]
+    fn a_filter_sized_too_small_still_holds_every_key() {
+        let first = child_batch(0, 100, 9);
+        let encodings = ColumnEncodings::sample(&first);
+        let rows = ParquetSinkConfig::default().row_group_rows;
+        let sized_for = key_filter_ndv(rows, encodings.key_sample) as usize;
+        // Then a key a row, three times as many keys as the filter was sized for.
+        let roots = 3 * sized_for;
+        let later = child_batch(100, roots, 1);
+        let file = encode(
+            &ParquetSinkConfig {
+                row_group_rows: 4 * sized_for,
+                ..ParquetSinkConfig::default()
+            },
+            &first.schema(),
+            &encodings,
+            &[first.clone(), later],
+            "t",
+        )
+        .unwrap();
+        let options = ReadOptionsBuilder::new()
+            .with_reader_properties(
+                ReaderProperties::builder()
+                    .set_read_bloom_filter(true)
+                    .build(),
+            )
+            .build();
+        let reader =
+            SerializedFileReader::new_with_options(bytes::Bytes::from(file.bytes), options)
+                .unwrap();
+        assert_eq!(reader.metadata().num_row_groups(), 1);
+        let row_group = reader.get_row_group(0).unwrap();
+        let filter = row_group.get_column_bloom_filter(0).unwrap();
+        let missing = (0..100 + roots)
+            .filter(|r| !filter.check(format!("{r:032x}").as_str()))
+            .count();
+        assert_eq!(missing, 0, "a bloom filter must never leave a key out");
     }
 }
 
