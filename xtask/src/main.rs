@@ -147,8 +147,23 @@ fn one_line(e: &anyhow::Error) -> String {
     pipeline::error_chain(e.as_ref())
 }
 
+/// How long a blocking thread of the runtime waits for work before it ends: 0.3 s, as long
+/// as jemalloc keeps freed pages, instead of tokio's 10 s.
+///
+/// A run's file reads and writes go through `object_store` and delta-rs on the blocking
+/// pool; streaming keeps one or two such threads busy, but a checkpoint (bloom filters, key
+/// columns and Delta logs read back, files closed) starts a dozen more at once, and with a
+/// checkpoint every few seconds they never sat idle for 10 s: from the first checkpoint on,
+/// a run kept 20 threads instead of 8, each holding its stack's touched pages and its
+/// jemalloc thread cache, memory a run without checkpoints never has. Ended 0.3 s after
+/// the checkpoint, they took the peak of a 5,000,000-event run from 197 to 188 MB in two
+/// single runs, and the bench's medians of three rounds from 194 to 191 MB (115% to 112% of
+/// the 200,000-event run's; see ARCHITECTURE.md, "Memory").
+const IDLE_BLOCKING_THREAD_LIFE: std::time::Duration = std::time::Duration::from_millis(300);
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .thread_keep_alive(IDLE_BLOCKING_THREAD_LIFE)
         .enable_all()
         .build()?)
 }
