@@ -61,25 +61,24 @@ impl ColumnEncodings {
         }
     }
 
-    /// Decides from a sample of the data (a file's first batch) which columns go plain.
+    /// Decides from a sample of the data (a file's first batch) which columns go plain, and
+    /// notes how often the key column's values repeat in it.
     pub fn sample(batch: &RecordBatch) -> Self {
         let rows = batch.num_rows().min(SAMPLE_ROWS);
-        let plain = batch
-            .schema()
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .filter(|(_, column)| rarely_repeats(&column.slice(0, rows)))
-            .map(|(field, _)| field.name().clone())
-            .collect();
-        let key_sample = key_column_of(&batch.schema())
-            .and_then(|key| batch.column_by_name(key))
-            .and_then(|keys| {
-                let keys = keys.slice(0, rows);
-                let keys = keys.as_string_opt::<i32>()?;
-                let distinct: HashSet<&str> = keys.iter().flatten().collect();
-                Some((distinct.len(), keys.len() - keys.null_count()))
-            });
+        let schema = batch.schema();
+        let key = key_column_of(&schema);
+        let mut key_sample = None;
+        let mut plain = BTreeSet::new();
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            let counts = distinct_values(&column.slice(0, rows));
+            if key == Some(field.name().as_str()) {
+                key_sample = counts;
+            }
+            // More than half of the values distinct.
+            if counts.is_some_and(|(distinct, values)| distinct * 2 > values) {
+                plain.insert(field.name().clone());
+            }
+        }
         ColumnEncodings { plain, key_sample }
     }
 
@@ -109,12 +108,13 @@ impl ColumnEncodings {
     }
 }
 
-/// Whether more than half of a sample's values are distinct (`false` for samples too small
-/// to say, and for types other than text, 64-bit numbers and times, whose dictionaries stay).
-fn rarely_repeats(sample: &dyn Array) -> bool {
+/// How many of a sample's values (nulls aside) are distinct, and how many there are; `None`
+/// for samples too small to say, and for types other than text, 64-bit numbers and times,
+/// whose dictionaries stay.
+fn distinct_values(sample: &dyn Array) -> Option<(usize, usize)> {
     let values = sample.len() - sample.null_count();
     if values < MIN_SAMPLE_VALUES {
-        return false;
+        return None;
     }
     let distinct = match sample.data_type() {
         DataType::Utf8 => {
@@ -131,9 +131,9 @@ fn rarely_repeats(sample: &dyn Array) -> bool {
                 .collect();
             set.len()
         }
-        _ => return false,
+        _ => return None,
     };
-    distinct * 2 > values
+    Some((distinct, values))
 }
 
 /// The size at which a column's data page is compressed and added to its row group. Every
