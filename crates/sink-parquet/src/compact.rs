@@ -3,7 +3,7 @@
 
 use arrow_schema::SchemaRef;
 use deltalake::kernel::Action;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::protocol::DeltaOperation;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
@@ -204,8 +204,7 @@ impl Lake {
                 .iter()
                 .map(|(name, size, rows)| add_action(name, *size, *rows, false, now_ms)),
         );
-        let properties = CommitProperties::default()
-            .with_max_retries(0)
+        let properties = crate::table_commit::commit_properties()
             .with_metadata([("errlake.load_id".to_owned(), serde_json::json!(load_id))]);
         let operation = DeltaOperation::Optimize {
             predicate: None,

@@ -493,15 +493,13 @@ async fn commit_actions(
         merge_schemas(table_name, existing_schema.as_ref(), schema, load.null_only)?;
     // No retry inside delta-rs: a table that moved is merged again from the top, since
     // its conflict check does not see that a concurrent append may hold our ids.
-    let properties = CommitProperties::default()
-        .with_max_retries(0)
-        .with_metadata(
-            std::iter::once(("errlake.load_id".to_owned(), serde_json::json!(load_id))).chain(
-                counts
-                    .iter()
-                    .map(|(key, n)| (format!("errlake.{key}"), serde_json::json!(n))),
-            ),
-        );
+    let properties = commit_properties().with_metadata(
+        std::iter::once(("errlake.load_id".to_owned(), serde_json::json!(load_id))).chain(
+            counts
+                .iter()
+                .map(|(key, n)| (format!("errlake.{key}"), serde_json::json!(n))),
+        ),
+    );
     // The history setting: `None` leaves the table's as it is, `Some(None)` removes it.
     let history_setting: Option<Option<String>> = config
         .keep_history_secs
@@ -545,6 +543,17 @@ async fn commit_actions(
         .await
         .map_err(delta_err)?;
     Ok((finalized.version(), keeps_history))
+}
+
+/// The properties every commit of errlake's starts from. No retry inside delta-rs (a
+/// caller that sees its table moved decides what to do again), and no expired-log clean-up:
+/// delta-rs would list the whole `_delta_log` on every commit and delete the log files past
+/// the table's `delta.logRetentionDuration`, whoever wrote them, where errlake deletes only
+/// data files it wrote.
+pub(crate) fn commit_properties() -> CommitProperties {
+    CommitProperties::default()
+        .with_max_retries(0)
+        .with_cleanup_expired_logs(Some(false))
 }
 
 /// A table's first commit, with its schema and history setting; whether it keeps history.

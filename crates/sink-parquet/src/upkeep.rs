@@ -125,7 +125,7 @@ impl Lake {
     /// are lost, and the table reads again. Returns the files dropped (none: no commit).
     pub async fn repair(&self, table: &str) -> Result<Vec<String>> {
         use deltalake::kernel::Action;
-        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+        use deltalake::kernel::transaction::CommitBuilder;
         let missing = self.missing_files(table).await?;
         if missing.is_empty() {
             return Ok(missing);
@@ -145,8 +145,7 @@ impl Lake {
             .filter(|f| gone.contains(f.path().as_ref()))
             .map(|f| Action::Remove(f.remove_action(true)))
             .collect();
-        let properties = CommitProperties::default()
-            .with_max_retries(0)
+        let properties = crate::table_commit::commit_properties()
             .with_metadata([("errlake.repair".to_owned(), serde_json::json!(missing))]);
         CommitBuilder::from(properties)
             .with_actions(actions)

@@ -336,3 +336,54 @@ async fn compaction_packs_small_files_without_changing_a_row() {
         None
     );
 }
+
+/// Delta's expired-log clean-up deletes log files past `delta.logRetentionDuration` (30
+/// days) on every commit after a checkpoint, whoever wrote them: errlake deletes only data
+/// files it wrote, so its commits leave every log file where it is.
+#[tokio::test]
+async fn log_files_past_the_tables_log_retention_are_left_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let m = root(WriteDisposition::Merge);
+    for v in 0..3 {
+        load(&lake, &m, &[vec![json!({"id": "a", "v": v})]]).await;
+    }
+    // A table written to for over a month: a checkpoint (as another writer makes every
+    // 100 commits) and the log before it 40 days old.
+    let table = lake.load_table("events").await.unwrap().unwrap();
+    deltalake::checkpoints::create_checkpoint(&table, None)
+        .await
+        .unwrap();
+    let log = dir.path().join("events/_delta_log");
+    let log_files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&log)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
+    for name in log_files() {
+        std::fs::File::options()
+            .write(true)
+            .open(log.join(name))
+            .unwrap()
+            .set_modified(month_ago)
+            .unwrap();
+    }
+    let before = log_files();
+    assert!(
+        before.contains(&"00000000000000000000.json".to_owned()),
+        "{before:?}"
+    );
+
+    load(&lake, &m, &[vec![json!({"id": "a", "v": 9})]]).await;
+    let after = log_files();
+    let gone: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
+    assert!(gone.is_empty(), "log files deleted: {gone:?}");
+    assert_eq!(
+        rows(&lake, "events", "id").await,
+        BTreeMap::from([("a".into(), vec![9])])
+    );
+}
