@@ -325,6 +325,42 @@ fn failing_events_page(mock: &MockHandle) -> (String, tempfile::TempPath) {
     (project, file)
 }
 
+/// A program that embeds the pipeline in a runtime with a blocking pool of six threads: its
+/// checkpoints and its last commit land. A checkpoint commits the seed's five roots at once,
+/// and while the Delta kernel reads a table's log it holds a pool thread (its `block_on`
+/// blocks in place), so five can wait while the sixth does the file IO they wait on. The
+/// transform workers once held a pool thread each for the whole run: with two cores, this
+/// run then waited on itself for ever (a pool of eight was the least that finished).
+#[test]
+fn a_run_in_a_runtime_with_six_blocking_threads_lands_its_checkpoints() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(6)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (landed, expected) = runtime.block_on(async {
+        let mock = MockHandle::start(MockConfig::small(TOKEN)).await.unwrap();
+        let file = with_checkpoints(dir.path(), 10);
+        let p = load(&file, &mock.base_url(), &dir.path().join("lake"), TOKEN);
+        // Not a measure of speed: a run of a few seconds that has not ended after two
+        // minutes is waiting on itself.
+        let ran = tokio::time::timeout(Duration::from_secs(120), crate::support::run(&p)).await;
+        (ran, expected(&mock))
+    });
+    // A stalled run leaves tasks waiting on the pool; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let report = landed.expect("the run stalled").unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+    assert!(
+        report.checkpoints >= 2,
+        "{} checkpoints",
+        report.checkpoints
+    );
+    assert_eq!(rows(&dir.path().join("lake")), expected);
+}
+
 /// A pipeline file that checkpoints every `pages` pages.
 fn with_checkpoints(dir: &Path, pages: u64) -> std::path::PathBuf {
     let mut seed = std::fs::read_to_string(pipeline_file("errors.toml")).unwrap();

@@ -87,6 +87,15 @@ pub enum PipelineError {
         /// Some of those files, relative to the destination.
         files: Vec<String>,
     },
+    /// The system would not start a transform worker's thread.
+    #[error("pipeline: starting transform worker {index}")]
+    WorkerThread {
+        /// Which worker (from 0).
+        index: usize,
+        /// Why the thread did not start.
+        #[source]
+        source: std::io::Error,
+    },
     /// A stage was cancelled.
     #[error("pipeline: cancelled")]
     Cancelled,

@@ -185,23 +185,29 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
         source_options,
     ));
 
-    // Normalize: CPU work on blocking threads, one per core, sharing the page channel.
+    // Normalize: CPU work on threads of their own, one per core, sharing the page channel.
     let n_workers = match pipeline.channels.transform_workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let workers: Vec<_> = (0..n_workers)
-        .map(|_| {
-            let worker = Worker {
-                pages: pages_rx.clone(),
-                batches: batches_tx.clone(),
-                metas: tables.metas.clone(),
-                normalizer: Normalizer::new(pipeline.normalize.clone(), registry.clone()),
-                load_id: load_id.clone(),
-            };
-            tokio::task::spawn_blocking(move || worker.run())
-        })
-        .collect();
+    let mut workers = Vec::with_capacity(n_workers);
+    for index in 0..n_workers {
+        let worker = Worker {
+            pages: pages_rx.clone(),
+            batches: batches_tx.clone(),
+            metas: tables.metas.clone(),
+            normalizer: Normalizer::new(pipeline.normalize.clone(), registry.clone()),
+            load_id: load_id.clone(),
+        };
+        match WorkerThread::spawn(worker, index) {
+            Ok(thread) => workers.push(thread),
+            Err(e) => {
+                // No worker will take pages: stop the fetchers and the workers started.
+                pages_rx.close();
+                return Err(PipelineError::WorkerThread { index, source: e });
+            }
+        }
+    }
     drop(pages_rx);
     drop(batches_tx);
 
@@ -418,6 +424,40 @@ impl ResourceTables {
     }
 }
 
+/// A transform worker on a thread of its own (not tokio's blocking pool, which it would
+/// hold for the whole run: the object store's file IO and the Delta kernel's log reads at a
+/// checkpoint run there, some of them waiting on others, so a program that caps the pool
+/// could see a checkpoint wait forever behind the workers).
+struct WorkerThread {
+    done: tokio::sync::oneshot::Receiver<Result<Discarded, PipelineError>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WorkerThread {
+    fn spawn(worker: Worker, index: usize) -> std::io::Result<Self> {
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("errlake-transform-{index}"))
+            .spawn(move || {
+                // The receiver is gone only when the run was dropped midway.
+                let _ = tx.send(worker.run());
+            })?;
+        Ok(Self { done, thread })
+    }
+
+    /// What the worker returned; its panic, if it panicked.
+    async fn join(self) -> Result<Discarded, PipelineError> {
+        match self.done.await {
+            Ok(result) => result,
+            // The sender went with a panic: the thread has unwound, and `join` says why.
+            Err(_) => match self.thread.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => Err(PipelineError::Cancelled),
+            },
+        }
+    }
+}
+
 /// A transform worker: takes pages from the shared channel, sends their batches on.
 struct Worker {
     pages: async_channel::Receiver<Page>,
@@ -486,7 +526,7 @@ struct Ended {
 impl Ended {
     async fn join(
         source_task: tokio::task::JoinHandle<source_errors::Result<source_errors::SourceReport>>,
-        workers: Vec<tokio::task::JoinHandle<Result<Discarded, PipelineError>>>,
+        workers: Vec<WorkerThread>,
         sink_task: tokio::task::JoinHandle<(Sink, Result<(), PipelineError>)>,
     ) -> Result<Ended, PipelineError> {
         let mut first_error: Option<PipelineError> = None;
@@ -499,7 +539,7 @@ impl Ended {
         };
         let mut discarded = Discarded::default();
         for w in workers {
-            match join(w).await? {
+            match w.join().await {
                 Ok(d) => discarded.add(&d),
                 Err(e) => {
                     first_error.get_or_insert(e);
