@@ -186,28 +186,14 @@ pub async fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport,
     ));
 
     // Normalize: CPU work on threads of their own, one per core, sharing the page channel.
-    let n_workers = match pipeline.channels.transform_workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
-    let mut workers = Vec::with_capacity(n_workers);
-    for index in 0..n_workers {
-        let worker = Worker {
-            pages: pages_rx.clone(),
-            batches: batches_tx.clone(),
-            metas: tables.metas.clone(),
-            normalizer: Normalizer::new(pipeline.normalize.clone(), registry.clone()),
-            load_id: load_id.clone(),
-        };
-        match WorkerThread::spawn(worker, index) {
-            Ok(thread) => workers.push(thread),
-            Err(e) => {
-                // No worker will take pages: stop the fetchers and the workers started.
-                pages_rx.close();
-                return Err(PipelineError::WorkerThread { index, source: e });
-            }
-        }
-    }
+    let workers = spawn_workers(
+        pipeline,
+        &pages_rx,
+        &batches_tx,
+        &tables,
+        &registry,
+        &load_id,
+    )?;
     drop(pages_rx);
     drop(batches_tx);
 
@@ -422,6 +408,38 @@ impl ResourceTables {
             metas: Arc::new(metas),
         }
     }
+}
+
+/// The transform workers (`channels.transform_workers`, or one per core), each with a
+/// normalizer of its own on the shared registry. If a thread does not start, the pages
+/// channel closes, so the fetchers and the workers already started stop.
+fn spawn_workers(
+    pipeline: &Pipeline,
+    pages: &async_channel::Receiver<Page>,
+    batches: &async_channel::Sender<PageBatches>,
+    tables: &ResourceTables,
+    registry: &SchemaRegistry,
+    load_id: &str,
+) -> Result<Vec<WorkerThread>, PipelineError> {
+    let n_workers = match pipeline.channels.transform_workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    (0..n_workers)
+        .map(|index| {
+            let worker = Worker {
+                pages: pages.clone(),
+                batches: batches.clone(),
+                metas: tables.metas.clone(),
+                normalizer: Normalizer::new(pipeline.normalize.clone(), registry.clone()),
+                load_id: load_id.to_owned(),
+            };
+            WorkerThread::spawn(worker, index).map_err(|source| {
+                pages.close();
+                PipelineError::WorkerThread { index, source }
+            })
+        })
+        .collect()
 }
 
 /// A transform worker on a thread of its own (not tokio's blocking pool, which it would
