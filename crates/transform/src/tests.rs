@@ -165,6 +165,36 @@ events
     );
 }
 
+/// Integers and booleans whose node's own column has another type go to their variant
+/// columns, the first time and every time after (when the normalizer knows their column
+/// and puts them there directly), and values of the own column's type still go there.
+#[test]
+fn integers_and_booleans_keep_going_to_their_variant_columns() {
+    check(
+        json!([
+            {"id": "a", "n": "x", "b": 1},
+            {"id": "b", "n": 2, "b": true},
+            {"id": "c", "n": 3, "b": false},
+            {"id": "d", "n": true, "b": 4},
+            {"id": "e", "n": "y", "b": true},
+        ]),
+        r#"
+events
+  id: Utf8
+  n: Utf8
+  b: Int64
+  n__v_bigint: Int64
+  b__v_bool: Boolean
+  n__v_bool: Boolean
+  | "a" | "x" | 1 | ∅ | ∅ | ∅
+  | "b" | ∅ | ∅ | 2 | true | ∅
+  | "c" | ∅ | ∅ | 3 | false | ∅
+  | "d" | ∅ | 4 | ∅ | ∅ | true
+  | "e" | "y" | ∅ | ∅ | true | ∅
+"#,
+    );
+}
+
 /// A text column keeps a later timestamp-shaped string as its text (no timestamp variant),
 /// where a column of another type sends text and timestamps to variants of their own: the
 /// normalizer skips reading strings as timestamps only where either lands in one column.
