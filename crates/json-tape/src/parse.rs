@@ -180,9 +180,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Node>, Problem> {
 }
 
 impl Parser<'_> {
-    /// Skips whitespace. Called between every two tokens, and APIs send compact JSON: a
-    /// byte above the space (no whitespace) is one comparison, where matching the four
-    /// whitespace bytes took a seventh of the instructions parsing ran.
+    /// Skips whitespace, where the next token's own match cannot: APIs send compact JSON,
+    /// so a byte above the space (no whitespace) is one comparison, where matching the four
+    /// whitespace bytes took a seventh of the instructions parsing ran. Between most tokens
+    /// the match that reads the next token has an arm for whitespace instead, which calls
+    /// [`Parser::skip_ws_slow`] and matches again: compact JSON then costs no comparison
+    /// for it at all (parsing 4000 mock events: 190.2M -> 181.6M instructions).
     #[inline(always)]
     fn skip_ws(&mut self) {
         if let Some(&c) = self.b.get(self.i)
@@ -219,15 +222,14 @@ impl Parser<'_> {
     }
 
     fn run(&mut self) -> Result<(), Problem> {
-        self.skip_ws();
         let mut want_value = true;
         loop {
             if want_value {
                 self.value()?;
             }
             // A value just ended: it belongs to the innermost open list or object.
-            self.skip_ws();
             let Some(frame) = self.stack.last_mut() else {
+                self.skip_ws();
                 if self.i < self.b.len() {
                     return Err(problem(self.i, "trailing characters"));
                 }
@@ -235,26 +237,31 @@ impl Parser<'_> {
             };
             frame.count += 1;
             let object = frame.object;
-            match (self.b.get(self.i), object) {
-                (Some(b','), false) => {
-                    self.i += 1;
-                    self.skip_ws();
-                    want_value = true;
+            loop {
+                match (self.b.get(self.i), object) {
+                    (Some(b','), false) => {
+                        self.i += 1;
+                        want_value = true;
+                    }
+                    (Some(b','), true) => {
+                        self.i += 1;
+                        self.key()?;
+                        want_value = true;
+                    }
+                    (Some(b']'), false) | (Some(b'}'), true) => {
+                        self.close()?;
+                        want_value = false;
+                    }
+                    (Some(b' ' | b'\n' | b'\r' | b'\t'), _) => {
+                        self.skip_ws_slow();
+                        continue;
+                    }
+                    (None, false) => return Err(problem(self.i, "EOF while parsing a list")),
+                    (None, true) => return Err(problem(self.i, "EOF while parsing an object")),
+                    (Some(_), false) => return Err(problem(self.i, "expected `,` or `]`")),
+                    (Some(_), true) => return Err(problem(self.i, "expected `,` or `}`")),
                 }
-                (Some(b','), true) => {
-                    self.i += 1;
-                    self.skip_ws();
-                    self.key()?;
-                    want_value = true;
-                }
-                (Some(b']'), false) | (Some(b'}'), true) => {
-                    self.close()?;
-                    want_value = false;
-                }
-                (None, false) => return Err(problem(self.i, "EOF while parsing a list")),
-                (None, true) => return Err(problem(self.i, "EOF while parsing an object")),
-                (Some(_), false) => return Err(problem(self.i, "expected `,` or `]`")),
-                (Some(_), true) => return Err(problem(self.i, "expected `,` or `}`")),
+                break;
             }
         }
     }
@@ -300,6 +307,7 @@ impl Parser<'_> {
                     }
                     // The first item follows.
                 }
+                Some(b' ' | b'\n' | b'\r' | b'\t') => self.skip_ws_slow(),
                 None => return Err(problem(i, "EOF while parsing a value")),
                 Some(_) => return Err(problem(i, "expected value")),
             }
@@ -310,26 +318,31 @@ impl Parser<'_> {
     /// a call, its entry and exit were an eighth of the instructions parsing ran.
     #[inline(always)]
     fn key(&mut self) -> Result<(), Problem> {
-        match self.b.get(self.i) {
-            Some(b'"') => {
-                let (at, start, end, escaped) = self.string()?;
-                self.keys.push((key_signature(self.b, start, end), at));
-                if escaped && let Some(frame) = self.stack.last_mut() {
-                    frame.escaped_key = true;
+        loop {
+            match self.b.get(self.i) {
+                Some(b'"') => {
+                    let (at, start, end, escaped) = self.string()?;
+                    self.keys.push((key_signature(self.b, start, end), at));
+                    if escaped && let Some(frame) = self.stack.last_mut() {
+                        frame.escaped_key = true;
+                    }
+                    break;
                 }
+                Some(b' ' | b'\n' | b'\r' | b'\t') => self.skip_ws_slow(),
+                None => return Err(problem(self.i, "EOF while parsing an object")),
+                Some(_) => return Err(problem(self.i, "key must be a string")),
             }
-            None => return Err(problem(self.i, "EOF while parsing an object")),
-            Some(_) => return Err(problem(self.i, "key must be a string")),
         }
-        self.skip_ws();
-        match self.b.get(self.i) {
-            Some(b':') => {
-                self.i += 1;
-                self.skip_ws();
-                Ok(())
+        loop {
+            match self.b.get(self.i) {
+                Some(b':') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                Some(b' ' | b'\n' | b'\r' | b'\t') => self.skip_ws_slow(),
+                None => return Err(problem(self.i, "EOF while parsing an object")),
+                Some(_) => return Err(problem(self.i, "expected `:`")),
             }
-            None => Err(problem(self.i, "EOF while parsing an object")),
-            Some(_) => Err(problem(self.i, "expected `:`")),
         }
     }
 
@@ -365,14 +378,18 @@ impl Parser<'_> {
         }
         if n <= REMEMBERED_FROM {
             // Distinct signatures mean distinct keys; only a pair of equal signatures needs
-            // the keys' bytes compared.
-            let keys = &self.keys[from..];
-            let mut equal_signatures = false;
-            for (x, &(signature, _)) in keys.iter().enumerate() {
-                for &(other, _) in &keys[x + 1..] {
-                    equal_signatures |= signature == other;
+            // the keys' bytes compared. Each size written out, not two loops over the pairs
+            // (parsing 4000 mock events: 181.6M -> 173.7M instructions).
+            let equal_signatures = match &self.keys[from..] {
+                [(a, _), (b, _)] => a == b,
+                [(a, _), (b, _), (c, _)] => (a == b) | (a == c) | (b == c),
+                [(a, _), (b, _), (c, _), (d, _)] => {
+                    (a == b) | (a == c) | (a == d) | (b == c) | (b == d) | (c == d)
                 }
-            }
+                // Not reached (an object here has two to four keys); a full check is always
+                // right.
+                _ => true,
+            };
             if equal_signatures {
                 self.shadow_duplicates(frame.node, from);
             }

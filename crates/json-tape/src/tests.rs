@@ -59,6 +59,23 @@ fn problems_name_their_byte() {
     );
 }
 
+/// Whitespace around any token is skipped, and a problem after it is named at the byte
+/// after the whitespace.
+#[test]
+fn whitespace_between_tokens_is_skipped_and_problems_after_it_are_named() {
+    let d = doc(" \n[ 1 ,\t{ \"a\" : [ ] , \"b\"\r\n:{ } } , \"c\" ]\n ");
+    assert_eq!(d.root().to_json(), r#"[1,{"a":[],"b":{}},"c"]"#);
+    check_problem("[1 ,\n 2 x]", 8, "expected `,` or `]`");
+    check_problem("{ \"a\" : 1 , \"b\" : }", 18, "expected value");
+    check_problem("{ \"a\"  1}", 7, "expected `:`");
+    check_problem("{ \"a\": 1 ,  }", 12, "key must be a string");
+    check_problem("[1,\t", 4, "EOF while parsing a value");
+    check_problem("{\"a\" ", 5, "EOF while parsing an object");
+    check_problem("[1 ", 3, "EOF while parsing a list");
+    check_problem("[1]  x", 5, "trailing characters");
+    check_problem("[1 \u{b} 2]", 3, "expected `,` or `]`");
+}
+
 #[test]
 fn nesting_up_to_the_limit_parses_and_deeper_is_named() {
     let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
