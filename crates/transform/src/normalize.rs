@@ -446,12 +446,14 @@ impl SeenKeys {
     #[inline(always)]
     fn node_at(&self, position: usize, short: Option<u128>, long: Option<&str>) -> Option<u32> {
         let held = *self.shorts.get(position)?;
-        let same = match (short, long) {
-            (Some(short), _) => held == short,
-            (None, Some(text)) => {
-                held == LONG_KEY && same_key(self.keys[position].as_bytes(), text.as_bytes())
+        let same = match short {
+            Some(short) => held == short,
+            None => {
+                held == LONG_KEY
+                    && long.is_some_and(|text| {
+                        same_key(self.keys[position].as_bytes(), text.as_bytes())
+                    })
             }
-            (None, None) => false,
         };
         same.then(|| self.nodes[position])
     }
@@ -987,15 +989,7 @@ impl Normalizer {
             let n = &t.nodes[node as usize];
             let flow = match value.kind() {
                 Kind::String if direct.text != NO_COLUMN => {
-                    let s = match value.as_plain_str() {
-                        Some(plain) => Cow::Borrowed(plain),
-                        None => value.as_str().unwrap_or_default(),
-                    };
-                    if let Some(hash) = call.hash.as_mut() {
-                        content_hash::text(hash, &s);
-                    }
-                    self.emit(call, at, direct.text, ColumnType::Text, Scalar::Text(&s));
-                    Flow::Go
+                    self.flatten_string(call, at, node, value, false, Some(direct.text))?
                 }
                 Kind::String if n.hint.is_none() => {
                     let (is_primary_key, text_column) = (n.is_primary_key, n.text_column());
